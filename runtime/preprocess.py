@@ -1,0 +1,283 @@
+"""The one preprocessing: camera frame -> model tensor, and predicted mask -> frame.
+
+Training, quantization calibration, validation and the device all call this module, so the
+int8 model is calibrated on exactly what it will see. Its parameters travel in the model card
+(`PreprocessParams.to_dict`) and the runtime rebuilds them from there (`from_dict`).
+
+Steps, in order:
+1. scale normalisation: resample so a red cell is `target_rbc_diameter_px` across, using a
+   µm/px calibration, a measured red-cell diameter, or an estimate from the frame itself;
+2. padding (reflected) on the bottom/right to a multiple of the network stride;
+3. colour order (OpenCV frames are BGR);
+4. intensity normalisation (fixed mean/std, or per-image standardisation);
+5. layout NCHW float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from runtime.errors import ConfigError, ImageError
+from runtime.imageio import check_frame
+
+IGNORE_INDEX = 255
+"""Mask value for pixels the loss must not see (padding, uncertain label boundaries)."""
+
+ScaleSource = Literal["calibration", "measured", "estimated", "default"]
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    """Everything that defines the tensor a model was trained on. Stored in the model card."""
+
+    version: int = 1
+    color_order: Literal["RGB", "BGR"] = "RGB"
+    target_rbc_diameter_px: float = 40.0
+    nominal_rbc_diameter_um: float = 7.5
+    intensity: Literal["fixed", "per_image"] = "fixed"
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    stride: int = 16
+    min_scale: float = 0.1
+    max_scale: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.color_order not in ("RGB", "BGR"):
+            raise ConfigError(f"preprocess.color_order: must be RGB or BGR, got {self.color_order!r}")
+        if self.intensity not in ("fixed", "per_image"):
+            raise ConfigError(f"preprocess.intensity: must be fixed or per_image, got {self.intensity!r}")
+        if self.target_rbc_diameter_px <= 0 or self.nominal_rbc_diameter_um <= 0:
+            raise ConfigError("preprocess: red-cell diameters must be positive")
+        if self.stride < 1 or self.stride & (self.stride - 1):
+            raise ConfigError(f"preprocess.stride: must be a power of two, got {self.stride}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError("preprocess.mean/std: need three values each, std > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["mean"] = list(self.mean)
+        data["std"] = list(self.std)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PreprocessParams":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"preprocess: unknown key(s) {', '.join(unknown)}")
+        values = dict(data)
+        for key in ("mean", "std"):
+            if key in values:
+                values[key] = tuple(float(v) for v in values[key])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ScaleDecision:
+    """How much a frame is resampled and why (reported in results for traceability)."""
+
+    scale: float
+    source: ScaleSource
+    rbc_diameter_px: float | None = None
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a frame's pixels sit inside the network input; needed to map masks back."""
+
+    frame_hw: tuple[int, int]
+    resized_hw: tuple[int, int]
+    padded_hw: tuple[int, int]
+    scale: float
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A model-ready tensor (1xCxHxW float32) and the geometry to undo it."""
+
+    tensor: np.ndarray
+    geometry: Geometry
+    scale: ScaleDecision = field(compare=False)
+
+
+def estimate_rbc_diameter_px(frame_bgr: np.ndarray) -> float | None:
+    """Estimate the typical red-cell diameter (px) of a smear frame, or None if no cells are seen.
+
+    Cells are darker and more saturated than plasma: Otsu on a stain-contrast channel, holes filled
+    (red cells have pale centres), then the distance transform's regional maxima are the radii of
+    the largest discs inside each cell. Touching cells still give one disc each, so the median of
+    the per-component maxima is robust to overlap.
+    """
+    frame = check_frame(frame_bgr)
+    small_scale = min(1.0, 512.0 / max(frame.shape[:2]))
+    if small_scale < 1.0:
+        frame = cv2.resize(frame, None, fx=small_scale, fy=small_scale, interpolation=cv2.INTER_AREA)
+    cells = _foreground_mask(frame)
+    if cells is None:
+        return None
+    dist = cv2.distanceTransform(cells, cv2.DIST_L2, 5)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(cells, connectivity=8)
+    if n <= 1:
+        return None
+    peak = np.zeros(n, dtype=np.float32)
+    np.maximum.at(peak, labels.ravel(), dist.ravel())
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    radii = peak[1:]
+    # Ignore specks (platelets, noise): keep components whose inscribed disc is at least 3 px.
+    keep = (radii >= 3) & (areas >= 30)
+    if not np.any(keep):
+        return None
+    # Clusters of touching cells have an inscribed disc close to one cell's, so the median over
+    # components is a stable estimate.
+    diameter = 2.0 * float(np.median(radii[keep])) + 1.0
+    return diameter / small_scale
+
+
+def _foreground_mask(frame_bgr: np.ndarray) -> np.ndarray | None:
+    """Binary uint8 mask of stained objects, holes filled; None for a blank frame."""
+    hsv = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2HSV)
+    saturation = cv2.GaussianBlur(hsv[:, :, 1], (5, 5), 0)
+    if int(saturation.max()) - int(saturation.min()) < 20:
+        return None
+    _, mask = cv2.threshold(saturation, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    # Fill holes: flood the background from the border; what is not reached is inside a cell.
+    flood = mask.copy()
+    h, w = mask.shape
+    ff = np.zeros((h + 2, w + 2), np.uint8)
+    padded = cv2.copyMakeBorder(flood, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    cv2.floodFill(padded, ff, (0, 0), 255)
+    holes = cv2.bitwise_not(padded[1:-1, 1:-1])
+    filled = cv2.bitwise_or(mask, holes)
+    coverage = filled.mean() / 255.0
+    if coverage < 0.005 or coverage > 0.95:
+        return None
+    return filled
+
+
+def decide_scale(
+    params: PreprocessParams,
+    frame_bgr: np.ndarray | None = None,
+    *,
+    um_per_px: float | None = None,
+    rbc_diameter_px: float | None = None,
+) -> ScaleDecision:
+    """Choose the resampling factor: calibration beats a measured size beats an estimate."""
+    if um_per_px is not None:
+        if not um_per_px > 0:
+            raise ConfigError(f"um_per_px must be positive, got {um_per_px}")
+        diameter = params.nominal_rbc_diameter_um / um_per_px
+        source: ScaleSource = "calibration"
+    elif rbc_diameter_px is not None:
+        if not rbc_diameter_px > 0:
+            raise ConfigError(f"rbc_diameter_px must be positive, got {rbc_diameter_px}")
+        diameter, source = rbc_diameter_px, "measured"
+    else:
+        estimate = estimate_rbc_diameter_px(frame_bgr) if frame_bgr is not None else None
+        if estimate is None:
+            return ScaleDecision(scale=1.0, source="default", rbc_diameter_px=None)
+        diameter, source = estimate, "estimated"
+    scale = float(np.clip(params.target_rbc_diameter_px / diameter, params.min_scale, params.max_scale))
+    return ScaleDecision(scale=scale, source=source, rbc_diameter_px=float(diameter))
+
+
+def plan_geometry(frame_hw: tuple[int, int], scale: float, stride: int) -> Geometry:
+    """Sizes after resampling by `scale` and padding up to a multiple of `stride`."""
+    h, w = frame_hw
+    rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
+    ph, pw = -(-rh // stride) * stride, -(-rw // stride) * stride
+    return Geometry(frame_hw=(h, w), resized_hw=(rh, rw), padded_hw=(ph, pw), scale=scale)
+
+
+def resample_frame(frame_bgr: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Resize a uint8 frame to the geometry and reflect-pad it (still uint8, HxWx3, BGR)."""
+    rh, rw = geometry.resized_hw
+    if (rh, rw) != tuple(frame_bgr.shape[:2]):
+        interp = cv2.INTER_AREA if geometry.scale < 1.0 else cv2.INTER_LINEAR
+        frame_bgr = cv2.resize(frame_bgr, (rw, rh), interpolation=interp)
+    ph, pw = geometry.padded_hw
+    if (ph, pw) != (rh, rw):
+        frame_bgr = cv2.copyMakeBorder(frame_bgr, 0, ph - rh, 0, pw - rw, cv2.BORDER_REFLECT_101)
+    return frame_bgr
+
+
+def normalize(image_bgr: np.ndarray, params: PreprocessParams) -> np.ndarray:
+    """uint8 HxWx3 BGR -> float32 CxHxW in the model's colour order and intensity scale."""
+    image = image_bgr[:, :, ::-1] if params.color_order == "RGB" else image_bgr
+    x = image.astype(np.float32) * (1.0 / 255.0)
+    if params.intensity == "per_image":
+        mean = x.reshape(-1, 3).mean(axis=0)
+        std = np.maximum(x.reshape(-1, 3).std(axis=0), 0.02)
+    else:
+        mean = np.asarray(params.mean, dtype=np.float32)
+        std = np.asarray(params.std, dtype=np.float32)
+    x = (x - mean) / std
+    return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
+
+
+def preprocess(
+    frame_bgr: np.ndarray,
+    params: PreprocessParams,
+    *,
+    um_per_px: float | None = None,
+    rbc_diameter_px: float | None = None,
+    scale: ScaleDecision | None = None,
+    source: str = "frame",
+) -> Prepared:
+    """Camera frame (HxWx3 uint8 BGR) -> Prepared (1xCxHxW float32 + geometry)."""
+    frame = check_frame(frame_bgr, source=source)
+    if min(frame.shape[:2]) < params.stride:
+        raise ImageError(
+            f"{source}: image is {frame.shape[1]}x{frame.shape[0]} px, smaller than the network stride "
+            f"({params.stride} px)"
+        )
+    if scale is None:
+        scale = decide_scale(params, frame, um_per_px=um_per_px, rbc_diameter_px=rbc_diameter_px)
+    geometry = plan_geometry(frame.shape[:2], scale.scale, params.stride)
+    tensor = normalize(resample_frame(frame, geometry), params)[None]
+    return Prepared(tensor=tensor, geometry=geometry, scale=scale)
+
+
+def mask_to_network(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Resample a frame-sized class mask to the network grid (nearest), padding with IGNORE_INDEX."""
+    rh, rw = geometry.resized_hw
+    out = mask
+    if (rh, rw) != tuple(mask.shape[:2]):
+        out = cv2.resize(mask, (rw, rh), interpolation=cv2.INTER_NEAREST)
+    ph, pw = geometry.padded_hw
+    if (ph, pw) != (rh, rw):
+        out = cv2.copyMakeBorder(out, 0, ph - rh, 0, pw - rw, cv2.BORDER_CONSTANT, value=IGNORE_INDEX)
+    return out
+
+
+def scores_to_frame(scores: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Per-class scores (CxHxW on the network grid) -> CxHxW at the frame's size (bilinear).
+
+    Resampling scores, then taking the argmax, keeps thin structures that resampling a hard mask
+    with nearest-neighbour would break.
+    """
+    rh, rw = geometry.resized_hw
+    h, w = geometry.frame_hw
+    cropped = scores[:, :rh, :rw]
+    if (rh, rw) == (h, w):
+        return np.ascontiguousarray(cropped)
+    hwc = np.ascontiguousarray(cropped.transpose(1, 2, 0))
+    resized = cv2.resize(hwc, (w, h), interpolation=cv2.INTER_LINEAR)
+    if resized.ndim == 2:
+        resized = resized[:, :, None]
+    return np.ascontiguousarray(resized.transpose(2, 0, 1))
+
+
+def mask_to_frame(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """A class mask on the network grid -> the frame's own size (nearest)."""
+    rh, rw = geometry.resized_hw
+    h, w = geometry.frame_hw
+    cropped = mask[:rh, :rw]
+    if (rh, rw) == (h, w):
+        return np.ascontiguousarray(cropped)
+    return cv2.resize(cropped, (w, h), interpolation=cv2.INTER_NEAREST)

@@ -1,0 +1,3 @@
+from smearscope.cli import main
+
+main()

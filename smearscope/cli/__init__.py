@@ -1,0 +1,76 @@
+"""The `smearscope` command group.
+
+Subcommands live in their own modules and are imported only when invoked, so that device
+commands (`run`, `analyze`, `demo`) never import torch or other workstation-only packages.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from smearscope import __version__
+
+# name -> "module:attribute"; each module imports only click at import time.
+SUBCOMMANDS: dict[str, str] = {
+    "demo": "smearscope.cli.demo:demo",
+    "run": "smearscope.cli.run:run",
+    "analyze": "smearscope.cli.analyze:analyze",
+    "config": "smearscope.cli.config:config",
+    "train": "smearscope.cli.train:train",
+    "export": "smearscope.cli.export:export",
+    "diagnose": "smearscope.cli.diagnose:diagnose",
+    "serve": "smearscope.cli.serve:serve",
+    "patients": "smearscope.cli.patients:patients",
+    "bridge": "smearscope.cli.bridge:bridge",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports each subcommand's module on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name in SUBCOMMANDS if _module_exists(SUBCOMMANDS[name]))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = SUBCOMMANDS.get(cmd_name)
+        if target is None or not _module_exists(target):
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+def _module_exists(target: str) -> bool:
+    module_name = target.split(":")[0]
+    return importlib.util.find_spec(module_name) is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="smearscope")
+def cli() -> None:
+    """smearscope: blood-smear analysis with diabetes decision support on an edge device.
+
+    Start with `smearscope demo`: it runs the whole path (capture, quality gate,
+    segmentation, counting, diagnosis, delivery) on built-in defaults.
+    """
+
+
+def main() -> None:
+    """Console-script entry point; turns project errors into one clear line instead of a traceback."""
+    from runtime.errors import SmearscopeError
+
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except SmearscopeError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
