@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "serve": "smearscope.cli.serve:serve",
     "patients": "smearscope.cli.patients:patients",
     "bridge": "smearscope.cli.bridge:bridge",
+    "evaluate": "smearscope.cli.evaluate:evaluate",
 }
 
 
