@@ -149,7 +149,7 @@ def _foreground_mask(frame_bgr: np.ndarray) -> np.ndarray | None:
     # Fill holes: flood the background from the border; what is not reached is inside a cell.
     flood = mask.copy()
     h, w = mask.shape
-    ff = np.zeros((h + 2, w + 2), np.uint8)
+    ff = np.zeros((h + 4, w + 4), np.uint8)  # floodFill needs a mask 2 px larger than the padded image
     padded = cv2.copyMakeBorder(flood, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     cv2.floodFill(padded, ff, (0, 0), 255)
     holes = cv2.bitwise_not(padded[1:-1, 1:-1])
