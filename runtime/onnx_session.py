@@ -54,6 +54,7 @@ class SessionOptions:
     warmup: bool = True
     verify_hash: bool = True
     optimization: str = "all"  # all | extended | basic | disabled
+    profile_prefix: str | None = None  # write an ORT profile (per-node shapes and times) with this prefix
 
 
 _OPT_LEVELS = {
@@ -75,6 +76,9 @@ def create_session(model_path: str | Path, options: SessionOptions | None = None
     if options.intra_op_threads:
         so.intra_op_num_threads = options.intra_op_threads
     so.log_severity_level = 3
+    if options.profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = options.profile_prefix
     providers = resolve_providers(options.providers)
     try:
         return ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
