@@ -1,0 +1,124 @@
+"""Cached, scale-normalised TXL-PBC images for fast training on a CPU.
+
+Decoding JPEGs and resampling them every step costs as much as a small network's forward pass,
+so each training image is resampled once, through the one preprocessing's geometry, to a red-cell
+size a little above the network's target (`CACHE_OVERSIZE`). A sample is then a random crop of
+that cache, shrunk by a random factor (scale augmentation), with its masks drawn from the boxes at
+the final scale (so they are exact at any scale). The tensor comes from runtime.preprocess.normalize.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.preprocess import PreprocessParams, normalize, plan_geometry, resample_frame
+from training.labels import boxes_to_mask, centre_heatmap
+from training.txl_pbc import Box, list_samples, load_sample, median_rbc_diameter_px
+
+CACHE_OVERSIZE = 1.4
+"""Cached images hold red cells this many times the network's target size, so that scale
+augmentation shrinks (never enlarges) them."""
+
+
+@dataclass
+class CachedImage:
+    """One image resampled to `CACHE_OVERSIZE` x the target red-cell size, with its scaled boxes."""
+
+    stem: str
+    image: np.ndarray  # HxWx3 uint8 BGR
+    boxes: list[Box]
+
+
+def _scale_boxes(boxes: list[Box], factor: float) -> list[Box]:
+    return [Box(b.cls, b.cx * factor, b.cy * factor, b.w * factor, b.h * factor) for b in boxes]
+
+
+def build_cache(root: str | Path, split: str, params: PreprocessParams, cache_dir: str | Path) -> Path:
+    """Resample every image of `split` once and store them in one .npz (+ boxes as JSON). Idempotent."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tag = f"{split}-d{params.target_rbc_diameter_px:g}-x{CACHE_OVERSIZE:g}"
+    npz_path, json_path = cache_dir / f"{tag}.npz", cache_dir / f"{tag}.json"
+    if npz_path.is_file() and json_path.is_file():
+        return npz_path
+    arrays, meta = {}, []
+    for sample in list_samples(root, split):
+        image, boxes = load_sample(sample)
+        diameter = median_rbc_diameter_px(boxes)
+        if diameter is None:  # no red cell to measure the magnification by: skip rather than guess
+            continue
+        scale = CACHE_OVERSIZE * params.target_rbc_diameter_px / diameter
+        geometry = plan_geometry(image.shape[:2], scale, 1)
+        arrays[sample.stem] = resample_frame(image, geometry)
+        factor_y = geometry.resized_hw[0] / image.shape[0]
+        factor_x = geometry.resized_hw[1] / image.shape[1]
+        factor = 0.5 * (factor_x + factor_y)
+        meta.append({"stem": sample.stem, "boxes": [[b.cls, b.cx * factor_x, b.cy * factor_y, b.w * factor_x,
+                                                      b.h * factor_y] for b in boxes], "factor": factor})
+    np.savez(npz_path, **arrays)
+    json_path.write_text(json.dumps(meta))
+    return npz_path
+
+
+def load_cache(npz_path: str | Path) -> list[CachedImage]:
+    npz_path = Path(npz_path)
+    meta = json.loads(npz_path.with_suffix(".json").read_text())
+    with np.load(npz_path) as data:
+        return [CachedImage(m["stem"], data[m["stem"]], [Box(int(c), x, y, w, h) for c, x, y, w, h in m["boxes"]])
+                for m in meta]
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training-time variation; `none()` gives the plain preprocessing (used by the parity check)."""
+
+    scale_range: tuple[float, float] = (0.75, 1.3)  # relative to the target red-cell size
+    flip: bool = True
+    colour_jitter: float = 0.08
+    ignore_ring_px: int = 2
+
+    @classmethod
+    def none(cls) -> "Augment":
+        return cls(scale_range=(1.0, 1.0), flip=False, colour_jitter=0.0, ignore_ring_px=0)
+
+
+def make_crop(item: CachedImage, params: PreprocessParams, crop: int, rng: np.random.Generator,
+              augment: Augment) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tensor CxHxW float32, mask HxW int64 with IGNORE_INDEX, centre heat-map HxW float32)."""
+    lo, hi = augment.scale_range
+    rel = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    factor = rel / CACHE_OVERSIZE
+    geometry = plan_geometry(item.image.shape[:2], factor, 1)
+    image = resample_frame(item.image, geometry)
+    fy, fx = geometry.resized_hw[0] / item.image.shape[0], geometry.resized_hw[1] / item.image.shape[1]
+    boxes = [Box(b.cls, b.cx * fx, b.cy * fy, b.w * fx, b.h * fy) for b in item.boxes]
+    h, w = image.shape[:2]
+    if h < crop or w < crop:  # reflect-pad small images; padded pixels are ignored by the loss
+        pad_h, pad_w = max(0, crop - h), max(0, crop - w)
+        image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
+    y0 = int(rng.integers(0, image.shape[0] - crop + 1))
+    x0 = int(rng.integers(0, image.shape[1] - crop + 1))
+    image = image[y0:y0 + crop, x0:x0 + crop]
+    boxes = [Box(b.cls, b.cx - x0, b.cy - y0, b.w, b.h) for b in boxes]
+    mask = boxes_to_mask(boxes, (crop, crop), augment.ignore_ring_px).astype(np.int64)
+    mask[max(0, h - y0):, :] = 255
+    mask[:, max(0, w - x0):] = 255
+    heat = centre_heatmap(boxes, (crop, crop))
+    if augment.colour_jitter > 0:
+        gain = 1.0 + rng.uniform(-augment.colour_jitter, augment.colour_jitter, size=3)
+        bias = rng.uniform(-augment.colour_jitter, augment.colour_jitter, size=3) * 255
+        image = np.clip(image.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
+    if augment.flip:
+        if rng.random() < 0.5:
+            image, mask, heat = image[:, ::-1], mask[:, ::-1], heat[:, ::-1]
+        if rng.random() < 0.5:
+            image, mask, heat = image[::-1], mask[::-1], heat[::-1]
+        if rng.random() < 0.5:
+            image, mask, heat = image.transpose(1, 0, 2), mask.T, heat.T
+    tensor = normalize(np.ascontiguousarray(image), params)
+    return tensor, np.ascontiguousarray(mask), np.ascontiguousarray(heat)

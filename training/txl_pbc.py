@@ -1,0 +1,108 @@
+"""TXL-PBC: peripheral blood smear JPEGs with YOLO boxes, read as project classes and masks.
+
+The files use their own class order (0 WBC, 1 RBC, 2 platelets); everything leaving this module
+uses the project's (runtime.classes). Boxes become masks through training.labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.classes import PLATELET, RBC, WBC
+from runtime.errors import DataError
+from runtime.imageio import read_image
+
+FILE_CLASS_TO_PROJECT: dict[int, int] = {0: WBC, 1: RBC, 2: PLATELET}
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class Box:
+    """One labelled cell in pixels: project class index, centre and size."""
+
+    cls: int
+    cx: float
+    cy: float
+    w: float
+    h: float
+
+    @property
+    def diameter(self) -> float:
+        """Mean of the box's sides: the diameter of the cell it encloses."""
+        return 0.5 * (self.w + self.h)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of the data set and its label file."""
+
+    image_path: Path
+    label_path: Path
+
+    @property
+    def stem(self) -> str:
+        return self.image_path.stem
+
+
+def list_samples(root: str | Path, split: str) -> list[Sample]:
+    """All (image, label) pairs of a split, sorted by name; the test split is refused on purpose."""
+    if split not in SPLITS:
+        raise DataError(f"txl_pbc: split must be one of {', '.join(SPLITS)}, got {split!r}")
+    root = Path(root)
+    image_dir, label_dir = root / "images" / split, root / "labels" / split
+    if not image_dir.is_dir():
+        raise DataError(f"{image_dir}: TXL-PBC image folder not found (pass the data folder, e.g. ../shared/data/txl_pbc)")
+    samples = []
+    for image_path in sorted(image_dir.iterdir()):
+        if image_path.suffix.lower() not in (".jpg", ".jpeg", ".png"):
+            continue
+        samples.append(Sample(image_path, label_dir / f"{image_path.stem}.txt"))
+    if not samples:
+        raise DataError(f"{image_dir}: no images")
+    return samples
+
+
+def read_boxes(label_path: str | Path, width: int, height: int) -> list[Box]:
+    """Parse a YOLO label file (`class cx cy w h`, normalised) into pixel boxes in project classes.
+
+    A missing file means an image without cells; a malformed line is an error naming the file and line.
+    """
+    label_path = Path(label_path)
+    if not label_path.is_file():
+        return []
+    boxes = []
+    for lineno, line in enumerate(label_path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            file_cls = int(parts[0])
+            cx, cy, bw, bh = (float(v) for v in parts[1:5])
+        except (ValueError, IndexError) as exc:
+            raise DataError(f"{label_path}:{lineno}: expected 'class cx cy w h', got {line!r}") from exc
+        if file_cls not in FILE_CLASS_TO_PROJECT or len(parts) != 5:
+            raise DataError(f"{label_path}:{lineno}: unknown class or extra fields in {line!r}")
+        boxes.append(Box(FILE_CLASS_TO_PROJECT[file_cls], cx * width, cy * height, bw * width, bh * height))
+    return boxes
+
+
+def load_sample(sample: Sample) -> tuple[np.ndarray, list[Box]]:
+    """The BGR image and its boxes in pixels."""
+    image = read_image(sample.image_path)
+    return image, read_boxes(sample.label_path, image.shape[1], image.shape[0])
+
+
+def count_boxes(boxes: list[Box]) -> dict[str, int]:
+    """True per-class counts of an image (every labelled cell, border-cut ones too)."""
+    from runtime.classes import CELL_CLASSES
+
+    return {name: sum(b.cls == idx for b in boxes) for name, idx in CELL_CLASSES.items()}
+
+
+def median_rbc_diameter_px(boxes: list[Box]) -> float | None:
+    """Median red-cell box diameter (robust to the few boxes cut by the frame edge); None without red cells."""
+    sizes = [b.diameter for b in boxes if b.cls == RBC]
+    return float(np.median(sizes)) if sizes else None
