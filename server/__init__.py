@@ -1,0 +1,1 @@
+"""The central server: validates, stores (idempotently) and receipts device results; patient registry."""

@@ -1,0 +1,99 @@
+"""`server.yaml`: typed, unknown keys refused, every error names its key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runtime.errors import ConfigError
+from runtime.mqtt.connection import MqttSettings, TlsFiles
+
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """How the server reaches the broker (TLS with its own client certificate in production)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8883
+    client_id: str = "smearscope-server"
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    keepalive_s: int = 30
+    session_expiry_s: int = 7 * 24 * 3600
+
+    def settings(self, base: Path) -> MqttSettings:
+        tls = None
+        if self.ca_file:
+            tls = TlsFiles(*(base / p for p in (self.ca_file, self.cert_file or "", self.key_file or "")))
+        return MqttSettings(host=self.host, port=self.port, client_id=self.client_id, tls=tls,
+                            keepalive_s=self.keepalive_s, session_expiry_s=self.session_expiry_s)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything `smearscope serve` needs."""
+
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    database: str = "sqlite:///smearscope-server.sqlite3"
+    site: str = "+"
+    share_group: str | None = "smearscope-servers"
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    base_dir: Path = Path(".")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ServerConfig":
+        """Read and check a YAML file; relative paths in it are relative to the file."""
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        return cls.from_dict(raw, base_dir=path.resolve().parent)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], base_dir: Path = Path(".")) -> "ServerConfig":
+        if not isinstance(raw, dict):
+            raise ConfigError("server config: top level must be a mapping")
+        _no_unknown(raw, cls, "", skip={"base_dir"})
+        broker_raw = raw.get("broker", {}) or {}
+        if not isinstance(broker_raw, dict):
+            raise ConfigError("broker: must be a mapping")
+        _no_unknown(broker_raw, BrokerConfig, "broker.")
+        try:
+            broker = BrokerConfig(**broker_raw)
+            cfg = cls(broker=broker, base_dir=base_dir, **{k: v for k, v in raw.items() if k != "broker"})
+        except TypeError as exc:
+            raise ConfigError(f"server config: {exc}") from exc
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        if not isinstance(self.broker.port, int) or not 0 < self.broker.port < 65536:
+            raise ConfigError(f"broker.port: must be 1-65535, got {self.broker.port!r}")
+        tls = (self.broker.ca_file, self.broker.cert_file, self.broker.key_file)
+        if any(tls) and not all(tls):
+            raise ConfigError("broker.ca_file: TLS needs ca_file, cert_file and key_file together")
+        if not isinstance(self.max_payload_bytes, int) or self.max_payload_bytes < 1024:
+            raise ConfigError(f"max_payload_bytes: must be an integer >= 1024, got {self.max_payload_bytes!r}")
+        if not isinstance(self.database, str) or not self.database.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ConfigError("database: must be sqlite:///PATH or postgresql://USER@HOST/DB")
+
+    def database_url(self) -> str:
+        """The database URL with a relative SQLite path resolved against the config file."""
+        if self.database.startswith("sqlite:///"):
+            p = Path(self.database[len("sqlite:///"):])
+            return "sqlite:///" + str(p if p.is_absolute() else self.base_dir / p)
+        return self.database
+
+
+def _no_unknown(raw: dict[str, Any], cls: type, prefix: str, skip: set[str] = frozenset()) -> None:
+    known = {f.name for f in fields(cls)} - set(skip)
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{prefix}{key}: unknown key (expected one of {', '.join(sorted(known))})")
