@@ -54,6 +54,8 @@ class SessionOptions:
     warmup: bool = True
     verify_hash: bool = True
     optimization: str = "all"  # all | extended | basic | disabled
+    optimized_model_path: str | None = None
+    """If set, ORT writes the graph it actually runs here (export checks it for float Convs)."""
     profile_prefix: str | None = None  # write an ORT profile (per-node shapes and times) with this prefix
 
 
@@ -76,6 +78,8 @@ def create_session(model_path: str | Path, options: SessionOptions | None = None
     if options.intra_op_threads:
         so.intra_op_num_threads = options.intra_op_threads
     so.log_severity_level = 3
+    if options.optimized_model_path:
+        so.optimized_model_filepath = str(options.optimized_model_path)
     if options.profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = options.profile_prefix
