@@ -115,11 +115,11 @@ class QualityConfig:
     """Thresholds of the quality gate; a frame failing any of them is rejected with a reason."""
 
     enabled: bool = True
-    min_focus: float = 4.0  # variance of the Laplacian on the grey frame, resampled to the model scale
+    min_focus: float = 30.0  # variance of the Laplacian of the grey frame at the model scale (never upsampled)
     min_brightness: float = 40.0  # mean grey level, 0-255
     max_brightness: float = 245.0
     max_clipped_fraction: float = 0.25  # share of pixels at 0 or 255 in any channel
-    min_cell_coverage: float = 0.02  # share of the frame covered by stained objects
+    min_cell_coverage: float = 0.01  # share of the frame covered by stained objects
     analyze_rejected: bool = False  # also run the model on rejected frames (results stay flagged)
 
     def __post_init__(self) -> None:

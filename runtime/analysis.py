@@ -1,0 +1,152 @@
+"""One frame through the pipeline: quality -> preprocess -> inference -> postprocess -> diagnosis.
+
+Each stage is a separate method so benchmarks can time them one by one; `analyze` runs them all
+and records each stage's wall time in milliseconds. A frame the quality gate rejects yields empty
+counts (all background) and the gate's reasons instead of a model output, unless the config asks
+to analyse rejected frames anyway.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol
+
+import numpy as np
+
+from runtime.classes import CELL_CLASSES, CLASS_NAMES, NUM_CLASSES
+from runtime.config import QualityConfig
+from runtime.imageio import check_frame
+from runtime.postprocess import area_percentages, count_cells
+from runtime.preprocess import Geometry, Prepared, ScaleDecision
+from runtime.quality import QualityReport, assess
+from runtime.sample_context import SampleField
+from runtime.segmenter import SegmentationModel
+
+
+class Diagnoser(Protocol):
+    """Decision support on a sample's lab values and the smear; returns the result's `diagnosis` object."""
+
+    def __call__(self, sample: SampleField | None, counts: Mapping[str, int], area_pct: Mapping[str, float],
+                 derived: Mapping[str, Any] | None) -> dict[str, Any] | None: ...
+
+
+@dataclass
+class FrameAnalysis:
+    """Everything one frame produced; `mask` is at the frame's own size."""
+
+    quality: QualityReport
+    scale: ScaleDecision
+    mask: np.ndarray
+    counts: dict[str, int]
+    area_pct: dict[str, float]
+    derived: dict[str, Any] | None
+    diagnosis: dict[str, Any] | None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    model_ran: bool = True
+
+    def quality_dict(self) -> dict[str, Any]:
+        """The result's `quality` object: measurements, reasons and how the frame was scaled."""
+        data = self.quality.to_dict()
+        data["scale"] = {"factor": round(self.scale.scale, 4), "source": self.scale.source,
+                         "rbc_diameter_px": None if self.scale.rbc_diameter_px is None
+                         else round(self.scale.rbc_diameter_px, 2)}
+        data["analysed"] = self.model_ran
+        return data
+
+
+def derived_estimates(mask: np.ndarray, counts: Mapping[str, int], um_per_px: float | None) -> dict[str, Any] | None:
+    """Areas in µm² and cells per mm² of the imaged field; None without a µm/px calibration."""
+    if um_per_px is None:
+        return None
+    px_area_um2 = um_per_px * um_per_px
+    field_um2 = mask.size * px_area_um2
+    hist = np.bincount(mask.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
+    area_um2 = {name: round(float(hist[i]) * px_area_um2, 1) for i, name in enumerate(CLASS_NAMES) if name != "background"}
+    return {
+        "um_per_px": um_per_px,
+        "field_area_mm2": round(field_um2 / 1e6, 6),
+        "area_um2": area_um2,
+        "mean_cell_area_um2": {k: round(area_um2[k] / counts[k], 1) if counts[k] else None for k in CELL_CLASSES},
+        "density_per_mm2": {k: round(counts[k] / (field_um2 / 1e6), 1) for k in CELL_CLASSES},
+    }
+
+
+class Analyzer:
+    """Runs frames through one segmentation model with one quality policy."""
+
+    def __init__(
+        self,
+        model: SegmentationModel,
+        quality: QualityConfig | None = None,
+        diagnoser: Diagnoser | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.model = model
+        self.quality_config = quality or QualityConfig()
+        self.diagnoser = diagnoser
+        self._clock = clock
+
+    # --- the stages, separately callable -----------------------------------------------------
+
+    def check_quality(self, frame: np.ndarray, um_per_px: float | None = None) -> tuple[QualityReport, ScaleDecision]:
+        """Decide the resampling scale, then measure focus, exposure and cell coverage at that scale."""
+        scale = self.model.decide_scale(frame, um_per_px)
+        return assess(frame, self.quality_config, scale.scale), scale
+
+    def preprocess(self, frame: np.ndarray, scale: ScaleDecision, source: str = "frame") -> Prepared:
+        return self.model.prepare(frame, scale, source=source)
+
+    def infer(self, prepared: Prepared) -> np.ndarray:
+        return self.model.infer(prepared)
+
+    def postprocess(self, scores: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, dict[str, int], dict[str, float]]:
+        """Scores -> frame-sized mask, per-class counts and area percentages."""
+        mask = self.model.to_mask(scores, geometry)
+        return mask, count_cells(mask), area_percentages(mask)
+
+    def diagnose(self, sample: SampleField | None, counts: Mapping[str, int], area_pct: Mapping[str, float],
+                 derived: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        if self.diagnoser is None:
+            return None
+        return self.diagnoser(sample, counts, area_pct, derived)
+
+    # --- all of them ---------------------------------------------------------------------------
+
+    def analyze(
+        self,
+        frame: np.ndarray,
+        *,
+        um_per_px: float | None = None,
+        sample: SampleField | None = None,
+        source: str = "frame",
+    ) -> FrameAnalysis:
+        """Run every stage on one frame; raises ImageError for a frame that cannot be analysed at all."""
+        frame = check_frame(frame, source=source)
+        timings: dict[str, float] = {}
+        start = self._clock()
+
+        def lap(stage: str, since: float) -> float:
+            now = self._clock()
+            timings[stage] = round(1000.0 * (now - since), 3)
+            return now
+
+        report, scale = self.check_quality(frame, um_per_px)
+        t = lap("quality", start)
+        model_ran = report.accepted or self.quality_config.analyze_rejected
+        if model_ran:
+            prepared = self.preprocess(frame, scale, source=source)
+            t = lap("preprocess", t)
+            scores = self.infer(prepared)
+            t = lap("inference", t)
+            mask, counts, area = self.postprocess(scores, prepared.geometry)
+            t = lap("postprocess", t)
+        else:
+            mask = np.zeros(frame.shape[:2], np.uint8)
+            counts, area = count_cells(mask), area_percentages(mask)
+        derived = derived_estimates(mask, counts, um_per_px)
+        diagnosis = self.diagnose(sample, counts, area, derived)
+        if self.diagnoser is not None:
+            t = lap("diagnosis", t)
+        timings["total"] = round(1000.0 * (self._clock() - start), 3)
+        return FrameAnalysis(report, scale, mask, counts, area, derived, diagnosis, timings, model_ran)
