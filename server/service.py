@@ -14,16 +14,14 @@ import logging
 import os
 import signal
 import threading
-import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from runtime.ids import uuid7
 from runtime.mqtt.connection import ResilientClient
 from runtime.mqtt.topics import results_filter, topic
-from runtime.schema import validate
 from server.config import ServerConfig
+from server.orders import build_order, publish_order
 from server.store import Outcome, Store
 from server.validation import Accepted, check_message
 
@@ -70,15 +68,9 @@ class ResultServer:
 
     # -- orders ---------------------------------------------------------------------------------
     def send_order(self, site: str, device: str, sample: dict[str, Any], fields: int | None = None) -> str:
-        """Publish an order/1 (QoS 1, not retained) to a device's orders topic; returns the order id."""
-        order: dict[str, Any] = {"schema": "order/1", "order_id": uuid7(), "sample": sample,
-                                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        if fields is not None:
-            order["fields"] = fields
-        validate(order, "order-1")
-        payload = json.dumps(order, separators=(",", ":")).encode("utf-8")
-        info = self.connection.client.publish(topic(site, device, "orders"), payload, qos=1, retain=False)
-        info.wait_for_publish(timeout=10)
+        """Send an order/1 on this server's connection; returns the order id."""
+        order = build_order(sample, fields)
+        publish_order(self.connection.client, site, device, order)
         return order["order_id"]
 
     # -- message path -----------------------------------------------------------------------------

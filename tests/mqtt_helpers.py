@@ -159,7 +159,7 @@ def write_server_config(path: Path, certs: Path, port: int, database: str, share
 
 def start_server_process(config: Path, log_path: Path, env_extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), **(env_extra or {}))
-    return subprocess.Popen([sys.executable, "-m", "smearscope", "serve", "--config", str(config)],
+    return subprocess.Popen([sys.executable, "-m", "smearscope", "serve", "-v", "--config", str(config)],
                             stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
 
 
@@ -223,21 +223,20 @@ def postgres_bin() -> Path | None:
 class Postgres:
     """A throwaway PostgreSQL cluster in a temp dir, run as a non-root user when we are root."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self) -> None:
+        import tempfile
+
         bindir = postgres_bin()
         if bindir is None:
             raise RuntimeError("PostgreSQL binaries not found")
         self.bindir = bindir
-        self.workdir = workdir
+        # Its own top-level temp dir: the server may have to run as another user, who must reach it.
+        self.workdir = Path(tempfile.mkdtemp(prefix="smearscope-pg-"))
         self.port = free_port()
-        self.data = workdir / "pgdata"
-        workdir.mkdir(parents=True, exist_ok=True)
+        self.data = self.workdir / "pgdata"
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self.as_user:
-            shutil.chown(workdir, "postgres")
-            os.chmod(workdir, 0o755)
-            parent = workdir.parent
-            os.chmod(parent, os.stat(parent).st_mode | 0o711)
+            shutil.chown(self.workdir, "postgres")
 
     def _run(self, *args: str) -> None:
         subprocess.run([*self.as_user, *args], check=True, capture_output=True, cwd="/")
@@ -251,6 +250,7 @@ class Postgres:
     def stop(self) -> None:
         subprocess.run([*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
                        capture_output=True, cwd="/")
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 # -- the device process ----------------------------------------------------------------------------
@@ -315,10 +315,10 @@ def broker(tmp_path: Path, certs: Path):
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory):
+def postgres_url():
     if postgres_bin() is None:
         pytest.skip("PostgreSQL not installed (apt-get install postgresql)")
-    pg = Postgres(tmp_path_factory.mktemp("pg"))
+    pg = Postgres()
     url = pg.start()
     yield url
     pg.stop()

@@ -209,6 +209,8 @@ class ResilientClient:
             log.error("broker refused the connection: %s", reason_code)
             return
         self.stats.connects += 1
+        log.info("connected to broker %s:%s (session present: %s)", self.settings.host, self.settings.port,
+                 bool(getattr(flags, "session_present", False)))
         if self.status_topic:
             client.publish(self.status_topic, b"online", qos=1, retain=True)
         if self._on_connected:
