@@ -1,0 +1,1 @@
+"""Benchmarks: `edge-bench` (the device pipeline on the target hardware) and model latency scripts."""

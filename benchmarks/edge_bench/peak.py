@@ -1,0 +1,110 @@
+"""The machine's own matrix-multiply peak, measured in the same run as the model.
+
+A model's achieved MAC/s means little on its own; divided by what this CPU reaches on a large
+dense matrix multiply it says how much of the hardware the model uses. Three kernels:
+
+- numpy float32 GEMM (the BLAS numpy was built with; all cores, thread count not controlled),
+- ONNX Runtime float32 MatMul and
+- ONNX Runtime int8 MatMulInteger (uint8 x int8 -> int32, the same MLAS kernels as an int8 Conv),
+
+the last two at a given intra-op thread count. The two tiny ONNX graphs are stored as files in
+`assets/` so a device without the `onnx` package can still run them; `build_matmul_model`
+regenerates them (needs `onnx`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.edge_bench.timing import measure
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+MATMUL_ASSETS = {"fp32": ASSETS / "matmul_fp32.onnx", "int8": ASSETS / "matmul_int8.onnx"}
+
+
+@dataclass(frozen=True)
+class Peak:
+    """A measured matrix-multiply rate."""
+
+    kernel: str
+    dtype: str
+    size: int
+    threads: int | None
+    p50_ms: float
+    gmacs_per_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_matmul_model(dtype: str) -> Any:
+    """The ONNX graph for one kernel: Y = MatMul(A, B) (fp32) or MatMulInteger(A:u8, B:s8) (int8)."""
+    from onnx import TensorProto, helper
+
+    if dtype == "fp32":
+        node = helper.make_node("MatMul", ["A", "B"], ["Y"])
+        a_type = b_type = y_type = TensorProto.FLOAT
+    elif dtype == "int8":
+        node = helper.make_node("MatMulInteger", ["A", "B"], ["Y"])
+        a_type, b_type, y_type = TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32
+    else:
+        raise ValueError(f"unknown matmul dtype {dtype!r}; known: fp32, int8")
+    graph = helper.make_graph(
+        [node],
+        f"matmul_{dtype}",
+        [helper.make_tensor_value_info("A", a_type, ["M", "K"]), helper.make_tensor_value_info("B", b_type, ["K", "N"])],
+        [helper.make_tensor_value_info("Y", y_type, ["M", "N"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="smearscope-edge-bench")
+    model.ir_version = 8
+    return model
+
+
+def write_matmul_assets() -> None:
+    """Regenerate the stored graphs (run after changing `build_matmul_model`)."""
+    import onnx
+
+    for dtype, path in MATMUL_ASSETS.items():
+        onnx.save(build_matmul_model(dtype), str(path))
+
+
+def _operands(dtype: str, size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    if dtype == "fp32":
+        return {
+            "A": rng.standard_normal((size, size), dtype=np.float32),
+            "B": rng.standard_normal((size, size), dtype=np.float32),
+        }
+    return {
+        "A": rng.integers(0, 256, (size, size), dtype=np.uint8),
+        "B": rng.integers(-128, 128, (size, size), dtype=np.int8),
+    }
+
+
+def _rate(size: int, p50_ms: float) -> float:
+    return size**3 / (p50_ms / 1000.0) / 1e9
+
+
+def numpy_gemm_peak(size: int = 1024, *, warmup: int = 2, runs: int = 10) -> Peak:
+    """float32 GEMM through numpy's BLAS."""
+    ops = _operands("fp32", size)
+    a, b = ops["A"], ops["B"]
+    out = np.empty((size, size), dtype=np.float32)
+    stats = measure(lambda: np.matmul(a, b, out=out), warmup=warmup, runs=runs)
+    return Peak("numpy-gemm", "fp32", size, None, stats.p50, _rate(size, stats.p50))
+
+
+def ort_matmul_peak(dtype: str, threads: int, size: int = 1024, *, warmup: int = 2, runs: int = 10) -> Peak:
+    """MatMul (fp32) or MatMulInteger (int8) in ONNX Runtime's CPU provider at `threads` threads."""
+    from runtime.onnx_session import SessionOptions, create_session
+
+    path = MATMUL_ASSETS[dtype]
+    session = create_session(path, SessionOptions(providers=("cpu",), intra_op_threads=threads, warmup=False))
+    feeds = _operands(dtype, size)
+    stats = measure(lambda: session.run(None, feeds), warmup=warmup, runs=runs)
+    kernel = "ort-matmul" if dtype == "fp32" else "ort-matmulinteger"
+    return Peak(kernel, dtype, size, threads, stats.p50, _rate(size, stats.p50))

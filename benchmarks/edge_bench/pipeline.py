@@ -1,0 +1,163 @@
+"""The device pipeline, one field at a time, with every stage timed separately.
+
+Stages run the device's own modules (camera, analyser, result builder, outbox, MQTT publisher).
+A stage whose module is not installed, or that needs something absent (a broker, a diagnosis
+model), is reported as not available with the reason; it is never replaced by a stand-in.
+
+Every timed run executes all available stages in order on the same field; the end-to-end time is
+the wall time of that whole run, so it includes the hand-over between stages.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmarks.edge_bench.frames import BenchFrame
+from benchmarks.edge_bench.timing import Stats, summarize, time_call
+
+STAGE_NAMES = ("capture", "quality", "preprocess", "inference", "postprocess", "diagnosis", "outbox", "publish")
+State = dict[str, Any]
+
+
+@dataclass
+class Stage:
+    """One timed step; `run` reads and extends the run's state. `run is None`: not available."""
+
+    name: str
+    note: str
+    run: Callable[[State], None] | None = None
+    samples_ms: list[float] = field(default_factory=list)
+
+    @property
+    def available(self) -> bool:
+        return self.run is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        stats = summarize(self.samples_ms).to_dict() if self.samples_ms else None
+        return {"name": self.name, "available": self.available, "note": self.note, "latency_ms": stats}
+
+
+def module_missing(name: str) -> str | None:
+    """Why a runtime module cannot be used ('<name> is not installed'), or None when it can."""
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        found = False
+    return None if found else f"{name} is not installed"
+
+
+@dataclass
+class Pipeline:
+    """Stages in device order plus what they share (the field, the analyser, the outbox...)."""
+
+    stages: list[Stage]
+    state: State
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    end_to_end_ms: list[float] = field(default_factory=list)
+
+    def run_once(self, record: bool) -> None:
+        """One field through every available stage; `record` keeps the timings."""
+        state = dict(self.state)
+
+        def body() -> None:
+            for stage in self.stages:
+                if stage.run is not None:
+                    elapsed, _ = time_call(lambda: stage.run(state))
+                    if record:
+                        stage.samples_ms.append(elapsed)
+
+        total, _ = time_call(body)
+        if record:
+            self.end_to_end_ms.append(total)
+        self.state["last"] = state
+
+    def measure(self, *, warmup: int, runs: int, tick: Callable[[], None] = lambda: None) -> Stats:
+        for _ in range(warmup):
+            self.run_once(record=False)
+        for _ in range(runs):
+            self.run_once(record=True)
+            tick()
+        return summarize(self.end_to_end_ms)
+
+    def close(self) -> None:
+        for closer in reversed(self.closers):
+            closer()
+
+
+# --------------------------------------------------------------------------- stage builders
+
+
+def capture_stage(frame: BenchFrame) -> tuple[Stage, Callable[[], None] | None]:
+    """The device's folder camera reading and decoding the field's file."""
+    missing = module_missing("runtime.cameras")
+    if missing:
+        return Stage("capture", f"{missing}; the field is handed over in memory"), None
+    from runtime.cameras import make_camera
+    from runtime.config import FolderCameraConfig
+
+    camera = make_camera(FolderCameraConfig(path=str(frame.file.parent), pattern=frame.file.name))
+
+    def run(state: State) -> None:
+        captured = camera.capture()
+        state["frame"] = captured.image
+
+    note = f"FolderCamera: read + decode {frame.file.suffix.lstrip('.').upper()} {frame.hw[1]}x{frame.hw[0]}"
+    return Stage("capture", note, run), camera.close
+
+
+def analysis_stages(analyzer: Any, um_per_px: float | None) -> list[Stage]:
+    """Quality gate, preprocessing, inference and post-processing: the analyser's own stages."""
+    from runtime.analysis import derived_estimates
+
+    def quality(state: State) -> None:
+        state["quality"], state["scale"] = analyzer.check_quality(state["frame"], um_per_px)
+
+    def preprocess(state: State) -> None:
+        state["prepared"] = analyzer.preprocess(state["frame"], state["scale"])
+
+    def infer(state: State) -> None:
+        state["scores"] = analyzer.infer(state["prepared"])
+
+    def postprocess(state: State) -> None:
+        mask, counts, area = analyzer.postprocess(state["scores"], state["prepared"].geometry)
+        state.update(mask=mask, counts=counts, area_pct=area, derived=derived_estimates(mask, counts, um_per_px))
+
+    scale_note = "calibrated um/px" if um_per_px is not None else "red-cell size estimated from the frame"
+    return [
+        Stage("quality", f"scale decision ({scale_note}) + focus/exposure/coverage", quality),
+        Stage("preprocess", "resample, pad, normalise (runtime.preprocess)", preprocess),
+        Stage("inference", "ONNX Runtime session.run", infer),
+        Stage("postprocess", "scores -> frame mask, connected-component counts, area %", postprocess),
+    ]
+
+
+def diagnosis_stage(analyzer: Any, sample: Any) -> Stage:
+    """Guideline rules (+ network when shipped) on the sample's labs and the smear's counts."""
+    if analyzer.diagnoser is None:
+        return Stage("diagnosis", "no diagnoser available in this installation")
+
+    def run(state: State) -> None:
+        state["diagnosis"] = analyzer.diagnose(sample, state["counts"], state["area_pct"], state["derived"])
+
+    return Stage("diagnosis", "runtime.diagnosis on the sample's lab values and the counts", run)
+
+
+def result_message(state: State, model_info: dict[str, Any], sample: Any, seq: int, device_id: str) -> dict[str, Any]:
+    """The validated result/1 message the device would send for this run."""
+    from runtime.analysis import FrameAnalysis
+    from runtime.result import build_result
+
+    analysis = FrameAnalysis(
+        quality=state["quality"],
+        scale=state["scale"],
+        mask=state["mask"],
+        counts=state["counts"],
+        area_pct=state["area_pct"],
+        derived=state["derived"],
+        diagnosis=state.get("diagnosis"),
+        timings_ms={},
+    )
+    return build_result(analysis, device_id=device_id, seq=seq, sample=sample, model=model_info)

@@ -1,0 +1,239 @@
+"""Reports as text tables (terminal) or Markdown, and the comparison of two reports.
+
+A report is first turned into `Table`s (title, header, rows, notes); the two formatters only
+lay those out, so the terminal and Markdown views always show the same figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from benchmarks.edge_bench.timing import ratio
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+
+def fmt(value: Any, digits: int = 2, suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}{suffix}"
+    return f"{value}{suffix}"
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{100.0 * value:.1f}%"
+
+
+def hw(value: list[int] | None) -> str:
+    return "-" if not value else f"{value[0]}x{value[1]}"
+
+
+def _stats_cells(stats: dict[str, Any] | None) -> list[str]:
+    if not stats:
+        return ["-"] * 4
+    return [fmt(stats["p50"]), fmt(stats["p90"]), fmt(stats["p99"]), fmt(stats["mean"])]
+
+
+def report_tables(report: dict[str, Any]) -> list[Table]:
+    """Every section of a report as a table."""
+    return [
+        _machine_table(report),
+        _peaks_table(report),
+        _models_table(report),
+        *[_pipeline_table(p) for p in report["pipelines"]],
+        _sweep_table(report),
+        _torch_table(report),
+        _ratios_table(report),
+    ]
+
+
+def _machine_table(report: dict[str, Any]) -> Table:
+    m = report["machine"]
+    freq, thr = m["frequency"], m["throttling"]
+    ort = m["onnxruntime"]
+    settings = report["settings"]
+    frame = settings["frame"]
+    rows = [
+        ["CPU", f"{m['cpu_model']} ({m['arch']}), {m['cores_usable']} of {m['cores_logical']} cores usable"
+         + (", virtualised" if m.get("virtualized") else "")],
+        ["board", m.get("board") or "-"],
+        ["flags", " ".join(m["flags"]) or "-"],
+        ["ONNX Runtime", f"{ort['version']}; providers {', '.join(ort['providers'])}"],
+        ["governor", f"{freq['governor'] or 'not readable'}; {fmt(freq['cur_mhz'], 0)} / {fmt(freq['max_mhz'], 0)} MHz"],
+        ["throttling", f"{thr['throttled'] if thr['throttled'] is not None else 'not readable'}"
+         + (f" ({thr['source']})" if thr["source"] else "")
+         + "".join(f"; {k} {v:.0f} C" for k, v in thr["temperatures_c"].items())],
+        ["load average", f"start {m.get('load_average_start')}, end {m.get('load_average_end')}"],
+        ["frame", f"{frame['source']}: {hw(frame['frame_hw'])} -> network {hw(frame.get('network_hw'))}"],
+        ["runs", f"{settings['runs']} timed after {settings['warmup']} warm-up" + (" (--quick)" if settings["quick"] else "")],
+        ["peak RSS", f"{report['memory']['peak_rss_mb']:.0f} MB "
+         f"({report['memory']['peak_rss_before_torch_mb']:.0f} MB before PyTorch was loaded)"],
+    ]
+    return Table("Machine", ["", ""], rows)
+
+
+def _peaks_table(report: dict[str, Any]) -> Table:
+    rows = [[p["kernel"], p["dtype"], fmt(p["threads"]), str(p["size"]), fmt(p["p50_ms"], 3), fmt(p["gmacs_per_s"], 1)]
+            for p in report["peaks"]]
+    return Table("Matrix-multiply peak (this run)", ["kernel", "dtype", "threads", "n", "p50 ms", "GMAC/s"], rows)
+
+
+def _models_table(report: dict[str, Any]) -> Table:
+    rows = []
+    for m in report["models"]:
+        macs = ", ".join(f"{hw(c['input_shape'][2:])}: {c['total'] / 1e9:.2f}" for c in m["macs"]) or "-"
+        rows.append([m["variant"], f"{m['name']} {m['version']}", f"{m['size_bytes'] / 1e6:.2f}", macs, m["sha256"][:12]])
+    return Table("Models", ["variant", "model", "size MB", "GMAC per inference", "sha256"], rows)
+
+
+def _pipeline_table(p: dict[str, Any]) -> Table:
+    rows = []
+    for stage in p["stages"]:
+        if stage["available"]:
+            rows.append([stage["name"], *_stats_cells(stage["latency_ms"]), stage["note"]])
+        else:
+            rows.append([stage["name"], "not available", "", "", "", stage["note"]])
+    included = [s["name"] for s in p["stages"] if s["available"]]
+    rows.append(["end to end", *_stats_cells(p["end_to_end_ms"]), "+".join(included)])
+    cells = p["cells_per_field"]
+    notes = [
+        f"session creation {p['session_create_ms']:.1f} ms, first inference {p['first_inference_ms']:.1f} ms "
+        f"({p['runs_on']}, {p['threads']} threads)",
+        f"throughput {fmt(p['fields_per_s'])} fields/s; cells per field "
+        + ", ".join(f"{k} {v}" for k, v in cells.items())
+        + f"; {fmt(p['cells_per_min'], 0)} cells/min",
+    ]
+    return Table(f"Pipeline, {p['variant']} model (ms per field)", ["stage", "p50", "p90", "p99", "mean", "what"], rows, notes)
+
+
+def _sweep_table(report: dict[str, Any]) -> Table:
+    rows = []
+    for s in report["sweep"]:
+        rows.append([
+            s["variant"], s["runs_on"].replace("ExecutionProvider", ""), str(s["threads"]), hw(s["input_hw"]),
+            fmt(s["session_create_ms"], 1), fmt(s["first_inference_ms"], 1), *_stats_cells(s["latency_ms"]),
+            fmt(s["gmacs_per_s"], 1), pct(s["efficiency"]),
+        ])
+    header = ["variant", "provider", "thr", "input", "create", "first", "p50", "p90", "p99", "mean", "GMAC/s", "of peak"]
+    return Table("Inference sweep (ms)", header, rows, ["of peak: achieved MAC/s over this run's ORT matmul peak "
+                                                        "of the same dtype and thread count"])
+
+
+def _torch_table(report: dict[str, Any]) -> Table:
+    t = report["torch"]
+    rows = [[str(p["threads"]), hw(p["input_hw"]), *_stats_cells(p["latency_ms"])] for p in t["points"]]
+    return Table("PyTorch eager (ms)", ["thr", "input", "p50", "p90", "p99", "mean"], rows, [t["note"]])
+
+
+def _ratios_table(report: dict[str, Any]) -> Table:
+    r = report["ratios"]
+    b = r["basis"]
+    rows = [
+        ["int8 / fp32 (ORT p50)", fmt(r["int8_over_fp32"], 3)],
+        ["ORT fp32 / PyTorch eager (p50)", fmt(r["ort_fp32_over_torch"], 3)],
+        ["ORT int8 / PyTorch eager (p50)", fmt(r["ort_int8_over_torch"], 3)],
+        ["fp32 efficiency (of fp32 matmul peak)", pct(r["efficiency_fp32"])],
+        ["int8 efficiency (of int8 matmul peak)", pct(r["efficiency_int8"])],
+    ]
+    note = f"basis: {b['provider']}, {b['threads']} threads, input {hw(b['input_hw'])}; below 1 = numerator faster"
+    return Table("Ratios (same run)", ["", ""], rows, [note])
+
+
+def to_text(tables: Iterable[Table]) -> str:
+    """Fixed-width tables for a terminal."""
+    out: list[str] = []
+    for table in tables:
+        out.append(table.title)
+        out.append("=" * len(table.title))
+        show_header = any(table.header)
+        grid = ([table.header] if show_header else []) + table.rows
+        if grid:
+            widths = [max(len(row[i]) for row in grid) for i in range(len(grid[0]))]
+            for n, row in enumerate(grid):
+                out.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+                if show_header and n == 0:
+                    out.append("  ".join("-" * w for w in widths))
+        out.extend(table.notes)
+        out.append("")
+    return "\n".join(out)
+
+
+def to_markdown(tables: Iterable[Table]) -> str:
+    """GitHub-flavoured Markdown tables."""
+    out: list[str] = []
+    for table in tables:
+        out.append(f"### {table.title}\n")
+        header = [h or " " for h in table.header]
+        out.append("| " + " | ".join(header) + " |")
+        out.append("|" + "|".join("---" for _ in header) + "|")
+        for row in table.rows:
+            out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+        out.append("")
+        out.extend(f"{note}\n" for note in table.notes)
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def _pipeline_rows(report: dict[str, Any]) -> dict[str, float | None]:
+    rows: dict[str, float | None] = {}
+    for p in report["pipelines"]:
+        key = p["variant"]
+        rows[f"{key} end-to-end p50 ms"] = p["end_to_end_ms"]["p50"]
+        rows[f"{key} end-to-end p90 ms"] = p["end_to_end_ms"]["p90"]
+        for stage in p["stages"]:
+            if stage["available"]:
+                rows[f"{key} {stage['name']} p50 ms"] = stage["latency_ms"]["p50"]
+        rows[f"{key} session creation ms"] = p["session_create_ms"]
+        rows[f"{key} first inference ms"] = p["first_inference_ms"]
+        rows[f"{key} cells/min"] = p["cells_per_min"]
+    return rows
+
+
+def _sweep_rows(report: dict[str, Any]) -> dict[str, float | None]:
+    rows: dict[str, float | None] = {}
+    for s in report["sweep"]:
+        key = f"{s['variant']} {s['runs_on'].replace('ExecutionProvider', '')} {s['threads']}t {hw(s['input_hw'])}"
+        rows[f"{key} p50 ms"] = s["latency_ms"]["p50"]
+        rows[f"{key} efficiency"] = s["efficiency"]
+    return rows
+
+
+def _other_rows(report: dict[str, Any]) -> dict[str, float | None]:
+    rows: dict[str, float | None] = {}
+    for name in ("int8_over_fp32", "ort_fp32_over_torch", "ort_int8_over_torch", "efficiency_fp32", "efficiency_int8"):
+        rows[f"ratio {name}"] = report["ratios"][name]
+    for p in report["peaks"]:
+        rows[f"peak {p['kernel']} {fmt(p['threads'])}t GMAC/s"] = p["gmacs_per_s"]
+    rows["peak RSS MB"] = report["memory"]["peak_rss_mb"]
+    return rows
+
+
+def compare_tables(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name_b: str = "B") -> list[Table]:
+    """Side-by-side figures of two reports, matched by name, with B/A."""
+    who = Table(
+        "Reports",
+        ["", name_a, name_b],
+        [
+            ["CPU", a["machine"]["cpu_model"], b["machine"]["cpu_model"]],
+            ["board", a["machine"].get("board") or "-", b["machine"].get("board") or "-"],
+            ["ONNX Runtime", a["machine"]["onnxruntime"]["version"], b["machine"]["onnxruntime"]["version"]],
+            ["created", a["created_at"], b["created_at"]],
+        ],
+    )
+    tables = [who]
+    for title, extract in (("Pipeline", _pipeline_rows), ("Inference sweep", _sweep_rows), ("Ratios, peaks, memory", _other_rows)):
+        ra, rb = extract(a), extract(b)
+        keys = list(ra) + [k for k in rb if k not in ra]
+        rows = [[k, fmt(ra.get(k), 3), fmt(rb.get(k), 3), fmt(ratio(rb.get(k), ra.get(k)), 3)] for k in keys]
+        tables.append(Table(title, ["figure", name_a, name_b, f"{name_b}/{name_a}"], rows))
+    return tables
