@@ -24,8 +24,8 @@ ProviderName = Literal["tensorrt", "cuda", "cpu", "openvino", "xnnpack", "coreml
 DeviceState = Literal["idle", "busy", "error", "offline"]
 
 
-class _Invalid(Exception):
-    """Raised inside a section's checks; the loader turns it into ConfigError with the full path."""
+class _Invalid(ConfigError):
+    """Raised inside a section's checks; the loader re-raises it as ConfigError with the full path."""
 
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"{key}: {message}")
@@ -152,30 +152,31 @@ class IntervalTriggerConfig:
 
 @dataclass(frozen=True)
 class BridgeTriggerConfig:
-    """The microscope controller on a serial port: its CAPTURE button and status LED."""
+    """The microscope controller's CAPTURE button and status LED, through firmware_bridge.
+
+    `bridge` is the bridge's own config, validated by firmware_bridge: `{type: serial, port: ...}`
+    for the controller on USB, `{type: gpio, button_line: 17, ...}` for a button wired to a Pi,
+    `{type: simulator}` for the protocol simulator on a pseudo-terminal.
+    """
 
     type: Literal["bridge"] = "bridge"
-    port: str = "auto"  # a device path (/dev/ttyACM0) or auto-detect
-    baudrate: int = 115200
+    bridge: dict[str, Any] = field(default_factory=lambda: {"type": "serial"})
 
     def __post_init__(self) -> None:
-        _require(self.baudrate > 0, "baudrate", f"must be positive, got {self.baudrate}")
+        from firmware_bridge import BridgeConfigError
+        from firmware_bridge.api import parse_settings
+
+        try:
+            parse_settings(self.bridge)
+        except BridgeConfigError as exc:
+            message = str(exc)
+            key, sep, rest = message.partition(": ")
+            if sep and key.startswith("bridge."):
+                raise _Invalid(key, rest) from None
+            raise _Invalid("bridge", message) from None
 
 
-@dataclass(frozen=True)
-class GpioTriggerConfig:
-    """A button and LED wired to a Raspberry Pi's GPIO header (libgpiod)."""
-
-    type: Literal["gpio"] = "gpio"
-    chip: str = "/dev/gpiochip0"
-    button_line: int = 17
-    led_line: int | None = 27
-
-    def __post_init__(self) -> None:
-        _require(self.button_line >= 0, "button_line", "must be >= 0")
-
-
-TriggerConfig = Union[StdinTriggerConfig, IntervalTriggerConfig, BridgeTriggerConfig, GpioTriggerConfig]
+TriggerConfig = Union[StdinTriggerConfig, IntervalTriggerConfig, BridgeTriggerConfig]
 
 
 @dataclass(frozen=True)
@@ -385,6 +386,8 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected text, got {_describe(value)}")
+        return value
+    if hint is Any:
         return value
     if hint is type(None):
         if value is not None:

@@ -77,6 +77,7 @@ class Device:
         on_outcome: Callable[[CaptureOutcome], None] | None = None,
         first_seq: int = 0,
         idle_poll_s: float = 1.0,
+        events: TriggerQueue | None = None,
     ) -> None:
         self.device_id = device_id
         self.camera = camera
@@ -94,6 +95,7 @@ class Device:
         self.state: DeviceState = "idle"
         self.summaries: dict[str, SampleSummary] = {}
         self._analyzer: Analyzer | None = None
+        self.events = events or TriggerQueue()
 
     # --- status -----------------------------------------------------------------------------
 
@@ -107,8 +109,9 @@ class Device:
 
     # --- the loop ---------------------------------------------------------------------------
 
-    def run(self, events: TriggerQueue) -> list[CaptureOutcome]:
-        """Handle events until a quit event; returns every capture's outcome."""
+    def run(self, events: TriggerQueue | None = None) -> list[CaptureOutcome]:
+        """Handle events (default: `self.events`) until a quit event; returns every capture's outcome."""
+        events = events or self.events
         outcomes: list[CaptureOutcome] = []
         self._startup()
         while True:

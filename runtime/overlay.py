@@ -35,10 +35,14 @@ def draw_overlay(image_bgr: np.ndarray, mask: np.ndarray, counts: dict[str, int]
 
 
 def _draw_legend(out: np.ndarray, counts: dict[str, int]) -> None:
-    scale = max(0.4, min(out.shape[:2]) / 900)
-    line_h = int(22 * scale / 0.5)
-    for row, (name, n) in enumerate(counts.items()):
-        y = 8 + line_h * (row + 1)
-        text = f"{name}: {n}"
-        cv2.putText(out, text, (9, y + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(out, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, scale, CLASS_COLOURS_BGR[name], 1, cv2.LINE_AA)
+    """Counts in each class's colour on a darkened box, readable over any smear."""
+    scale = max(0.45, min(out.shape[:2]) / 900)
+    line_h = int(round(24 * scale / 0.5))
+    texts = [f"{name}: {n}" for name, n in counts.items()]
+    width = max(cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] for t in texts) + 16
+    height = line_h * len(texts) + 12
+    box = out[4:4 + height, 4:4 + width]
+    box[:] = (box.astype(np.float32) * 0.35).astype(np.uint8)
+    for row, (name, text) in enumerate(zip(counts, texts)):
+        y = 4 + line_h * (row + 1)
+        cv2.putText(out, text, (12, y), cv2.FONT_HERSHEY_SIMPLEX, scale, CLASS_COLOURS_BGR[name], 1, cv2.LINE_AA)

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Protocol, TextIO, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, TextIO, runtime_checkable
 
 from runtime.config import FilePublisherConfig, MqttPublisherConfig, PublisherConfig, StdoutPublisherConfig
 from runtime.errors import ConfigError
@@ -84,22 +84,28 @@ class FanOut:
             publisher.close()
 
 
-def make_publisher(config: PublisherConfig, device_id: str) -> Publisher:
-    """The publisher the config's `type` names."""
+def make_publisher(config: PublisherConfig, device_id: str,
+                   on_order: Callable[[dict[str, Any]], None] | None = None) -> Publisher:
+    """The publisher the config's `type` names; `on_order` receives the server's orders (MQTT only)."""
     if isinstance(config, FilePublisherConfig):
         return FileSink(config.dir)
     if isinstance(config, StdoutPublisherConfig):
         return StdoutSink()
     if isinstance(config, MqttPublisherConfig):
-        return _mqtt_publisher(config, device_id)
+        return _mqtt_publisher(config, device_id, on_order)
     raise ConfigError(f"publisher.type: unsupported {type(config).__name__}")
 
 
-def _mqtt_publisher(config: MqttPublisherConfig, device_id: str) -> Publisher:
-    import importlib.util
+def _mqtt_publisher(config: MqttPublisherConfig, device_id: str,
+                    on_order: Callable[[dict[str, Any]], None] | None) -> Publisher:
+    """runtime.mqtt's durable publisher: SQLite outbox, QoS 1, receipts, orders."""
+    from runtime.mqtt.connection import MqttSettings, TlsFiles
+    from runtime.mqtt.publisher import MqttPublisher
+    from runtime.outbox import Outbox
 
-    if importlib.util.find_spec("runtime.mqtt") is None:
-        raise ConfigError("publisher.type: mqtt is not available in this installation (runtime.mqtt is missing)")
-    from runtime.mqtt import device_publisher  # type: ignore[attr-defined]
-
-    return device_publisher(config, device_id)
+    tls = None
+    if config.ca_file and config.cert_file and config.key_file:
+        tls = TlsFiles(ca=Path(config.ca_file), cert=Path(config.cert_file), key=Path(config.key_file))
+    settings = MqttSettings(host=config.host, port=config.port, tls=tls, keepalive_s=config.keepalive_s)
+    outbox = Outbox(config.outbox, max_payload_bytes=config.max_message_bytes)
+    return MqttPublisher(settings, site=config.site, device_id=device_id, outbox=outbox, on_order=on_order)

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 LabValue = float | str | bool
 _RESERVED_COLUMNS = {"sample_id", "patient_id", "fields"}
+AUTO_PREFIX = "auto-"  # sample ids the device makes up when no sample was assigned
 
 
 def pseudonymize(patient_ref: str, secret: bytes) -> str:
@@ -197,12 +198,14 @@ class SampleTracker:
 
     def _advance(self) -> None:
         if self._queue:
-            self._current = self._queue.pop(0)
+            self._current, self._next_field = self._queue.pop(0), 0
+        elif self._current is not None and not self._current.sample_id.startswith(AUTO_PREFIX):
+            # Past the planned fields of the last known sample: more fields of the same sample,
+            # never a silent switch to an unknown one.
+            log.info("sample %s: field %d beyond the %d planned", self._current.sample_id,
+                     self._next_field + 1, self._current.fields)
         else:
-            if self._current is not None:
-                log.warning("no sample assigned for the next capture; using an automatic sample id")
-            self._current = SampleContext(f"auto-{uuid7()}", None, {}, self._auto_fields)
-        self._next_field = 0
+            self._current, self._next_field = SampleContext(f"{AUTO_PREFIX}{uuid7()}", None, {}, self._auto_fields), 0
 
 
 @dataclass

@@ -19,7 +19,6 @@ from typing import Any, Literal, Protocol, TextIO
 
 from runtime.config import (
     BridgeTriggerConfig,
-    GpioTriggerConfig,
     IntervalTriggerConfig,
     StdinTriggerConfig,
     TriggerConfig,
@@ -85,14 +84,19 @@ class StatusIndicator(Protocol):
 
 
 class LogStatus:
-    """Logs each state change once (not every repeat)."""
+    """Logs state changes: errors and drop-outs as warnings, recovery as info, busy/idle as debug."""
 
     def __init__(self) -> None:
         self.state: DeviceState | None = None
 
     def set_state(self, state: DeviceState, detail: str = "") -> None:
-        if state != self.state or (state == "error" and detail):
-            level = logging.WARNING if state in ("error", "offline") else logging.INFO
+        if state in ("error", "offline"):
+            level = logging.WARNING
+        elif self.state in ("error", "offline", None):
+            level = logging.INFO
+        else:
+            level = logging.DEBUG
+        if state != self.state or detail:
             log.log(level, "status %s%s", state, f": {detail}" if detail else "")
         self.state = state
 
@@ -196,7 +200,7 @@ def make_trigger(config: TriggerConfig) -> tuple[TriggerSource, list[StatusIndic
         return StdinTrigger(), []
     if isinstance(config, IntervalTriggerConfig):
         return IntervalTrigger(config.seconds, config.count), []
-    if isinstance(config, (BridgeTriggerConfig, GpioTriggerConfig)):
+    if isinstance(config, BridgeTriggerConfig):
         from runtime.bridge_trigger import make_bridge_trigger
 
         return make_bridge_trigger(config)

@@ -1,0 +1,81 @@
+"""Connects the device pipeline to the diagnosis package: lab values + this field's smear -> diagnosis.
+
+The guideline engine needs the sample's lab values; without any, a capture has no diagnosis
+(`null` in the result) rather than an 'indeterminate' one on every field. The smear's contribution
+is the red-cell findings that make HbA1c unreliable, from this field's counts and, when calibrated,
+its field area and mean red-cell size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+from runtime.config import DiagnosisConfig
+from runtime.errors import ModelError, SmearscopeError
+from runtime.sample_context import SampleField
+
+log = logging.getLogger(__name__)
+
+
+def smear_values(counts: Mapping[str, int], area_pct: Mapping[str, float],
+                 derived: Mapping[str, Any] | None) -> dict[str, float]:
+    """This field's smear measures under the diagnosis package's input names."""
+    values: dict[str, float] = {
+        "rbc_per_field": float(counts["rbc"]),
+        "wbc_per_field": float(counts["wbc"]),
+        "platelet_per_field": float(counts["platelet"]),
+        "rbc_area_pct": float(area_pct["rbc"]),
+        "smear_fields": 1.0,
+    }
+    if derived:
+        values["field_area_um2"] = float(derived["field_area_mm2"]) * 1e6
+        mean_area = (derived.get("mean_cell_area_um2") or {}).get("rbc")
+        if mean_area:
+            values["mean_rbc_diameter_um"] = round(2.0 * math.sqrt(mean_area / math.pi), 3)
+    return values
+
+
+class GuidelineDiagnoser:
+    """A Diagnoser (runtime.analysis) over runtime.diagnosis.diagnose, with the network when present."""
+
+    def __init__(self, guideline: str = "who", network: Any | None = None) -> None:
+        self.guideline = guideline
+        self.network = network
+
+    @classmethod
+    def from_config(cls, config: DiagnosisConfig) -> "GuidelineDiagnoser | None":
+        """None when disabled; the network is optional (a missing shipped model only logs a note)."""
+        if not config.enabled:
+            return None
+        from runtime.diagnosis import DiagnosisNetwork
+        from runtime.diagnosis.network import default_model_path
+
+        network = None
+        path = Path(config.model) if config.model else default_model_path()
+        if config.model or path.is_file():
+            try:
+                network = DiagnosisNetwork.load(path)
+            except ModelError as exc:
+                if config.model:
+                    raise
+                log.warning("diagnosis network not used: %s", exc)
+        return cls(config.guideline, network)
+
+    def __call__(self, sample: SampleField | None, counts: Mapping[str, int], area_pct: Mapping[str, float],
+                 derived: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        from runtime.diagnosis import diagnose
+
+        labs = dict(sample.context.labs) if sample is not None else {}
+        if not labs:
+            return None
+        inputs = {**labs, **smear_values(counts, area_pct, derived)}
+        try:
+            report = diagnose(inputs, guideline=self.guideline, network=self.network)
+        except SmearscopeError as exc:
+            # Bad lab values must not lose the smear result: report them in the diagnosis instead.
+            return {"guideline": self.guideline, "status": "indeterminate", "category": None,
+                    "flags": [f"lab values not usable: {exc}"], "criteria": [], "followup": []}
+        return report.to_dict()

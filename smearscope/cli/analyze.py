@@ -1,0 +1,108 @@
+"""`smearscope analyze IMAGE...`: segment and count smear images from files, without a device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="Segmentation model (.onnx with its .json card beside it). "
+                   "Default: the shipped models/segmentation.int8.onnx.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("analysis"),
+              show_default=True, help="Folder for <stem>.json, <stem>.mask.png and <stem>.overlay.png.")
+@click.option("--um-per-px", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Microscope calibration in µm per pixel: sets the scale directly and adds µm² areas "
+                   "and cells per mm². Without it the red-cell size is measured from each image.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="ONNX Runtime CPU threads (0: one per core).")
+def analyze(images: tuple[Path, ...], model_path: Path | None, out_dir: Path, um_per_px: float | None,
+            threads: int) -> None:
+    """Segment red cells, white cells and platelets in IMAGE files and count them.
+
+    For each image, writes DIR/<stem>.json (counts, area percentages, quality, model name, version
+    and sha256, per-stage timings), DIR/<stem>.mask.png (one channel of class indices 0 background,
+    1 RBC, 2 WBC, 3 platelet, at the image's own size) and DIR/<stem>.overlay.png (cell outlines).
+    An image that cannot be read is reported and skipped; the others are still analysed. A blank,
+    overexposed or cell-free image gives empty counts and a quality warning.
+    """
+    from runtime.errors import SmearscopeError
+    from runtime.onnx_session import SessionOptions
+    from runtime.segmenter import SegmentationModel
+
+    try:
+        model = SegmentationModel.load(model_path, SessionOptions(intra_op_threads=threads))
+    except SmearscopeError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"model {model.card.name} {model.card.version} ({', '.join(model.loaded.providers)})", err=True)
+
+    failures = _analyze_all(model, images, out_dir, um_per_px)
+    done = len(images) - failures
+    click.echo(f"{done} of {len(images)} image(s) analysed; results in {out_dir}/", err=True)
+    if failures:
+        raise SystemExit(1)
+
+
+def _analyze_all(model, images: tuple[Path, ...], out_dir: Path, um_per_px: float | None) -> int:
+    from runtime.analysis import Analyzer
+    from runtime.errors import SmearscopeError
+
+    analyzer = Analyzer(model)
+    failures = 0
+    used_stems: set[str] = set()
+    click.echo(f"{'image':<32} {'RBC':>5} {'WBC':>4} {'PLT':>4} {'RBC area':>9}  {'ms':>6}  quality")
+    for path in images:
+        stem = _unique_stem(path, used_stems)
+        try:
+            record = _analyze_one(analyzer, path, out_dir, stem, um_per_px)
+        except SmearscopeError as exc:
+            failures += 1
+            click.secho(f"error: {exc}", fg="red", err=True)
+            continue
+        counts, quality = record["counts"], record["quality"]
+        verdict = "ok" if quality["accepted"] else "rejected: " + "; ".join(quality["reasons"])
+        click.echo(f"{_short(path.name, 32):<32} {counts['rbc']:>5} {counts['wbc']:>4} {counts['platelet']:>4} "
+                   f"{record['area_pct']['rbc']:>8.1f}%  {record['timings_ms']['total']:>6.0f}  {verdict}")
+        if not quality["accepted"]:
+            click.secho(f"warning: {path}: {'; '.join(quality['reasons'])}", fg="yellow", err=True)
+    return failures
+
+
+def _analyze_one(analyzer, path: Path, out_dir: Path, stem: str, um_per_px: float | None) -> dict:
+    import json
+
+    from runtime.imageio import read_image, write_image
+    from runtime.overlay import draw_overlay
+
+    frame = read_image(path)
+    analysis = analyzer.analyze(frame, um_per_px=um_per_px, source=str(path))
+    record = {
+        "image": str(path),
+        "size": {"width": int(frame.shape[1]), "height": int(frame.shape[0])},
+        "model": {**analyzer.model.info(), "path": str(analyzer.model.path)},
+        "quality": analysis.quality_dict(),
+        "counts": analysis.counts,
+        "area_pct": analysis.area_pct,
+        "derived": analysis.derived,
+        "timings_ms": analysis.timings_ms,
+    }
+    write_image(out_dir / f"{stem}.mask.png", analysis.mask)
+    write_image(out_dir / f"{stem}.overlay.png", draw_overlay(frame, analysis.mask, analysis.counts))
+    (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
+
+
+def _unique_stem(path: Path, used: set[str]) -> str:
+    """Two inputs with the same name (from different folders) must not overwrite each other's outputs."""
+    stem, n = path.stem, 2
+    while stem in used:
+        stem, n = f"{path.stem}-{n}", n + 1
+    used.add(stem)
+    return stem
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else "…" + text[-(width - 1):]
