@@ -1,0 +1,114 @@
+"""Checkpoint -> NAME.fp32.onnx + NAME.int8.onnx, validated, each with its model card.
+
+Cards are written only after every validation check passes: a model without a card is refused
+by the runtime, so a failed export can never be shipped by accident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import click
+
+from export.card import write_card
+from export.onnx_export import DEFAULT_OPSET, export_segmentation
+from export.quantize import Frame, PreprocessedFrames, quantize_int8
+from export.validate import Tolerances, ValidationReport, validate_export
+from runtime.errors import ConfigError
+from runtime.modelcard import ModelCard, sha256_file
+from training.checkpoint import load_checkpoint
+from training.datasets import Sample
+
+
+@dataclass
+class ExportResult:
+    fp32: Path
+    int8: Path
+    fp32_card: ModelCard
+    int8_card: ModelCard
+    report: ValidationReport
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    name: str,
+    *,
+    calibration: Sequence[Frame],
+    validation: Sequence[Sample],
+    calibration_info: dict[str, Any],
+    validation_info: dict[str, Any],
+    version: str = "1",
+    calibration_method: str = "minmax",
+    tolerances: Tolerances = Tolerances(),
+    opset: int = DEFAULT_OPSET,
+    log: Callable[[str], None] = click.echo,
+) -> ExportResult:
+    """Export, simplify, quantize and validate a segmentation checkpoint; write both models and cards."""
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise ConfigError(f"model name {name!r}: use a plain file name such as 'seg-unet'")
+    ckpt = load_checkpoint(checkpoint)
+    model = ckpt.build()
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{out_dir}: cannot create output folder ({exc.strerror or exc})") from exc
+    fp32_path, int8_path = out_dir / f"{name}.fp32.onnx", out_dir / f"{name}.int8.onnx"
+    for path in (fp32_path, int8_path):
+        _check_writable(path)
+
+    log(f"[1/4] exporting {ckpt.model_name} {ckpt.model_kwargs} to ONNX (opset {opset}) and simplifying")
+    export_segmentation(model, ckpt.preprocess, fp32_path, opset=opset)
+    log(f"[2/4] preprocessing {len(calibration)} calibration frames")
+    reader = PreprocessedFrames(calibration, ckpt.preprocess)
+    log(f"[3/4] quantizing to int8 (QDQ, {calibration_method} calibration)")
+    quantization = quantize_int8(fp32_path, int8_path, reader, calibration_method)
+    quantization["calibration_data"] = calibration_info
+    log(f"[4/4] validating PyTorch / fp32 / int8 on {len(validation)} frames")
+    report = validate_export(model, fp32_path, int8_path, validation, ckpt.preprocess, tolerances)
+
+    common = {
+        "version": version,
+        "task": "segmentation",
+        "preprocess": ckpt.preprocess,
+        "training_data": ckpt.training_data,
+    }
+    extra = {
+        "architecture": {"name": ckpt.model_name, **ckpt.model_kwargs},
+        "checkpoint": {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint), "epoch": ckpt.epoch},
+        "validation_checks": {"tolerances": vars(tolerances), "passed": True},
+    }
+    validation_common = {"data": validation_info, "frames": report.frames}
+    fp32_card = write_card(
+        fp32_path, name=name, quantization=None,
+        metrics={"validation": {**validation_common, "per_class": report.dice_vs_truth["fp32"],
+                                "max_abs_diff_vs_pytorch": report.fp32_vs_pytorch_max_abs_diff},
+                 "training_validation": ckpt.metrics.get("val", {})},
+        extra=extra, **common,
+    )
+    int8_card = write_card(
+        int8_path, name=name, quantization=quantization,
+        metrics={"validation": {**validation_common, "per_class": report.dice_vs_truth["int8"]},
+                 "training_validation": ckpt.metrics.get("val", {})},
+        extra={**extra, "fp32_to_int8": {
+            "dice_change": report.int8_dice_change(),
+            "max_abs_diff": report.int8_vs_fp32_max_abs_diff,
+            "agreement_dice": report.agreement["int8_vs_fp32"],
+            "quantized_convs": report.quantized_convs,
+            "float_convs": len(report.float_convs),
+            "fp32_sha256": fp32_card.sha256,
+        }},
+        **common,
+    )
+    return ExportResult(fp32_path, int8_path, fp32_card, int8_card, report)
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write ({exc.strerror or exc})") from exc

@@ -1,0 +1,150 @@
+"""Static int8 quantization (QDQ) calibrated on frames that went through the one preprocessing.
+
+Steps: onnxruntime's quant_pre_process (shape inference + graph optimisation), then quantize_static
+in QDQ format with per-channel symmetric int8 weights and uint8 asymmetric activations (the fast
+path of ONNX Runtime's x86 and Arm kernels). The calibration reader calls runtime.preprocess.preprocess,
+exactly as the device does, so the activation ranges are measured on what the model will see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Protocol, Sequence
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quant_pre_process,
+    quantize_static,
+)
+
+from runtime.errors import ConfigError, DataError, ModelError
+from runtime.imageio import read_image
+from runtime.preprocess import PreprocessParams, preprocess
+
+CALIBRATION_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class Frame(Protocol):
+    """A camera frame with what the preprocessing needs to decide its scale (training.datasets.Sample fits)."""
+
+    image: np.ndarray
+    key: str
+
+    def scale_kwargs(self) -> dict[str, float | None]: ...
+
+
+@dataclass(frozen=True)
+class ImageFrame:
+    """A frame read from an image file; the scale comes from a calibration or is estimated."""
+
+    image: np.ndarray
+    key: str
+    um_per_px: float | None = None
+
+    def scale_kwargs(self) -> dict[str, float | None]:
+        return {"um_per_px": self.um_per_px, "rbc_diameter_px": None}
+
+
+def frames_from_folder(folder: str | Path, limit: int, um_per_px: float | None = None) -> list[ImageFrame]:
+    """Up to `limit` images from a folder (sorted by name, spread evenly over it)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: calibration folder does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) for calibration")
+    picks = np.unique(np.linspace(0, len(files) - 1, min(limit, len(files))).round().astype(int))
+    return [ImageFrame(read_image(files[i]), key=str(files[i]), um_per_px=um_per_px) for i in picks]
+
+
+def frames_from_source(source: Sequence[Frame], limit: int) -> list[Frame]:
+    """Up to `limit` frames of a source, spread evenly over it."""
+    if len(source) == 0:
+        raise DataError("calibration source is empty")
+    picks = np.unique(np.linspace(0, len(source) - 1, min(limit, len(source))).round().astype(int))
+    return [source[int(i)] for i in picks]
+
+
+class PreprocessedFrames(CalibrationDataReader):
+    """Feeds ONNX Runtime's calibrator one preprocessed frame at a time (batch 1, native size)."""
+
+    def __init__(self, frames: Iterable[Frame], params: PreprocessParams, input_name: str = "image") -> None:
+        self.input_name = input_name
+        self.tensors = [
+            preprocess(f.image, params, source=f.key or "calibration frame", **f.scale_kwargs()).tensor for f in frames
+        ]
+        if not self.tensors:
+            raise DataError("no calibration frames")
+        self._next = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= len(self.tensors):
+            return None
+        self._next += 1
+        return {self.input_name: self.tensors[self._next - 1]}
+
+    def rewind(self) -> None:
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    @property
+    def sha256(self) -> str:
+        """Hash of exactly what the calibrator saw (shapes and float32 bytes, in order)."""
+        digest = hashlib.sha256()
+        for tensor in self.tensors:
+            digest.update(str(tensor.shape).encode())
+            digest.update(np.ascontiguousarray(tensor, dtype=np.float32).tobytes())
+        return digest.hexdigest()
+
+
+def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: PreprocessedFrames,
+                  method: str = "minmax") -> dict[str, Any]:
+    """Write a QDQ int8 model; returns the card's `quantization` section."""
+    if method not in CALIBRATION_METHODS:
+        raise ConfigError(f"calibration method {method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
+    fp32_path, int8_path = Path(fp32_path), Path(int8_path)
+    with tempfile.TemporaryDirectory(prefix="smearscope-quant-") as tmp:
+        prepared = Path(tmp) / "preprocessed.onnx"
+        # Height and width are symbolic; inputs are multiples of the stride, so merging the symbolic
+        # sizes that down- and up-sampling produce (auto_merge) is sound.
+        try:
+            quant_pre_process(str(fp32_path), str(prepared), auto_merge=True)
+        except Exception as exc:  # ORT's pre-processing raises untyped errors on unsupported graphs
+            raise ModelError(f"{fp32_path}: quantization pre-processing failed ({exc})") from exc
+        reader.rewind()
+        quantize_static(
+            str(prepared),
+            str(int8_path),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CALIBRATION_METHODS[method],
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
+    return {
+        "format": "QDQ",
+        "weights": "int8, per-channel, symmetric",
+        "activations": "uint8, per-tensor, asymmetric",
+        "calibration_method": method,
+        "calibration_frames": len(reader),
+        "calibration_set_sha256": reader.sha256,
+        "pre_process": "onnxruntime.quantization.quant_pre_process",
+        "onnxruntime": ort.__version__,
+    }
