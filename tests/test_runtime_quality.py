@@ -1,0 +1,62 @@
+"""The quality gate accepts good smears (synthetic and real) and rejects bad frames with a reason."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.config import QualityConfig
+from runtime.preprocess import PreprocessParams, decide_scale
+from runtime.quality import assess
+from runtime.synthetic import generate_smear
+
+PARAMS = PreprocessParams()
+CONFIG = QualityConfig()
+
+
+def _assess(image):
+    return assess(image, CONFIG, decide_scale(PARAMS, image).scale)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_synthetic_smears_are_accepted(seed):
+    report = _assess(generate_smear(seed, 384, 512, 0.25).image)
+    assert report.accepted, report.reasons
+    assert report.focus > CONFIG.min_focus and report.cell_coverage > 0.1
+
+
+def test_blurred_frame_is_rejected_as_out_of_focus():
+    image = generate_smear(1, 384, 512, 0.25).image
+    sharp = _assess(image)
+    blurred = _assess(cv2.GaussianBlur(image, (0, 0), 6))
+    assert sharp.accepted
+    assert not blurred.accepted
+    assert blurred.reasons[0].startswith("out of focus")
+    assert blurred.focus < sharp.focus / 10
+
+
+def test_blank_overexposed_and_dark_frames_get_reasons():
+    blank = _assess(np.full((300, 400, 3), 228, np.uint8))
+    assert not blank.accepted and any(r.startswith("no cells") for r in blank.reasons)
+    smear = generate_smear(2, 300, 400, 0.25).image
+    over = _assess(np.clip(smear.astype(np.int32) * 3, 0, 255).astype(np.uint8))
+    assert not over.accepted and over.reasons[0].startswith("overexposed")
+    dark = _assess((smear // 8).astype(np.uint8))
+    assert not dark.accepted and dark.reasons[0].startswith("underexposed")
+
+
+def test_disabled_gate_measures_but_accepts():
+    report = assess(np.full((64, 64, 3), 255, np.uint8), QualityConfig(enabled=False))
+    assert report.accepted and report.brightness == 255.0
+
+
+def test_real_training_images_pass_the_gate(shared_data):
+    files = sorted((shared_data / "txl_pbc" / "images" / "train").glob("*"))[::50]
+    assert files
+    rejected = []
+    for path in files:
+        report = _assess(cv2.imread(str(path)))
+        if not report.accepted:
+            rejected.append((path.name, report.reasons))
+    assert not rejected, rejected
