@@ -93,3 +93,18 @@ def test_retained_status_and_last_will_with_an_mqtt_311_client(embedded: Embedde
     assert got[-1][0] == b"offline"
     watcher.disconnect()
     watcher.loop_stop()
+
+
+def test_local_delivery_path_for_the_demo(tmp_path: Path) -> None:
+    import sqlite3
+
+    from server.local_path import LocalDeliveryPath
+
+    with LocalDeliveryPath(tmp_path, device_id="demo-scope") as path:
+        results = [make_result("demo-scope", i) for i in range(5)]
+        for r in results:
+            path.publisher.publish(r)
+    assert path.summary["stored"] == 5 and path.summary["left_in_outbox"] == 0
+    with sqlite3.connect(tmp_path / "server.sqlite3") as db:
+        ids = {row[0] for row in db.execute("SELECT result_id FROM results")}
+    assert ids == {r["result_id"] for r in results}

@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -95,8 +95,9 @@ class MqttPublisher:
         self._sender.start()
 
     # -- Publisher protocol ---------------------------------------------------------------------
-    def publish(self, result: dict[str, Any]) -> None:
+    def publish(self, result: Mapping[str, Any]) -> None:
         """Validate, size-check and durably queue one result; sending happens in the background."""
+        result = dict(result)
         if result.get("device_id") != self.device_id:
             raise ValueError(f"result device_id {result.get('device_id')!r} is not this device ({self.device_id!r})")
         validate(result)
