@@ -1,15 +1,13 @@
-"""The sample the benchmark field belongs to, and the device's diagnoser when the runtime has one."""
+"""The sample the benchmark field belongs to, and the device's own diagnoser with its defaults."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-# Lab values of a typical screening sample (what the guideline rules read), in the units of the keys.
-BENCH_LABS = {"fpg_mg_dl": 126.0, "hba1c_pct": 6.1}
+from benchmarks.edge_bench.pipeline import module_missing
 
-# Where the runtime builds the analyser's Diagnoser, in order of preference: "module:function".
-DIAGNOSER_FACTORIES = ("runtime.decision:make_diagnoser", "runtime.device:make_diagnoser")
+# A screening sample with the lab values the guideline rules and the network read (units in the keys).
+BENCH_LABS = {"age": 52.0, "sex": "F", "bmi": 31.0, "fpg_mg_dl": 126.0, "hba1c_pct": 6.1}
 
 
 def bench_sample() -> Any:
@@ -19,12 +17,15 @@ def bench_sample() -> Any:
 
 
 def bench_diagnoser() -> tuple[Any | None, str]:
-    """(the runtime's Diagnoser with its defaults, note) or (None, why not)."""
-    for target in DIAGNOSER_FACTORIES:
-        module_name, attr = target.split(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError):
-            continue
-        return factory(), f"{target}()"
-    return None, "this runtime provides no diagnoser factory (" + ", ".join(DIAGNOSER_FACTORIES) + ")"
+    """(the device's diagnoser built from the default config, what it runs) or (None, why not)."""
+    missing = module_missing("runtime.decision") or module_missing("runtime.diagnosis")
+    if missing:
+        return None, missing
+    from runtime.config import DiagnosisConfig
+    from runtime.decision import GuidelineDiagnoser
+
+    diagnoser = GuidelineDiagnoser.from_config(DiagnosisConfig())
+    if diagnoser is None:
+        return None, "diagnosis disabled in the default config"
+    network = "+ diagnosis network (ONNX)" if diagnoser.network is not None else "(no diagnosis network shipped)"
+    return diagnoser, f"{diagnoser.guideline.upper()} guideline rules {network} on the sample's labs and the counts"

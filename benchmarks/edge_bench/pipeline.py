@@ -134,15 +134,15 @@ def analysis_stages(analyzer: Any, um_per_px: float | None) -> list[Stage]:
     ]
 
 
-def diagnosis_stage(analyzer: Any, sample: Any) -> Stage:
+def diagnosis_stage(analyzer: Any, sample: Any, note: str) -> Stage:
     """Guideline rules (+ network when shipped) on the sample's labs and the smear's counts."""
     if analyzer.diagnoser is None:
-        return Stage("diagnosis", "no diagnoser available in this installation")
+        return Stage("diagnosis", note)
 
     def run(state: State) -> None:
         state["diagnosis"] = analyzer.diagnose(sample, state["counts"], state["area_pct"], state["derived"])
 
-    return Stage("diagnosis", "runtime.diagnosis on the sample's lab values and the counts", run)
+    return Stage("diagnosis", note, run)
 
 
 def result_message(state: State, model_info: dict[str, Any], sample: Any, seq: int, device_id: str) -> dict[str, Any]:

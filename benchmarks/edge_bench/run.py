@@ -195,9 +195,7 @@ def run_pipeline(model: ModelFile, frame: BenchFrame, options: BenchOptions, pro
 
     capture, close_camera = capture_stage(frame)
     sample = bench_sample()
-    diagnosis = diagnosis_stage(analyzer, sample)
-    if diagnosis.run is None and diagnoser_note:
-        diagnosis.note = diagnoser_note
+    diagnosis = diagnosis_stage(analyzer, sample, diagnoser_note)
     broker = resolve_broker(options.mqtt, workdir)
     delivery, closers = delivery_stages(broker, workdir, segmenter.info(), sample)
     stages = [capture, *analysis_stages(analyzer, frame.um_per_px), diagnosis, *delivery]
@@ -239,7 +237,7 @@ def run_torch(options: BenchOptions, models: list[ModelFile], threads: list[int]
         return {"available": False, "note": "PyTorch baseline skipped (--no-torch)", "version": None, "points": []}
     reference = next((m for m in models if m.variant == "fp32"), models[0])
     try:
-        eager = load_torch_eager(reference.card, options.checkpoint)
+        eager = load_torch_eager(reference.path, reference.card, options.checkpoint)
     except BaselineUnavailable as exc:
         for _ in range(len(threads) * len(inputs)):
             step("PyTorch eager (not available)")

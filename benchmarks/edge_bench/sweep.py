@@ -14,7 +14,7 @@ import numpy as np
 from benchmarks.edge_bench.macs import MacCount
 from benchmarks.edge_bench.models import ModelFile, open_session
 from benchmarks.edge_bench.peak import Peak
-from benchmarks.edge_bench.timing import Stats, measure, ratio, time_call
+from benchmarks.edge_bench.timing import Stats, measure_interleaved, ratio, time_call
 
 HW = tuple[int, int]
 
@@ -85,32 +85,35 @@ def run_sweep(
     peaks: dict[tuple[str, int], Peak],
     on_point: Callable[[SweepPoint], None] = lambda point: None,
 ) -> list[SweepPoint]:
-    """Measure every configuration; the same input tensor per size is fed to every model."""
+    """Measure every configuration; the variants of one configuration run interleaved on the same tensor."""
     points = []
-    for model in models:
-        for provider in providers:
-            for threads in threads_list:
-                create_ms, loaded = open_session(model, provider, threads)
-                runs_on = loaded.providers[0] if loaded.providers else provider
-                for hw, tensor in inputs.items():
+    for provider in providers:
+        for threads in threads_list:
+            sessions = {model.variant: (model, *open_session(model, provider, threads)) for model in models}
+            for hw, tensor in inputs.items():
+                calls = {}
+                first = {}
+                for variant, (model, _, loaded) in sessions.items():
                     feeds = {model.input_name: tensor}
-                    first_ms, _ = time_call(lambda: loaded.session.run(None, feeds))
-                    stats = measure(lambda: loaded.session.run(None, feeds), warmup=warmup, runs=runs)
-                    count = macs.get((model.variant, hw))
-                    peak = peaks.get((model.variant, threads)) if runs_on == "CPUExecutionProvider" else None
+                    calls[variant] = (lambda s=loaded.session, f=feeds: s.run(None, f))
+                    first[variant], _ = time_call(calls[variant])
+                stats = measure_interleaved(calls, warmup=warmup, runs=runs)
+                for variant, (model, create_ms, loaded) in sessions.items():
+                    runs_on = loaded.providers[0] if loaded.providers else provider
+                    count = macs.get((variant, hw))
                     point = SweepPoint(
-                        variant=model.variant,
+                        variant=variant,
                         provider=provider,
                         runs_on=runs_on,
                         threads=threads,
                         input_hw=hw,
                         session_create_ms=create_ms,
-                        first_inference_ms=first_ms,
-                        stats=stats,
+                        first_inference_ms=first[variant],
+                        stats=stats[variant],
                         macs=count.total if count else None,
-                        peak=peak,
+                        peak=peaks.get((variant, threads)) if runs_on == "CPUExecutionProvider" else None,
                     )
                     points.append(point)
                     on_point(point)
-                del loaded
+            del sessions
     return points

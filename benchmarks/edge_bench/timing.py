@@ -89,3 +89,21 @@ def rate_per_second(count: float, ms: float | None) -> float | None:
     """How many `count`s per second at `ms` milliseconds each (None for a missing/zero time)."""
     per_ms = ratio(count, ms)
     return None if per_ms is None else per_ms * 1000.0
+
+
+def measure_interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int, runs: int) -> dict[str, Stats]:
+    """Like `measure` for several callables, alternating them run by run.
+
+    Alternating spreads any drift in machine load (other processes, thermal throttling) evenly
+    over all of them, so their ratio stays fair on a busy machine.
+    """
+    if runs < 1:
+        raise ValueError(f"runs must be at least 1, got {runs}")
+    for _ in range(max(0, warmup)):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            samples[name].append(time_call(fn)[0])
+    return {name: summarize(values) for name, values in samples.items()}

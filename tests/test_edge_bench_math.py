@@ -1,0 +1,135 @@
+"""edge-bench arithmetic on known inputs: percentiles, summaries, ratios, MACs, efficiency."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks.edge_bench.machine import cpu_flags, cpu_model
+from benchmarks.edge_bench.macs import macs_from_profile, node_macs
+from benchmarks.edge_bench.peak import Peak
+from benchmarks.edge_bench.report import headline_ratios
+from benchmarks.edge_bench.sweep import SweepPoint
+from benchmarks.edge_bench.timing import Stats, measure, percentile, rate_per_second, ratio, summarize
+
+
+def test_percentiles_of_one_to_ten():
+    values = [float(v) for v in range(10, 0, -1)]  # unsorted on purpose
+    assert percentile(values, 50) == pytest.approx(5.5)
+    assert percentile(values, 90) == pytest.approx(9.1)
+    assert percentile(values, 99) == pytest.approx(9.91)
+    assert percentile(values, 0) == 1.0
+    assert percentile(values, 100) == 10.0
+
+
+def test_percentile_matches_numpy_linear_definition():
+    rng = np.random.default_rng(3)
+    values = rng.lognormal(size=37).tolist()
+    for pct in (1, 25, 50, 90, 99):
+        assert percentile(values, pct) == pytest.approx(float(np.percentile(values, pct)))
+
+
+def test_percentile_rejects_empty_and_out_of_range():
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_summarize_known_values():
+    stats = summarize([3.0, 1.0, 2.0, 4.0])
+    assert stats == Stats(n=4, p50=2.5, p90=pytest.approx(3.7), p99=pytest.approx(3.97), mean=2.5, min=1.0, max=4.0)
+    assert summarize([7.0]) == Stats(n=1, p50=7.0, p90=7.0, p99=7.0, mean=7.0, min=7.0, max=7.0)
+
+
+def test_measure_runs_warmup_then_timed_calls():
+    calls = []
+    stats = measure(lambda: calls.append(1), warmup=2, runs=5)
+    assert len(calls) == 7
+    assert stats.n == 5
+    assert 0 <= stats.min <= stats.p50 <= stats.p90 <= stats.p99 <= stats.max
+
+
+def test_ratio_and_rate():
+    assert ratio(2.0, 8.0) == 0.25
+    assert ratio(None, 8.0) is None
+    assert ratio(2.0, None) is None
+    assert ratio(2.0, 0.0) is None
+    assert rate_per_second(1.0, 250.0) == pytest.approx(4.0)
+    assert rate_per_second(30.0, 500.0) == pytest.approx(60.0)
+    assert rate_per_second(1.0, None) is None
+
+
+def _stats(p50: float) -> Stats:
+    return Stats(n=3, p50=p50, p90=p50, p99=p50, mean=p50, min=p50, max=p50)
+
+
+def test_sweep_point_rate_and_efficiency():
+    peak = Peak("ort-matmulinteger", "int8", 256, 2, p50_ms=1.0, gmacs_per_s=80.0)
+    point = SweepPoint("int8", "CPUExecutionProvider", "CPUExecutionProvider", 2, (64, 64), 1.0, 1.0,
+                       _stats(100.0), macs=2_000_000_000, peak=peak)
+    assert point.gmacs_per_s == pytest.approx(20.0)  # 2 GMAC in 0.1 s
+    assert point.efficiency == pytest.approx(0.25)
+    unknown = SweepPoint("int8", "X", "X", 2, (64, 64), 1.0, 1.0, _stats(100.0))
+    assert unknown.gmacs_per_s is None and unknown.efficiency is None
+
+
+def test_headline_ratios_use_the_basis_configuration():
+    def point(variant: str, threads: int, p50: float, eff: float) -> dict:
+        return {"variant": variant, "provider": "CPUExecutionProvider", "threads": threads, "input_hw": [64, 64],
+                "latency_ms": _stats(p50).to_dict(), "efficiency": eff}
+
+    sweep = [point("fp32", 2, 40.0, 0.5), point("int8", 2, 10.0, 0.2), point("fp32", 1, 70.0, 0.6),
+             point("int8", 1, 18.0, 0.3)]
+    torch_points = [{"threads": 2, "input_hw": [64, 64], "latency_ms": _stats(80.0).to_dict()},
+                    {"threads": 1, "input_hw": [64, 64], "latency_ms": _stats(150.0).to_dict()}]
+    r = headline_ratios(sweep, torch_points, "CPUExecutionProvider", 2, [64, 64])
+    assert r["int8_over_fp32"] == pytest.approx(0.25)
+    assert r["ort_fp32_over_torch"] == pytest.approx(0.5)
+    assert r["ort_int8_over_torch"] == pytest.approx(0.125)
+    assert (r["efficiency_fp32"], r["efficiency_int8"]) == (0.5, 0.2)
+    missing = headline_ratios(sweep, [], "CPUExecutionProvider", 2, [64, 64])
+    assert missing["ort_fp32_over_torch"] is None and missing["int8_over_fp32"] == pytest.approx(0.25)
+
+
+def test_node_macs_shape_arithmetic():
+    # 3x3 conv, 3 -> 8 channels, 32x32 output: 32*32*8 outputs x 3*3*3 MACs each
+    assert node_macs("Conv", [[1, 3, 32, 32], [8, 3, 3, 3]], [[1, 8, 32, 32]]) == 32 * 32 * 8 * 27
+    # depthwise 3x3 over 16 channels: weight [16, 1, 3, 3]
+    assert node_macs("Conv", [[1, 16, 8, 8], [16, 1, 3, 3]], [[1, 16, 8, 8]]) == 8 * 8 * 16 * 9
+    # QLinearConv reads its weight as the 4th input
+    assert node_macs("QLinearConv", [[1, 4, 4, 4], [], [], [2, 4, 1, 1]], [[1, 2, 4, 4]]) == 4 * 4 * 2 * 4
+    assert node_macs("MatMul", [[5, 7], [7, 3]], [[5, 3]]) == 5 * 3 * 7
+    assert node_macs("Gemm", [[5, 7], [3, 7]], [[5, 3]]) == 5 * 3 * 7
+    assert node_macs("ConvTranspose", [[1, 4, 8, 8], [4, 2, 2, 2]], [[1, 2, 16, 16]]) == 4 * 8 * 8 * 2 * 2 * 2
+    assert node_macs("Relu", [[1, 8, 32, 32]], [[1, 8, 32, 32]]) == 0
+
+
+def test_macs_from_profile_events():
+    events = [
+        {"cat": "Session", "name": "model_run", "args": {}},
+        {"cat": "Node", "name": "c_kernel_time",
+         "args": {"op_name": "Conv", "input_type_shape": [{"float": [1, 3, 8, 8]}, {"float": [4, 3, 3, 3]}],
+                  "output_type_shape": [{"float": [1, 4, 8, 8]}]}},
+        {"cat": "Node", "name": "m_kernel_time",
+         "args": {"op_name": "MatMul", "input_type_shape": [{"float": [2, 5]}, {"float": [5, 6]}],
+                  "output_type_shape": [{"float": [2, 6]}]}},
+        {"cat": "Node", "name": "r_kernel_time",
+         "args": {"op_name": "Relu", "input_type_shape": [{"float": [1, 4, 8, 8]}],
+                  "output_type_shape": [{"float": [1, 4, 8, 8]}]}},
+    ]
+    total, by_op = macs_from_profile(events)
+    assert by_op == {"Conv": 8 * 8 * 4 * 27, "MatMul": 2 * 6 * 5}
+    assert total == math.fsum(by_op.values())
+
+
+def test_cpu_flags_and_model_from_cpuinfo():
+    x86 = {"model name": "Intel(R) Xeon(R)", "flags": "fpu sse4_2 avx2 fma avx512f avx512_vnni amx_int8 hypervisor"}
+    assert cpu_flags(x86) == ["sse4_2", "avx2", "fma", "avx512f", "avx512_vnni", "amx_int8"]
+    assert cpu_model(x86) == "Intel(R) Xeon(R)"
+    arm = {"processor": "0", "features": "fp asimd evtstrm aes crc32 asimddp i8mm", "cpu implementer": "0x41",
+           "cpu part": "0xd0b"}
+    assert cpu_flags(arm) == ["asimd", "asimddp", "i8mm"]
+    assert cpu_model(arm) == "ARM implementer 0x41 part 0xd0b"
