@@ -11,7 +11,7 @@ import pytest
 
 from mqtt_helpers import (SITE, broker, certs, make_result, start_device_process, tls_settings,  # noqa: F401
                           wait_for, write_server_config)
-from test_security import RawClient, device
+from test_security import device
 
 from runtime.errors import SchemaError
 from runtime.mqtt.orders import OrderBook, parse_order

@@ -79,6 +79,7 @@ class ResilientClient:
         on_message: Callable[[mqtt.Client, mqtt.MQTTMessage], None] | None = None,
         on_publish: Callable[[int, Any], None] | None = None,
         on_disconnected: Callable[[], None] | None = None,
+        on_recreated: Callable[[], None] | None = None,
         watchdog_interval_s: float = 1.0,
     ) -> None:
         if settings.session_expiry_s <= 0:
@@ -91,6 +92,7 @@ class ResilientClient:
         self._on_message = on_message
         self._on_publish = on_publish
         self._on_disconnected = on_disconnected
+        self._on_recreated = on_recreated
         self._watchdog_interval_s = watchdog_interval_s
         self._stop = threading.Event()
         self._client_lock = threading.Lock()
@@ -199,8 +201,8 @@ class ResilientClient:
             self.client = self._build()
             self.stats.recreated += 1
             self._start_client(self.client)
-        if self._on_disconnected:
-            self._on_disconnected()
+        if self._on_recreated:
+            self._on_recreated()
 
     # -- callbacks (paho VERSION2 signatures) ---------------------------------------------------
     def _handle_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:

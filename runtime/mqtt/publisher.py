@@ -78,7 +78,7 @@ class MqttPublisher:
         self._lock = threading.Lock()
         self._inflight: dict[str, float] = {}  # result_id -> monotonic time of last send
         self._mids: dict[int, str] = {}  # paho mid -> result_id, for PUBACK reason codes
-        self._early_acks: dict[int, Any] = {}  # PUBACKs that beat the mid bookkeeping
+        self._early_acks: dict[int, tuple[float, Any]] = {}  # PUBACKs that beat the mid bookkeeping
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._event_fd = os.open(str(event_log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if event_log else None
@@ -88,7 +88,7 @@ class MqttPublisher:
             on_connected=self._connected,
             on_message=self._message,
             on_publish=self._published,
-            on_disconnected=self._disconnected,
+            on_recreated=self._client_replaced,
         )
         self._sender = threading.Thread(target=self._send_loop, name="outbox-sender", daemon=True)
         self.connection.start()
@@ -147,6 +147,8 @@ class MqttPublisher:
             for rid in [r for r, t in self._inflight.items() if now - t > self.resend_after_s]:
                 del self._inflight[rid]
                 self.stats.resends += 1
+            for mid in [m for m, (t, _) in self._early_acks.items() if now - t > 10.0]:
+                del self._early_acks[mid]  # a PUBACK for a message paho sent on its own; never ours to match
             free = self.window - len(self._inflight)
             busy = set(self._inflight)
         if free <= 0:
@@ -163,7 +165,7 @@ class MqttPublisher:
                 self._mids[info.mid] = row.result_id
                 early = self._early_acks.pop(info.mid, None)
             if early is not None:
-                self._published(info.mid, early)
+                self._published(info.mid, early[1])
             self.outbox.mark_attempt(row.result_id)
 
     # -- callbacks (paho network thread) ----------------------------------------------------------
@@ -173,7 +175,8 @@ class MqttPublisher:
         client.subscribe(self.orders_topic, qos=1)
         self._wake.set()
 
-    def _disconnected(self) -> None:
+    def _client_replaced(self) -> None:
+        """A new paho client numbers its messages afresh; the old numbers mean nothing now."""
         with self._lock:
             self._mids.clear()
             self._early_acks.clear()
@@ -182,7 +185,7 @@ class MqttPublisher:
         with self._lock:
             rid = self._mids.pop(mid, None)
             if rid is None:
-                self._early_acks[mid] = reason_code
+                self._early_acks[mid] = (time.monotonic(), reason_code)
                 return
         value = int(getattr(reason_code, "value", 0))
         if value >= 0x80:
