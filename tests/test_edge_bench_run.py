@@ -23,14 +23,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
+def tiny_models() -> dict[str, Path]:
     """A genuine trained, exported and quantized model with cards (the export pipeline's own helper)."""
     pytest.importorskip("torch")
-    from export.quick import build_tiny_model
+    from _edge_bench_model import tiny_model_files
 
-    out = tmp_path_factory.mktemp("tiny-model")
-    result = build_tiny_model(out, seconds=5)
-    return {"fp32": result.fp32, "int8": result.int8, "checkpoint": out / "train" / "best.pt"}
+    return tiny_model_files()
 
 
 @pytest.fixture(scope="session")
@@ -91,6 +89,16 @@ def test_sweep_macs_and_ratios_are_consistent(quick_report):
     assert report["torch"]["available"] and "checkpoint best.pt" in report["torch"]["note"]
     assert ratios["ort_fp32_over_torch"] == pytest.approx(fp32["latency_ms"]["p50"] / torch_point["latency_ms"]["p50"])
     assert report["memory"]["peak_rss_mb"] >= report["memory"]["peak_rss_before_torch_mb"] > 0
+
+
+def test_operator_profile_accounts_for_the_time(quick_report):
+    report, _, _ = quick_report
+    profiles = {p["variant"]: p for p in report["op_profile"]}
+    assert set(profiles) == {"fp32", "int8"}
+    for profile in profiles.values():
+        assert sum(op["share"] for op in profile["ops"]) == pytest.approx(1.0)
+    int8_ops = {op["op"] for op in profiles["int8"]["ops"]}
+    assert "QLinearConv" in int8_ops and "Conv" not in int8_ops  # every Conv runs as an int8 kernel
 
 
 def test_schema_rejects_broken_reports(quick_report):

@@ -9,17 +9,12 @@ counts exactly what runs at that size.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from runtime.errors import ModelError
+from benchmarks.edge_bench.profile import profile_events
 
 Shape = list[int]
 
@@ -76,35 +71,8 @@ def macs_from_profile(events: list[dict[str, Any]]) -> tuple[int, dict[str, int]
     return sum(by_op.values()), by_op
 
 
-def input_feeds(session: Any, height: int, width: int) -> dict[str, np.ndarray]:
-    """float32 inputs of batch 1 at height x width (channel count from the model's declared shape)."""
-    feeds = {}
-    for inp in session.get_inputs():
-        dims = list(inp.shape)
-        if len(dims) != 4:
-            raise ModelError(f"input {inp.name!r} has shape {dims}; edge-bench expects NCHW images")
-        channels = dims[1] if isinstance(dims[1], int) else 3
-        feeds[inp.name] = np.zeros((1, channels, height, width), dtype=np.float32)
-    return feeds
-
-
 def count_macs(model_path: str | Path, height: int, width: int) -> MacCount:
-    """MACs of one batch-1 inference of `model_path` at height x width."""
-    from runtime.onnx_session import SessionOptions, create_session
-
-    with tempfile.TemporaryDirectory(prefix="edge-bench-macs-") as tmp:
-        options = SessionOptions(
-            providers=("cpu",),
-            intra_op_threads=1,
-            warmup=False,
-            optimization="disabled",
-            profile_prefix=os.path.join(tmp, "profile"),
-        )
-        session = create_session(model_path, options)
-        feeds = input_feeds(session, height, width)
-        session.run(None, feeds)
-        profile = session.end_profiling()
-        events = json.loads(Path(profile).read_text())
+    """MACs of one batch-1 inference of `model_path` at height x width (graph as written, unoptimised)."""
+    shape, events = profile_events(model_path, height, width, optimization="disabled", threads=1, runs=1)
     total, by_op = macs_from_profile(events)
-    shape = list(next(iter(feeds.values())).shape)
     return MacCount(input_shape=shape, total=total, by_op=by_op)

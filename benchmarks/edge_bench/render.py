@@ -50,6 +50,7 @@ def report_tables(report: dict[str, Any]) -> list[Table]:
         _models_table(report),
         *[_pipeline_table(p) for p in report["pipelines"]],
         _sweep_table(report),
+        _op_profile_table(report),
         _torch_table(report),
         _ratios_table(report),
     ]
@@ -125,6 +126,20 @@ def _sweep_table(report: dict[str, Any]) -> Table:
     header = ["variant", "provider", "thr", "input", "create", "first", "p50", "p90", "p99", "mean", "GMAC/s", "of peak"]
     return Table("Inference sweep (ms)", header, rows, ["of peak: achieved MAC/s over this run's ORT matmul peak "
                                                         "of the same dtype and thread count"])
+
+
+def _op_profile_table(report: dict[str, Any], top: int = 6) -> Table:
+    rows = []
+    for profile in report["op_profile"]:
+        for op in profile["ops"][:top]:
+            rows.append([profile["variant"], op["op"], str(op["nodes"]), fmt(op["ms_per_run"]), pct(op["share"])])
+    notes = []
+    if report["op_profile"]:
+        first = report["op_profile"][0]
+        notes.append(f"ONNX Runtime profile, {first['threads']} threads, input {hw(first['input_hw'])}, "
+                     f"{first['runs']} runs; top {top} operators per model")
+    return Table("Where the time goes (kernel time per operator)", ["variant", "operator", "nodes", "ms/run", "share"],
+                 rows, notes)
 
 
 def _torch_table(report: dict[str, Any]) -> Table:

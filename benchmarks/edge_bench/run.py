@@ -66,14 +66,16 @@ def plan_steps(options: BenchOptions, models: list[ModelFile], providers: list[s
     macs = len(models) * len(sizes)
     pipelines = len(models)
     sweep = len(models) * len(providers) * len(threads) * len(sizes)
+    profiles = len(models)
     torch_points = len(threads) * len(sizes) if options.torch else 0
-    return peaks + macs + pipelines + sweep + torch_points
+    return peaks + macs + pipelines + sweep + profiles + torch_points
 
 
 def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None) -> dict[str, Any]:
     """Measure everything and return a validated edge-bench/1 report."""
     from benchmarks.edge_bench.macs import count_macs
     from benchmarks.edge_bench.peak import numpy_gemm_peak, ort_matmul_peak
+    from benchmarks.edge_bench.profile import op_times, profile_events
     from benchmarks.edge_bench.sweep import model_input, run_sweep
 
     machine = machine_info()
@@ -136,9 +138,19 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
             peaks=peak_by_key,
             on_point=lambda p: step(f"sweep {p.variant} {p.runs_on} {p.threads}t {p.input_hw[0]}x{p.input_hw[1]}"),
         )
+        # 5. where the time goes: ORT's per-operator profile at the field size
+        op_profile = []
+        profile_runs = min(options.runs, 5) + 1
+        for model in models:
+            _, events = profile_events(model.path, *field_hw, optimization="all", threads=main_threads,
+                                       runs=profile_runs)
+            ops = [vars(row) for row in op_times(events, profile_runs)]
+            op_profile.append({"variant": model.variant, "threads": main_threads, "input_hw": list(field_hw),
+                               "runs": profile_runs - 1, "ops": ops})
+            step(f"operator profile {model.variant}")
         rss_before_torch = peak_rss_mb()
 
-        # 5. PyTorch eager on the same inputs (last: importing torch inflates the process)
+        # 6. PyTorch eager on the same inputs (last: importing torch inflates the process)
         torch_section = run_torch(options, models, threads, inputs, step)
 
     sweep_dicts = [p.to_dict() for p in sweep]
@@ -165,6 +177,7 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
         ],
         "pipelines": pipelines,
         "sweep": sweep_dicts,
+        "op_profile": op_profile,
         "torch": torch_section,
         "ratios": headline_ratios(sweep_dicts, torch_section["points"], CPU if CPU in providers else providers[0],
                                   main_threads, list(field_hw)),
