@@ -180,6 +180,8 @@ class Device:
             outcome = CaptureOutcome("error", f"capture skipped: {exc}", trigger)
         except SmearscopeError as exc:
             outcome = CaptureOutcome("error", str(exc), trigger)
+        except OSError as exc:  # a full disk, a vanished output folder: this capture fails, not the device
+            outcome = CaptureOutcome("error", f"I/O error: {exc}", trigger)
         except Exception as exc:  # a bug must not stop the device: report it and carry on
             log.exception("capture failed unexpectedly")
             outcome = CaptureOutcome("error", f"internal error: {type(exc).__name__}: {exc}", trigger)

@@ -3,19 +3,23 @@
 The tests need a real network run by the real ONNX Runtime, with a real card (sha256, preprocess
 parameters), before the shipped model exists. This trains a small fully-convolutional net on
 synthetic smears passed through the one preprocessing, exports it with torch.onnx and writes its
-card. Built once per test process and cached.
+card. Built once and cached under the temp folder, keyed by this file's own hash, so a change
+here builds a fresh model and an unchanged helper reuses the last one (after checking its card).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from runtime.classes import CLASS_NAMES, NUM_CLASSES
-from runtime.modelcard import ModelCard, sha256_file
+from runtime.errors import ModelError
+from runtime.modelcard import ModelCard, load_card, sha256_file
 from runtime.preprocess import PreprocessParams, mask_to_network, preprocess
 from runtime.synthetic import generate_smear
 
@@ -34,8 +38,27 @@ def _training_batch(seeds: range) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=1)
-def trained_model_path(steps: int = 100) -> Path:
-    """Train, export and card a small model; returns the .onnx path (its card beside it)."""
+def trained_model_path() -> Path:
+    """The cached model if its card still verifies, else a freshly trained one."""
+    key = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    cache = Path(tempfile.gettempdir()) / f"smearscope-device-test-model-{key}"
+    path = cache / "segmentation.test.onnx"
+    try:
+        load_card(path)
+        return path
+    except ModelError:
+        pass
+    building = Path(tempfile.mkdtemp(prefix="smearscope-device-test-model-"))
+    _train_and_export(building / path.name)
+    try:
+        building.rename(cache)
+    except OSError:  # another process finished first; use its model
+        shutil.rmtree(building, ignore_errors=True)
+    return path
+
+
+def _train_and_export(path: Path, steps: int = 100) -> None:
+    """Train, export and card a small model at `path` (its card beside it)."""
     import torch
     from torch import nn
 
@@ -64,8 +87,6 @@ def trained_model_path(steps: int = 100) -> Path:
         opt.step()
     net.eval()
 
-    out_dir = Path(tempfile.mkdtemp(prefix="smearscope-test-model-"))
-    path = out_dir / "segmentation.test.onnx"
     torch.onnx.export(
         net, (torch.zeros(1, 3, 64, 64),), str(path), input_names=["input"], output_names=["logits"],
         dynamic_axes={"input": {2: "height", 3: "width"}, "logits": {2: "height", 3: "width"}},
@@ -78,4 +99,3 @@ def trained_model_path(steps: int = 100) -> Path:
         training_data={"source": "synthetic", "frames": 12, "steps": steps, "final_loss": round(loss.item(), 4)},
     )
     card.write(path.with_suffix(".json"))
-    return path
