@@ -156,3 +156,23 @@ def test_watchdog_recreates_a_client_whose_network_thread_died(tmp_path: Path, c
         pub.close()
 
 
+
+
+@pytest.mark.mosquitto
+def test_patients_order_cli_reaches_the_device(tmp_path: Path, certs: Path, broker, cli_runner) -> None:
+    from smearscope.cli import cli
+
+    book = OrderBook()
+    pub = _publisher(tmp_path, certs, broker.port, on_order=book.add)
+    cfg = write_server_config(tmp_path / "server.yaml", certs, broker.port, f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        time.sleep(0.3)
+        out = cli_runner.invoke(cli, ["patients", "order", "--config", str(cfg), "--site", SITE, "--device", "dev-a",
+                                      "--sample-id", "S9", "--patient-id", "p-1", "--lab", "fpg_mmol_l=6.4",
+                                      "--lab", "hba1c_pct=6.1", "--fields", "2"])
+        assert out.exit_code == 0, out.output
+        wait_for(book.current_sample, 10, "the order at the device")
+        assert book.current_sample() == {"sample_id": "S9", "patient_id": "p-1",
+                                         "labs": {"fpg_mmol_l": 6.4, "hba1c_pct": 6.1}}
+    finally:
+        pub.close()

@@ -115,11 +115,18 @@ def test_relative_sqlite_path_is_relative_to_the_config(tmp_path: Path) -> None:
 
 
 @pytest.mark.mosquitto
-def test_shared_subscription_splits_the_load_between_two_servers(tmp_path: Path, certs: Path, broker) -> None:
+@pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_shared_subscription_splits_the_load_between_two_servers(tmp_path: Path, certs: Path, broker, db_kind: str,
+                                                                 request) -> None:
     from runtime.mqtt.publisher import MqttPublisher
     from runtime.outbox import Outbox
 
-    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    if db_kind == "sqlite":
+        db = f"sqlite:///{tmp_path / 'shared.db'}"
+    else:
+        db = request.getfixturevalue("postgres_url")
+        with Store(db)._transaction() as cur:
+            cur.execute("TRUNCATE results, rejections, deliveries")
     servers = []
     for i in range(2):
         cfg = write_server_config(tmp_path / f"s{i}.yaml", certs, broker.port, db, share_group="workers",
