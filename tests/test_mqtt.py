@@ -14,7 +14,7 @@ from mqtt_helpers import (SITE, broker, certs, make_result, start_device_process
 from test_security import device
 
 from runtime.errors import SchemaError
-from runtime.mqtt.orders import OrderBook, parse_order
+from runtime.mqtt.orders import parse_order
 from runtime.mqtt.publisher import MqttPublisher
 from runtime.mqtt.topics import TopicError, parse, results_filter, topic
 from runtime.outbox import Outbox, PayloadTooLarge
@@ -101,14 +101,14 @@ def test_oversize_result_is_refused_before_it_is_queued(tmp_path: Path, certs: P
 @pytest.mark.mosquitto
 def test_callback_exceptions_are_contained_and_orders_reach_the_device(tmp_path: Path, certs: Path, broker,
                                                                        server) -> None:
-    book = OrderBook()
+    orders: list[dict] = []
     calls: list[str] = []
 
     def flaky(order: dict) -> None:
         calls.append(order["order_id"])
         if len(calls) == 1:
             raise RuntimeError("a bug in the device's order handler")
-        book.add(order)
+        orders.append(order)
 
     pub = _publisher(tmp_path, certs, broker.port, on_order=flaky)
     try:
@@ -117,8 +117,9 @@ def test_callback_exceptions_are_contained_and_orders_reach_the_device(tmp_path:
         wait_for(lambda: pub.connection.stats.callback_errors == 1, 10, "the failing callback")
         assert pub.connection.network_thread_alive()
         server.send_order(SITE, "dev-a", {"sample_id": "S2", "patient_id": "p2", "labs": {"fpg_mmol_l": 6.2}}, fields=2)
-        wait_for(book.current_sample, 10, "the second order")
-        assert book.current_sample() == {"sample_id": "S2", "patient_id": "p2", "labs": {"fpg_mmol_l": 6.2}}
+        wait_for(lambda: orders, 10, "the second order")
+        assert orders[0]["sample"] == {"sample_id": "S2", "patient_id": "p2", "labs": {"fpg_mmol_l": 6.2}}
+        assert orders[0]["fields"] == 2 and orders[0]["schema"] == "order/1"
         # and the connection still delivers results
         pub.publish(make_result("dev-a", 0))
         assert pub.wait_drained(10)
@@ -126,19 +127,12 @@ def test_callback_exceptions_are_contained_and_orders_reach_the_device(tmp_path:
         pub.close()
 
 
-def test_order_book_attaches_an_order_to_the_next_captures() -> None:
-    book = OrderBook()
-    book.add({"order_id": "1", "sample": {"sample_id": "A"}, "fields": 2})
-    book.add({"order_id": "2", "sample": {"sample_id": "B"}})
-    seen = []
-    for _ in range(4):
-        seen.append(book.current_sample()["sample_id"])
-        book.capture_done()
-    assert seen == ["A", "A", "B", "B"]
-    book.add({"order_id": "3", "sample": {"sample_id": "C"}})  # replaces the open-ended B
-    assert book.current_sample() == {"sample_id": "C"}
-    with pytest.raises(SchemaError):
-        parse_order(b'{"schema": "order/1", "order_id": "x"}')
+def test_orders_are_validated() -> None:
+    assert parse_order(b'{"schema": "order/1", "order_id": "x", "sample": {"sample_id": "A"}}')["order_id"] == "x"
+    for bad in (b'{"schema": "order/1", "order_id": "x"}', b"\xff", b'{"schema": "order/2", "order_id": "x",'
+                b' "sample": {"sample_id": "A"}}'):
+        with pytest.raises(SchemaError):
+            parse_order(bad)
 
 
 @pytest.mark.mosquitto
@@ -162,8 +156,10 @@ def test_watchdog_recreates_a_client_whose_network_thread_died(tmp_path: Path, c
 def test_patients_order_cli_reaches_the_device(tmp_path: Path, certs: Path, broker, cli_runner) -> None:
     from smearscope.cli import cli
 
-    book = OrderBook()
-    pub = _publisher(tmp_path, certs, broker.port, on_order=book.add)
+    from runtime.assembly import order_to_event
+
+    events = []
+    pub = _publisher(tmp_path, certs, broker.port, on_order=lambda order: events.append(order_to_event(order)))
     cfg = write_server_config(tmp_path / "server.yaml", certs, broker.port, f"sqlite:///{tmp_path / 's.db'}")
     try:
         time.sleep(0.3)
@@ -171,8 +167,8 @@ def test_patients_order_cli_reaches_the_device(tmp_path: Path, certs: Path, brok
                                       "--sample-id", "S9", "--patient-id", "p-1", "--lab", "fpg_mmol_l=6.4",
                                       "--lab", "hba1c_pct=6.1", "--fields", "2"])
         assert out.exit_code == 0, out.output
-        wait_for(book.current_sample, 10, "the order at the device")
-        assert book.current_sample() == {"sample_id": "S9", "patient_id": "p-1",
-                                         "labs": {"fpg_mmol_l": 6.4, "hba1c_pct": 6.1}}
+        wait_for(lambda: events, 10, "the order at the device")
+        assert events[0].payload == {"sample_id": "S9", "patient_id": "p-1", "fields": 2,
+                                     "labs": {"fpg_mmol_l": 6.4, "hba1c_pct": 6.1}}
     finally:
         pub.close()
