@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -31,7 +32,9 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter announces its own deprecation on every call; the export is checked below.
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             model,
             tuple(example_inputs),

@@ -1,0 +1,120 @@
+"""The model pipeline end to end: a tiny U-Net trained about a minute on synthetic smears, exported,
+quantized and validated (issue 2 "Must show"), plus checks that the checks can fail."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from model_fixtures import tiny_model  # noqa: F401  (session fixture)
+from runtime.classes import CLASS_NAMES
+from runtime.modelcard import load_card, sha256_file
+from runtime.onnx_session import SessionOptions, load_model
+
+
+def test_fp32_matches_pytorch_and_int8_matches_fp32(tiny_model):
+    report = tiny_model.report
+    assert report.frames >= 8
+    assert report.fp32_vs_pytorch_max_abs_diff["logits"] <= 1e-3
+    for name in CLASS_NAMES:
+        fp32 = report.dice_vs_truth["fp32"][name]["dice"]
+        int8 = report.dice_vs_truth["int8"][name]["dice"]
+        assert fp32 is not None and int8 is not None, name
+        assert abs(int8 - fp32) <= 0.02, (name, fp32, int8)
+    # The model really learnt something (so the int8 comparison is not between two blank outputs).
+    assert report.dice_vs_truth["fp32"]["rbc"]["dice"] > 0.85
+    assert report.dice_vs_truth["fp32"]["wbc"]["dice"] > 0.7
+    assert report.dice_vs_truth["fp32"]["platelet"]["dice"] > 0.3
+
+
+def test_int8_graph_runs_no_float_conv(tiny_model):
+    from export.validate import conv_census
+
+    quantized, floating = conv_census(tiny_model.int8)
+    assert floating == []
+    assert quantized == tiny_model.report.quantized_convs > 0
+    # The same census on the fp32 model finds every convolution in float: the check can fail.
+    fp32_quantized, fp32_floating = conv_census(tiny_model.fp32)
+    assert fp32_quantized == 0 and len(fp32_floating) == quantized
+
+
+def test_exported_graphs_are_what_the_device_expects(tiny_model):
+    for path in (tiny_model.fp32, tiny_model.int8):
+        model = onnx.load(str(path))
+        assert [i.name for i in model.graph.input] == ["image"]
+        assert [o.name for o in model.graph.output] == ["logits"]
+        dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+        assert dims == ["batch", 3, "height", "width"]
+        assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+        assert not any(n.op_type == "ConvTranspose" for n in model.graph.node)
+    int8_ops = {n.op_type for n in onnx.load(str(tiny_model.int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= int8_ops
+
+
+def test_cards_describe_the_files(tiny_model):
+    for path in (tiny_model.fp32, tiny_model.int8):
+        card = load_card(path)  # verifies the sha256
+        assert card.sha256 == sha256_file(path)
+        assert card.classes == list(CLASS_NAMES)
+        assert card.input_name == "image" and card.output_names == ["logits"]
+        assert card.preprocess is not None and card.opset >= 17
+        assert card.training_data["train"]["name"] == "synthetic"
+        assert card.metrics["validation"]["frames"] == tiny_model.report.frames
+    int8 = load_card(tiny_model.int8)
+    q = int8.quantization
+    assert q["format"] == "QDQ" and q["calibration_method"] == "minmax"
+    assert len(q["calibration_set_sha256"]) == 64
+    assert q["calibration_data"]["split"] == "calibration"
+    assert int8.metrics["validation"]["data"]["split"] == "test"
+    deltas = int8.extra["fp32_to_int8"]
+    assert deltas["float_convs"] == 0 and set(deltas["dice_change"]) == set(CLASS_NAMES)
+    json.dumps(int8.to_dict())  # JSON-clean
+
+
+def test_runtime_loads_int8_model_and_segments(tiny_model):
+    from runtime.preprocess import mask_to_frame, preprocess
+    from runtime.synthetic import generate_smear
+
+    loaded = load_model(tiny_model.int8, SessionOptions(providers=("cpu",)))
+    smear = generate_smear(424242, 192, 192, um_per_px=0.2, style=__import__("export.quick").quick.TINY_STYLE)
+    prepared = preprocess(smear.image, loaded.card.preprocess, um_per_px=smear.um_per_px)
+    logits = loaded.run({"image": prepared.tensor})["logits"]
+    pred = mask_to_frame(logits[0].argmax(0).astype(np.uint8), prepared.geometry)
+    rbc_truth, rbc_pred = smear.mask == 1, pred == 1
+    dice = 2 * np.sum(rbc_truth & rbc_pred) / (rbc_truth.sum() + rbc_pred.sum())
+    assert dice > 0.8
+
+
+def test_validation_lists_every_failure_in_one_error(tiny_model, tmp_path):
+    from export.validate import ExportValidationError, Tolerances, validate_export
+    from export.quick import TINY_PARAMS, TINY_STYLE
+    from training.checkpoint import load_checkpoint
+    from training.datasets import SyntheticSource
+
+    model = load_checkpoint(tiny_model.int8.parent / "train" / "best.pt").build()
+    source = SyntheticSource(count=2, split="test", height=192, width=192, style=TINY_STYLE)
+    # Passing the fp32 file as "int8" leaves float convolutions; impossible tolerances fail the rest.
+    with pytest.raises(ExportValidationError) as info:
+        validate_export(model, tiny_model.fp32, tiny_model.fp32, [source[0], source[1]], TINY_PARAMS,
+                        Tolerances(max_abs_diff=0.0, max_int8_dice_change=-1.0))
+    message = str(info.value)
+    assert "fp32 ONNX vs PyTorch" in message
+    assert "float convolution" in message
+    assert all(f"int8 Dice for {name}" in message for name in CLASS_NAMES)
+    assert info.value.report.float_convs
+
+
+def test_report_figures(tiny_model, capsys):
+    """Print the measured figures (pytest -s shows them; docs/model-pipeline.md quotes a run)."""
+    report = tiny_model.report.to_dict()
+    with capsys.disabled():
+        print("\nfp32 vs PyTorch max|Δ|:", report["fp32_vs_pytorch_max_abs_diff"],
+              "| int8 vs fp32 max|Δ|:", report["int8_vs_fp32_max_abs_diff"])
+        for name in CLASS_NAMES:
+            print(f"  {name:<10} Dice fp32 {report['dice_vs_truth']['fp32'][name]['dice']:.4f} "
+                  f"int8 {report['dice_vs_truth']['int8'][name]['dice']:.4f} "
+                  f"Δ {report['int8_dice_change'][name]:+.4f}")
+    assert report["quantized_convs"] > 0
