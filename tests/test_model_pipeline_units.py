@@ -1,0 +1,146 @@
+"""Building blocks of the model pipeline: model registry, U-Net shapes, metrics, losses,
+datasets, checkpoints and a short resumable training run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.classes import CLASS_NAMES, PLATELET, RBC, WBC
+from runtime.errors import ConfigError, DataError, ModelError
+from runtime.preprocess import IGNORE_INDEX, PreprocessParams
+from training.datasets import Augment, SegmentationDataset, SyntheticSource, augment_sample, build_source
+from training.metrics import ConfusionMeter, confusion_counts, dice_iou, mean_dice
+from training.unet import UNet, build_model
+
+torch.set_num_threads(1)
+PARAMS = PreprocessParams(target_rbc_diameter_px=24.0)
+
+
+def test_registry_lists_valid_names_on_a_bad_one():
+    with pytest.raises(ConfigError, match="valid: unet"):
+        build_model("segnet")
+    with pytest.raises(ConfigError, match="unet"):
+        build_model("unet", widht=3)
+    with pytest.raises(ConfigError, match="depth"):
+        UNet(depth=0)
+
+
+def test_unet_shapes_centre_head_and_no_transposed_convolution():
+    model = build_model("unet", base_width=4, depth=3, centre_head=True).eval()
+    logits, centres = model(torch.zeros(2, 3, 48, 64))
+    assert logits.shape == (2, 4, 48, 64) and centres.shape == (2, 1, 48, 64)
+    assert model.output_names == ["logits", "centres"] and model.stride == 8
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.modules())
+    plain = build_model("unet", base_width=4, depth=2, upsample="bilinear").eval()
+    assert plain(torch.zeros(1, 3, 32, 32)).shape == (1, 4, 32, 32)
+
+
+def test_dice_and_iou_from_confusion_counts():
+    truth = np.array([[0, 1, 1, 2], [3, 3, IGNORE_INDEX, 0]])
+    pred = np.array([[0, 1, 0, 2], [3, 1, 2, 0]])
+    counts = confusion_counts(pred, truth)
+    assert counts.sum() == 7  # the ignored pixel is not counted
+    scores = dice_iou(counts)
+    assert scores["rbc"]["dice"] == pytest.approx(2 * 1 / (2 + 2))  # tp 1, fp 1 (from 3), fn 1 (to 0)
+    assert scores["rbc"]["iou"] == pytest.approx(1 / 3)
+    assert scores["wbc"]["dice"] == 1.0
+    assert scores["platelet"]["dice"] == pytest.approx(2 / 3)
+    meter = ConfusionMeter()
+    meter.update(np.zeros((2, 2)), np.zeros((2, 2)))
+    empty = meter.scores()
+    assert empty["background"]["dice"] == 1.0 and empty["rbc"]["dice"] is None
+    assert mean_dice(scores) == pytest.approx(np.mean([0.5, 1.0, 2 / 3]))
+
+
+def test_loss_prefers_the_right_answer_and_skips_ignored_pixels():
+    from training.losses import SegmentationLoss, centre_focal_loss
+
+    target = torch.tensor([[[0, 1], [2, 3]]])
+    good = torch.nn.functional.one_hot(target, 4).permute(0, 3, 1, 2).float() * 10
+    bad = good.roll(1, dims=1)
+    loss = SegmentationLoss(class_weights=[0.5, 1, 1, 3])
+    assert loss(good, target) < 0.1 < loss(bad, target)
+    ignored = torch.full_like(target, IGNORE_INDEX)
+    ignored[0, 0, 0] = 0
+    assert loss(good, ignored) < 0.1
+    heat = torch.zeros(1, 8, 8)
+    heat[0, 4, 4] = 1.0
+    valid = torch.ones(1, 8, 8, dtype=torch.bool)
+    peak = torch.full((1, 1, 8, 8), -6.0)
+    peak[0, 0, 4, 4] = 6.0
+    assert centre_focal_loss(peak, heat, valid) < centre_focal_loss(-peak, heat, valid)
+
+
+def test_sources_registry_and_errors(tmp_path):
+    with pytest.raises(ConfigError, match="valid: synthetic, txl_pbc"):
+        build_source("nope")
+    with pytest.raises(DataError, match="does not exist"):
+        build_source("txl_pbc", tmp_path / "missing", "train")
+    train, val = build_source("synthetic", None, "train", count=2), build_source("synthetic", None, "val", count=2)
+    assert not np.array_equal(train[0].image, val[0].image)
+    assert train.describe()["split"] == "train"
+
+
+def test_augmentation_keeps_labels_on_their_pixels():
+    sample = SyntheticSource(count=1, height=96, width=128)[0]
+    rng = np.random.default_rng(5)
+    for _ in range(6):
+        out = augment_sample(sample, Augment(colour=0.0, gamma=0.0), rng)
+        # Flips/rotations are exact permutations of pixels: each pixel keeps its colour-and-label pair.
+        pairs = lambda s: sorted(map(tuple, np.c_[s.image.reshape(-1, 3), s.mask.reshape(-1, 1)]))  # noqa: E731
+        assert out.image.shape[:2] == out.mask.shape == out.instances.shape
+        assert pairs(out) == pairs(sample)
+
+
+def test_dataset_crops_targets_and_centres():
+    source = SyntheticSource(count=2, height=100, width=90)
+    ds = SegmentationDataset(source, PARAMS, augment=Augment(), crop=64, centres=True)
+    item = ds[0]
+    assert item["image"].shape == (3, 64, 64) and item["mask"].shape == (64, 64)
+    assert item["mask"].dtype == torch.int64 and bool(item["has_centres"])
+    labels = set(item["mask"].unique().tolist())
+    assert labels <= {0, RBC, WBC, PLATELET, IGNORE_INDEX}
+    assert item["centres"].max() > 0.9  # at least one red-cell peak
+    with pytest.raises(ConfigError, match="multiple of the stride"):
+        SegmentationDataset(source, PARAMS, crop=50)
+
+
+def test_corrupt_missing_and_foreign_checkpoints(tmp_path):
+    from training.checkpoint import load_checkpoint
+
+    with pytest.raises(ModelError, match="does not exist"):
+        load_checkpoint(tmp_path / "none.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ModelError, match="empty"):
+        load_checkpoint(tmp_path / "empty.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x00garbage" * 50)
+    with pytest.raises(ModelError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(ModelError, match="not a smearscope checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_training_writes_checkpoints_and_resumes(tmp_path):
+    from training.checkpoint import load_checkpoint
+    from training.loop import TrainConfig, train_segmentation
+
+    spec = {"name": "unet", "kwargs": {"base_width": 4, "depth": 2}}
+    train = SegmentationDataset(SyntheticSource(count=4, height=96, width=96), PARAMS, augment=Augment(), crop=64)
+    val = SegmentationDataset(SyntheticSource(count=2, split="val", height=96, width=96), PARAMS)
+    lines: list[str] = []
+    first = train_segmentation(spec, PARAMS, train, val, TrainConfig(epochs=1, batch_size=2, threads=1), tmp_path,
+                               progress=False, log=lines.append)
+    assert first.best.is_file() and first.last.is_file() and len(first.history) == 1
+    assert lines and "val mean Dice" in lines[0] and all(name in lines[0] for name in CLASS_NAMES)
+    ckpt = load_checkpoint(first.last)
+    assert ckpt.epoch == 1 and ckpt.preprocess == PARAMS and set(ckpt.metrics["val"]["per_class"]) == set(CLASS_NAMES)
+    resumed = train_segmentation(spec, PARAMS, train, val, TrainConfig(epochs=2, batch_size=2, threads=1), tmp_path,
+                                 resume=first.last, progress=False, log=lines.append)
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    assert load_checkpoint(resumed.last).raw["step"] == 4
+    with pytest.raises(ConfigError, match="trained as"):
+        train_segmentation({"name": "unet", "kwargs": {"base_width": 8, "depth": 2}}, PARAMS, train, val,
+                           TrainConfig(epochs=3, threads=1), tmp_path, resume=first.last, progress=False)
