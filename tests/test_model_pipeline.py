@@ -118,3 +118,23 @@ def test_report_figures(tiny_model, capsys):
                   f"int8 {report['dice_vs_truth']['int8'][name]['dice']:.4f} "
                   f"Δ {report['int8_dice_change'][name]:+.4f}")
     assert report["quantized_convs"] > 0
+
+
+def test_centre_head_exports_logits_and_centres(tmp_path):
+    """A U-Net with the centre head exports both outputs, by name, through quantization and validation."""
+    from export.quick import build_tiny_model
+    from export.validate import Tolerances
+
+    # Two epochs only: this checks the two-output plumbing, not accuracy (the int8 Dice gate is
+    # exercised on the trained model above), hence the loose Dice tolerance.
+    result = build_tiny_model(tmp_path, epochs=2, name="tiny-centres", centre_head=True,
+                              calibration_frames=2, validation_frames=2,
+                              tolerances=Tolerances(max_int8_dice_change=1.0))
+    assert result.report.fp32_vs_pytorch_max_abs_diff["centres"] <= 1e-3
+    assert result.report.float_convs == []
+    for path in (result.fp32, result.int8):
+        card = load_card(path)
+        assert card.output_names == ["logits", "centres"]
+        outputs = load_model(path, SessionOptions(providers=("cpu",))).run(
+            {"image": np.zeros((1, 3, 64, 96), np.float32)})
+        assert outputs["logits"].shape == (1, 4, 64, 96) and outputs["centres"].shape == (1, 1, 64, 96)
