@@ -67,7 +67,7 @@ def demo(out_dir: Path, presses: int, model_path: Path | None, guideline: str, s
 
 
 def run_demo(*, out_dir: Path, presses: int, model_path: Path | None, guideline: str, seed: int, threads: int,
-             publisher: Any, echo: Callable[[str], None] = click.echo, timeout_s: float = 300.0) -> DemoReport:
+             publisher: Any, echo: Callable[[str], None] = click.echo, timeout_s: float | None = None) -> DemoReport:
     """The demo itself; `publisher` receives every result (a FileSink, or the MQTT publisher)."""
     from runtime.cameras import SyntheticCamera
     from runtime.config import DiagnosisConfig, QualityConfig, SyntheticCameraConfig
@@ -112,6 +112,7 @@ def run_demo(*, out_dir: Path, presses: int, model_path: Path | None, guideline:
     if bridge is not None:
         device.indicators.append(_LedStatus(bridge))
     trigger.start(device.events)
+    timeout_s = timeout_s or 20.0 + 5.0 * presses
     watchdog = threading.Timer(timeout_s, lambda: device.events.quit("demo timeout"))
     watchdog.daemon = True
     watchdog.start()
@@ -125,6 +126,9 @@ def run_demo(*, out_dir: Path, presses: int, model_path: Path | None, guideline:
         watchdog.cancel()
         trigger.stop()
         device.close()
+    if len(report.outcomes) < presses:
+        echo(click.style(f"only {len(report.outcomes)} of {presses} presses reached the device within "
+                         f"{timeout_s:.0f} s", fg="red"))
     report.summaries = {k: v.to_dict() for k, v in device.summaries.items()}
     report.led_states = leds.states
     report.button_presses = getattr(trigger, "presses", presses)
