@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 import subprocess
 import sys
 
@@ -44,6 +45,12 @@ def test_demo_prints_a_table_and_saves_results(model_path, tmp_path, repo_root):
     assert all(m["sample"]["patient_id"].startswith("p-") for m in by_seq)  # pseudonymous
     overlays = sorted((out / "overlays").glob("*.overlay.png"))
     assert len(overlays) == 3 and cv2.imread(str(overlays[0])).shape == (480, 640, 3)
+
+    # delivery: outbox -> embedded MQTT broker -> server -> SQLite, every result receipted
+    assert "delivered: 3 sent over MQTT, 3 receipts, 0 left in the outbox" in text
+    with sqlite3.connect(out / "server.sqlite3") as db:
+        stored = {row[0] for row in db.execute("SELECT result_id FROM results")}
+    assert stored == {m["result_id"] for m in results}
 
 
 def test_demo_takes_any_publisher(model_path, tmp_path):

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import click
 
+DEMO_DEVICE_ID = "demo-scope"
 DEMO_SECRET = b"smearscope-demo-site-secret"  # demo only: a real site keeps its secret out of the code
 DEMO_SAMPLES = (
     # (sample id, patient reference (hashed before use), fields, lab values)
@@ -44,21 +45,43 @@ class DemoReport:
 @click.option("--seed", type=int, default=0, show_default=True, help="First synthetic smear's seed.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="ONNX Runtime CPU threads (0: one per core).")
-def demo(out_dir: Path, presses: int, model_path: Path | None, guideline: str, seed: int, threads: int) -> None:
+@click.option("--delivery/--no-delivery", default=True, show_default=True,
+              help="Also deliver every result through an embedded MQTT broker to the server's SQLite "
+                   "database (DIR/server.sqlite3), waiting for each receipt.")
+def demo(out_dir: Path, presses: int, model_path: Path | None, guideline: str, seed: int, threads: int,
+         delivery: bool) -> None:
     """Run the device end to end on synthetic smears with a simulated microscope controller.
 
     Presses the simulated CAPTURE button a few times (quickly, so some presses arrive while a
     field is being analysed and wait in the queue), analyses each synthetic field with the
     shipped int8 U-Net on ONNX Runtime, applies the guideline to two demo samples' lab values,
-    prints a table and saves every result (result/1 JSON) and overlay image.
+    prints a table and saves every result (result/1 JSON) and overlay image. With delivery (the
+    default), results also go through the durable outbox, an embedded MQTT broker and the central
+    server into DIR/server.sqlite3, exactly as a deployed device's would.
     """
+    import contextlib
+
     from runtime.errors import SmearscopeError
-    from runtime.publish import FileSink
+    from runtime.publish import FanOut, FileSink
 
     try:
-        publisher = FileSink(out_dir / "results")
-        report = run_demo(out_dir=out_dir, presses=presses, model_path=model_path, guideline=guideline,
-                          seed=seed, threads=threads, publisher=publisher)
+        with contextlib.ExitStack() as stack:
+            publisher = FileSink(out_dir / "results")
+            path = None
+            if delivery:
+                from server.local_path import LocalDeliveryPath
+
+                path = stack.enter_context(LocalDeliveryPath(out_dir, device_id=DEMO_DEVICE_ID))
+                publisher = FanOut(publisher, path.publisher)
+            report = run_demo(out_dir=out_dir, presses=presses, model_path=model_path, guideline=guideline,
+                              seed=seed, threads=threads, publisher=publisher)
+        if path is not None:
+            summary = path.summary
+            click.echo(f"delivered: {summary['sent']} sent over MQTT, {summary['receipts']} receipts, "
+                       f"{summary['left_in_outbox']} left in the outbox; {path.database} holds "
+                       f"{summary['stored']} result(s)")
+        click.echo(click.style("Glucose cannot be seen in a smear: the diagnosis comes from the lab values; the "
+                               "smear decides whether HbA1c can be trusted.", dim=True))
     except SmearscopeError as exc:
         raise click.ClickException(str(exc)) from None
     failed = [o for o in report.outcomes if o.status in ("error", "offline")]
@@ -85,7 +108,7 @@ def run_demo(*, out_dir: Path, presses: int, model_path: Path | None, guideline:
                             for sid, ref, n, labs in DEMO_SAMPLES)
     leds = RecordingStatus()
     device = Device(
-        device_id="demo-scope",
+        device_id=DEMO_DEVICE_ID,
         camera=SyntheticCamera(SyntheticCameraConfig(seed=seed, width=640, height=480)),
         model=holder,
         publisher=publisher,
@@ -236,8 +259,6 @@ def _print_summary(echo: Callable[[str], None], report: DemoReport, out_dir: Pat
     states = " -> ".join(_collapse(report.led_states))
     echo(f"\nstatus LED: {states}")
     echo(f"saved: {out_dir / 'results'}/*.json (result/1), {out_dir / 'overlays'}/*.png")
-    echo(click.style("Glucose cannot be seen in a smear: the diagnosis comes from the lab values; the smear "
-                     "decides whether HbA1c can be trusted.", dim=True))
 
 
 def _collapse(states: list[str]) -> list[str]:
