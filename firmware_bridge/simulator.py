@@ -61,6 +61,8 @@ class SimulatorStats:
     plugs: int = 0
     bytes_to_host: int = 0
     bytes_from_host: int = 0
+    split_writes: int = 0  # writes sent in pieces
+    merged_writes: int = 0  # writes held back and sent with later ones
 
 
 class Simulator:
@@ -242,9 +244,14 @@ class Simulator:
     def _tick(self, readable: list[int]) -> None:
         now = self._now()
         now_ms = int(now * 1000)
-        while self._contact and self._contact[0][0] <= now:
-            self._contact_level = self._contact.popleft()[1]
         controller = self.controller
+        # Replay every scheduled contact change at its own time, so a late tick (a busy CPU)
+        # never swallows a press: the debouncer sees the waveform as the button made it.
+        while self._contact and self._contact[0][0] <= now:
+            at, level = self._contact.popleft()
+            controller.sample_button(self._contact_level, int(at * 1000))
+            self._contact_level = level
+            controller.sample_button(level, int(at * 1000))
         controller.sample_button(self._contact_level, now_ms)
         if now < self._frozen_until:
             return
@@ -269,6 +276,7 @@ class Simulator:
     def _transmit(self, data: bytes, now: float) -> None:
         if self.to_host.merge and self.rng.random() < self.to_host.merge:
             self._held.append((now + self.rng.uniform(0.005, 0.03), data))
+            self.stats.merged_writes += 1
             return
         if self._held:  # keep byte order: anything held goes out first
             self._held.append((now, data))
@@ -287,6 +295,7 @@ class Simulator:
         pieces = [data]
         if self.to_host.split and self.rng.random() < self.to_host.split:
             pieces, position = [], 0
+            self.stats.split_writes += 1
             while position < len(data):
                 step = self.rng.randint(1, 3)
                 pieces.append(data[position : position + step])
