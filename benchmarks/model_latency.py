@@ -3,8 +3,9 @@
     python -m benchmarks.model_latency                    # the shipped models
     python -m benchmarks.model_latency --fp32 a.fp32.onnx --int8 a.int8.onnx --size 512
 
-All three run on the same preprocessed tensor, interleaved run by run (so a change in machine
-load hits all three alike), with the same thread count. PyTorch is optional: without it the
+All three run on the same preprocessed tensor with the same thread count, measured back to back
+(warm-up, then N timed runs each; see benchmarks.edge_bench.timing.measure_each for why not
+interleaved). PyTorch is optional: without it the
 script prints the two ONNX figures and says why the third is missing.
 """
 
@@ -42,7 +43,7 @@ def main(model_dir: Path | None, fp32: Path | None, int8: Path | None, image: Pa
     from benchmarks.edge_bench.models import find_models, open_session
     from benchmarks.edge_bench.run import field_network_hw, usable_cores
     from benchmarks.edge_bench.sweep import model_input
-    from benchmarks.edge_bench.timing import measure_interleaved, ratio
+    from benchmarks.edge_bench.timing import measure_each, ratio, summarize
     from benchmarks.edge_bench.torch_baseline import BaselineUnavailable, load_torch_eager
     from runtime.errors import ModelError
 
@@ -71,7 +72,7 @@ def main(model_dir: Path | None, fp32: Path | None, int8: Path | None, image: Pa
     except BaselineUnavailable as exc:
         torch_note = f"PyTorch eager not measured: {exc}"
 
-    stats = measure_interleaved(calls, warmup=warmup, runs=runs)
+    stats = {name: summarize(v) for name, v in measure_each(calls, warmup=warmup, runs=runs).items()}
     p50 = {name: s.p50 for name, s in stats.items()}
     eager_p50 = p50.get("PyTorch eager")
     ratios = {
@@ -87,7 +88,7 @@ def main(model_dir: Path | None, fp32: Path | None, int8: Path | None, image: Pa
         }, indent=2))
         return
     click.echo(f"input 1x3x{hw[0]}x{hw[1]} from {frame.source}; {threads} threads; "
-               f"{runs} interleaved runs after {warmup} warm-up")
+               f"{runs} runs each after {warmup} warm-up")
     for name, s in stats.items():
         click.echo(f"  {name:<14} p50 {s.p50:9.2f} ms   (p90 {s.p90:.2f}, mean {s.mean:.2f})")
     if "PyTorch eager" not in stats:

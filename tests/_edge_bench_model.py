@@ -1,21 +1,18 @@
-"""A real exported model for the edge-bench and model-latency tests, built once per test process.
+"""The real exported model the edge-bench and model-latency tests run (the project's shared tiny model).
 
-Uses the export pipeline's own tiny-model helper (train a few seconds on synthetic smears, export,
-quantize, validate, write cards), so the benchmarks run exactly what a shipped model is.
+Paths of the fp32/int8 models and of the checkpoint they were exported from (for the PyTorch
+baseline's weights), built once per test process by model_fixtures.tiny_model_result().
 """
 
 from __future__ import annotations
 
-import functools
-import tempfile
 from pathlib import Path
 
 
-@functools.lru_cache(maxsize=1)
 def tiny_model_files() -> dict[str, Path]:
-    """{'fp32': ..., 'int8': ..., 'checkpoint': ...} in a temporary folder kept for the process."""
-    from export.quick import build_tiny_model
+    from model_fixtures import tiny_model_result
+    from runtime.modelcard import load_card
 
-    out = Path(tempfile.mkdtemp(prefix="edge-bench-tiny-"))
-    result = build_tiny_model(out, seconds=5)
-    return {"fp32": result.fp32, "int8": result.int8, "checkpoint": out / "train" / "best.pt"}
+    result = tiny_model_result()
+    checkpoint_name = load_card(result.fp32).extra["checkpoint"]["file"]
+    return {"fp32": result.fp32, "int8": result.int8, "checkpoint": result.fp32.parent / "train" / checkpoint_name}

@@ -7,7 +7,8 @@ dense matrix multiply it says how much of the hardware the model uses. Three ker
 - ONNX Runtime float32 MatMul and
 - ONNX Runtime int8 MatMulInteger (uint8 x int8 -> int32, the same MLAS kernels as an int8 Conv),
 
-the last two at a given intra-op thread count. The two tiny ONNX graphs are stored as files in
+the last two at a given intra-op thread count, measured in the sweep right after the models of
+the same thread count, so the model and its reference see the same machine load. The two tiny ONNX graphs are stored as files in
 `assets/` so a device without the `onnx` package can still run them; `build_matmul_model`
 regenerates them (needs `onnx`).
 """
@@ -16,11 +17,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks.edge_bench.timing import measure
+from benchmarks.edge_bench.timing import measure, summarize
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 MATMUL_ASSETS = {"fp32": ASSETS / "matmul_fp32.onnx", "int8": ASSETS / "matmul_int8.onnx"}
@@ -98,13 +99,25 @@ def numpy_gemm_peak(size: int = 1024, *, warmup: int = 2, runs: int = 10) -> Pea
     return Peak("numpy-gemm", "fp32", size, None, stats.p50, _rate(size, stats.p50))
 
 
-def ort_matmul_peak(dtype: str, threads: int, size: int = 1024, *, warmup: int = 2, runs: int = 10) -> Peak:
-    """MatMul (fp32) or MatMulInteger (int8) in ONNX Runtime's CPU provider at `threads` threads."""
+KERNELS = {"fp32": "ort-matmul", "int8": "ort-matmulinteger"}
+
+
+def ort_matmul_call(dtype: str, threads: int, size: int) -> Callable[[], Any]:
+    """One size^3 MatMul (fp32) or MatMulInteger (int8) in ORT's CPU provider at `threads` threads."""
     from runtime.onnx_session import SessionOptions, create_session
 
-    path = MATMUL_ASSETS[dtype]
-    session = create_session(path, SessionOptions(providers=("cpu",), intra_op_threads=threads, warmup=False))
+    session = create_session(MATMUL_ASSETS[dtype], SessionOptions(providers=("cpu",), intra_op_threads=threads, warmup=False))
     feeds = _operands(dtype, size)
-    stats = measure(lambda: session.run(None, feeds), warmup=warmup, runs=runs)
-    kernel = "ort-matmul" if dtype == "fp32" else "ort-matmulinteger"
-    return Peak(kernel, dtype, size, threads, stats.p50, _rate(size, stats.p50))
+    return lambda: session.run(None, feeds)
+
+
+def peak_from_samples(dtype: str, threads: int, size: int, samples_ms: list[float]) -> Peak:
+    p50 = summarize(samples_ms).p50
+    return Peak(KERNELS[dtype], dtype, size, threads, p50, _rate(size, p50))
+
+
+def ort_matmul_peak(dtype: str, threads: int, size: int = 1024, *, warmup: int = 2, runs: int = 10) -> Peak:
+    """The ORT matmul rate measured on its own."""
+    call = ort_matmul_call(dtype, threads, size)
+    stats = measure(call, warmup=warmup, runs=runs)
+    return Peak(KERNELS[dtype], dtype, size, threads, stats.p50, _rate(size, stats.p50))

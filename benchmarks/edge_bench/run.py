@@ -30,11 +30,11 @@ class BenchOptions:
     int8: Path | None = None
     image: Path | None = None
     um_per_px: float | None = None
-    runs: int = 20
-    warmup: int = 3
+    runs: int = 15
+    warmup: int = 2
     threads: list[int] = field(default_factory=list)  # empty: 1 and all usable cores
     providers: list[str] = field(default_factory=list)  # empty: every provider present
-    resolutions: list[HW | None] = field(default_factory=lambda: [None, (512, 512)])
+    resolutions: list[HW | None] = field(default_factory=lambda: [None])
     peak_size: int = 1024
     torch: bool = True
     checkpoint: Path | None = None
@@ -62,19 +62,19 @@ def field_network_hw(frame: BenchFrame, model: ModelFile) -> HW:
 
 
 def plan_steps(options: BenchOptions, models: list[ModelFile], providers: list[str], threads: list[int], sizes: list[HW]) -> int:
-    peaks = 1 + 2 * len(threads)
+    peaks = 1
     macs = len(models) * len(sizes)
     pipelines = len(models)
     sweep = len(models) * len(providers) * len(threads) * len(sizes)
     profiles = len(models)
-    torch_points = len(threads) * len(sizes) if options.torch else 0
+    torch_points = len(sizes) if options.torch else 0
     return peaks + macs + pipelines + sweep + profiles + torch_points
 
 
 def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None) -> dict[str, Any]:
     """Measure everything and return a validated edge-bench/1 report."""
     from benchmarks.edge_bench.macs import count_macs
-    from benchmarks.edge_bench.peak import numpy_gemm_peak, ort_matmul_peak
+    from benchmarks.edge_bench.peak import numpy_gemm_peak
     from benchmarks.edge_bench.profile import op_times, profile_events
     from benchmarks.edge_bench.sweep import model_input, run_sweep
 
@@ -107,16 +107,9 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
             done[0] += 1
             progress(f"[{done[0]}/{total}] {label}")
 
-        # 1. the machine's own peaks, per thread count
+        # 1. numpy's BLAS as a reference (the ORT peaks are measured inside the sweep)
         peaks = [numpy_gemm_peak(options.peak_size)]
         step("numpy GEMM peak")
-        peak_by_key = {}
-        for t in threads:
-            for dtype in ("fp32", "int8"):
-                peak = ort_matmul_peak(dtype, t, options.peak_size)
-                peaks.append(peak)
-                peak_by_key[(dtype, t)] = peak
-                step(f"ORT {dtype} matmul peak, {t} threads")
 
         # 2. MACs of every model at every size
         macs = {}
@@ -133,9 +126,9 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
 
         # 4. model-only sweep
         inputs = {hw: model_input(frame.image, hw, models[0].card) for hw in sizes}
-        sweep = run_sweep(
+        sweep, sweep_peaks = run_sweep(
             models, providers, threads, inputs, warmup=options.warmup, runs=options.runs, macs=macs,
-            peaks=peak_by_key,
+            peak_size=options.peak_size,
             on_point=lambda p: step(f"sweep {p.variant} {p.runs_on} {p.threads}t {p.input_hw[0]}x{p.input_hw[1]}"),
         )
         # 5. where the time goes: ORT's per-operator profile at the field size
@@ -151,7 +144,7 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
         rss_before_torch = peak_rss_mb()
 
         # 6. PyTorch eager on the same inputs (last: importing torch inflates the process)
-        torch_section = run_torch(options, models, threads, inputs, step)
+        torch_section = run_torch(options, models, main_threads, inputs, step)
 
     sweep_dicts = [p.to_dict() for p in sweep]
     machine["load_average_end"] = load_average()
@@ -171,7 +164,7 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
                       "um_per_px": frame.um_per_px},
         },
         "machine": machine,
-        "peaks": [p.to_dict() for p in peaks],
+        "peaks": [p.to_dict() for p in peaks + sweep_peaks],
         "models": [
             {**m.to_dict(), "macs": [macs[(m.variant, hw)].to_dict() for hw in sizes]} for m in models
         ],
@@ -241,9 +234,9 @@ def run_pipeline(model: ModelFile, frame: BenchFrame, options: BenchOptions, pro
     }
 
 
-def run_torch(options: BenchOptions, models: list[ModelFile], threads: list[int], inputs: dict[HW, Any],
+def run_torch(options: BenchOptions, models: list[ModelFile], threads: int, inputs: dict[HW, Any],
               step: Callable[[str], None]) -> dict[str, Any]:
-    """PyTorch eager latency at every CPU thread count and size, or why it is not available."""
+    """PyTorch eager latency at the headline thread count and every size, or why it is not available."""
     from benchmarks.edge_bench.torch_baseline import BaselineUnavailable, load_torch_eager
 
     if not options.torch:
@@ -252,16 +245,15 @@ def run_torch(options: BenchOptions, models: list[ModelFile], threads: list[int]
     try:
         eager = load_torch_eager(reference.path, reference.card, options.checkpoint)
     except BaselineUnavailable as exc:
-        for _ in range(len(threads) * len(inputs)):
+        for _ in inputs:
             step("PyTorch eager (not available)")
         return {"available": False, "note": f"PyTorch eager not available: {exc}", "version": None, "points": []}
     points = []
-    for t in threads:
-        eager.set_threads(t)
-        for hw, tensor in inputs.items():
-            stats = measure(lambda: eager.forward(tensor), warmup=options.warmup, runs=options.runs)
-            points.append({"threads": t, "input_hw": list(hw), "latency_ms": stats.to_dict()})
-            step(f"PyTorch eager {t}t {hw[0]}x{hw[1]}")
+    eager.set_threads(threads)
+    for hw, tensor in inputs.items():
+        stats = measure(lambda: eager.forward(tensor), warmup=options.warmup, runs=options.runs)
+        points.append({"threads": threads, "input_hw": list(hw), "latency_ms": stats.to_dict()})
+        step(f"PyTorch eager {threads}t {hw[0]}x{hw[1]}")
     note = f"PyTorch {eager.version} eager, inference_mode, CPU; weights: {eager.weights}"
     return {"available": True, "note": note, "version": eager.version, "points": points}
 

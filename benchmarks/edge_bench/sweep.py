@@ -1,7 +1,8 @@
 """Model-only inference sweeps: variant (fp32/int8) x execution provider x threads x input size.
 
 Every point reports session-creation and first-inference time, latency statistics, and the
-achieved MAC rate against this machine's matrix-multiply peak at the same thread count.
+achieved MAC rate against this machine's matrix-multiply peak at the same thread count,
+measured right beside it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import numpy as np
 
 from benchmarks.edge_bench.macs import MacCount
 from benchmarks.edge_bench.models import ModelFile, open_session
-from benchmarks.edge_bench.peak import Peak
-from benchmarks.edge_bench.timing import Stats, measure_interleaved, ratio, time_call
+from benchmarks.edge_bench.peak import Peak, ort_matmul_call, peak_from_samples
+from benchmarks.edge_bench.timing import Stats, measure_each, ratio, summarize, time_call
 
 HW = tuple[int, int]
 
@@ -82,14 +83,25 @@ def run_sweep(
     warmup: int,
     runs: int,
     macs: dict[tuple[str, HW], MacCount],
-    peaks: dict[tuple[str, int], Peak],
+    peak_size: int,
     on_point: Callable[[SweepPoint], None] = lambda point: None,
-) -> list[SweepPoint]:
-    """Measure every configuration; the variants of one configuration run interleaved on the same tensor."""
-    points = []
+) -> tuple[list[SweepPoint], list[Peak]]:
+    """Measure every configuration.
+
+    Within one provider, thread count and size, the model variants run on the same input and (on
+    the CPU provider) the fp32 and int8 matmul peak kernels at the same thread count are measured
+    right after them; each model's efficiency is its MAC rate over the peak measured alongside it.
+    """
+    points: list[SweepPoint] = []
+    peaks: list[Peak] = []
     for provider in providers:
         for threads in threads_list:
             sessions = {model.variant: (model, *open_session(model, provider, threads)) for model in models}
+            kernels = {}
+            if provider == "CPUExecutionProvider":
+                kernels = {f"peak-{dtype}": ort_matmul_call(dtype, threads, peak_size) for dtype in ("fp32", "int8")}
+            peak_samples: dict[str, list[float]] = {name: [] for name in kernels}
+            pending: list[SweepPoint] = []
             for hw, tensor in inputs.items():
                 calls = {}
                 first = {}
@@ -97,23 +109,30 @@ def run_sweep(
                     feeds = {model.input_name: tensor}
                     calls[variant] = (lambda s=loaded.session, f=feeds: s.run(None, f))
                     first[variant], _ = time_call(calls[variant])
-                stats = measure_interleaved(calls, warmup=warmup, runs=runs)
+                calls.update(kernels)
+                samples = measure_each(calls, warmup=warmup, runs=runs)
+                for name in kernels:
+                    peak_samples[name].extend(samples[name])
                 for variant, (model, create_ms, loaded) in sessions.items():
-                    runs_on = loaded.providers[0] if loaded.providers else provider
                     count = macs.get((variant, hw))
-                    point = SweepPoint(
+                    pending.append(SweepPoint(
                         variant=variant,
                         provider=provider,
-                        runs_on=runs_on,
+                        runs_on=loaded.providers[0] if loaded.providers else provider,
                         threads=threads,
                         input_hw=hw,
                         session_create_ms=create_ms,
                         first_inference_ms=first[variant],
-                        stats=stats[variant],
+                        stats=summarize(samples[variant]),
                         macs=count.total if count else None,
-                        peak=peaks.get((variant, threads)) if runs_on == "CPUExecutionProvider" else None,
-                    )
-                    points.append(point)
-                    on_point(point)
-            del sessions
-    return points
+                    ))
+            measured = {name[len("peak-"):]: peak_from_samples(name[len("peak-"):], threads, peak_size, values)
+                        for name, values in peak_samples.items()}
+            peaks.extend(measured.values())
+            for point in pending:
+                if point.runs_on == "CPUExecutionProvider":
+                    point.peak = measured.get(point.variant)
+                points.append(point)
+                on_point(point)
+            del sessions, kernels
+    return points, peaks

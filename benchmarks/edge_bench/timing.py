@@ -69,13 +69,18 @@ def time_call(fn: Callable[[], Any]) -> tuple[float, Any]:
     return (time.perf_counter_ns() - start) / 1e6, result
 
 
-def measure(fn: Callable[[], Any], *, warmup: int, runs: int) -> Stats:
-    """Call `fn` `warmup` times untimed, then `runs` times timed; summarize the timed runs."""
+def timed_runs(fn: Callable[[], Any], *, warmup: int, runs: int) -> list[float]:
+    """Call `fn` `warmup` times untimed, then `runs` times timed; the timings in milliseconds."""
     if runs < 1:
         raise ValueError(f"runs must be at least 1, got {runs}")
     for _ in range(max(0, warmup)):
         fn()
-    return summarize([time_call(fn)[0] for _ in range(runs)])
+    return [time_call(fn)[0] for _ in range(runs)]
+
+
+def measure(fn: Callable[[], Any], *, warmup: int, runs: int) -> Stats:
+    """`timed_runs`, summarized."""
+    return summarize(timed_runs(fn, warmup=warmup, runs=runs))
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -91,19 +96,12 @@ def rate_per_second(count: float, ms: float | None) -> float | None:
     return None if per_ms is None else per_ms * 1000.0
 
 
-def measure_interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int, runs: int) -> dict[str, Stats]:
-    """Like `measure` for several callables, alternating them run by run.
+def measure_each(fns: dict[str, Callable[[], Any]], *, warmup: int, runs: int) -> dict[str, list[float]]:
+    """Timings (ms) of several callables, each measured on its own (warm-up + runs), one after another.
 
-    Alternating spreads any drift in machine load (other processes, thermal throttling) evenly
-    over all of them, so their ratio stays fair on a busy machine.
+    Not interleaved run by run on purpose: every ONNX Runtime session (and PyTorch) has its own
+    thread pool whose workers spin-wait after a run, so alternating two models makes each one
+    compete with the other's spinning threads (on 2 cores this inflated both by ~1.5x). Measuring
+    them back to back, as the device runs one model, keeps them comparable and close in time.
     """
-    if runs < 1:
-        raise ValueError(f"runs must be at least 1, got {runs}")
-    for _ in range(max(0, warmup)):
-        for fn in fns.values():
-            fn()
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(runs):
-        for name, fn in fns.items():
-            samples[name].append(time_call(fn)[0])
-    return {name: summarize(values) for name, values in samples.items()}
+    return {name: timed_runs(fn, warmup=warmup, runs=runs) for name, fn in fns.items()}
