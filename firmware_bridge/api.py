@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
 from firmware_bridge import wire
@@ -206,6 +206,11 @@ def parse_settings(config: Mapping[str, Any]) -> tuple[str, Any]:
 
 def _check_value(path: str, value: Any, default: Any) -> Any:
     """Type-check a config value against its default's type (None defaults accept int or str)."""
+    if default is MISSING:  # the only such field is SimulatorSettings.serial, a nested mapping
+        if isinstance(value, Mapping):
+            parse_settings({"type": "serial", **value})  # report bad nested keys now
+            return dict(value)
+        raise BridgeConfigError(f"{path}: expected a mapping of serial settings; got {value!r}")
     if default is None or isinstance(default, type(None)):
         if value is None or isinstance(value, (int, str)) and not isinstance(value, bool):
             return value

@@ -101,6 +101,8 @@ def test_gpio_type_without_gpiod_gives_a_clear_error():
         ({"type": "serial", "max_retries": -1}, r"bridge\.max_retries: expected a non-negative integer"),
         ({"type": "gpio", "button_active_low": "yes"}, r"bridge\.button_active_low: expected true or false"),
         ("serial", "must be a mapping"),
+        ({"type": "simulator", "serial": {"ack_timout": 1}}, r"bridge\.ack_timout: unknown key"),
+        ({"type": "simulator", "serial": 3}, r"bridge\.serial: expected a mapping"),
     ],
 )
 def test_bad_config_names_the_key(config, message):
