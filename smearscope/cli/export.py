@@ -16,7 +16,7 @@ import click
 @click.option("--version", "model_version", default="1", show_default=True, help="Version recorded in the cards.")
 @click.option("--calibration-data", default=None, metavar="synthetic|PATH",
               help="Frames for int8 calibration: 'synthetic', a TXL-PBC folder (its train split), or a folder "
-                   "of images. Default: synthetic if the model was trained on synthetic smears.")
+                   "of images. Default: the model's own training data (synthetic, or its TXL-PBC folder).")
 @click.option("--calibration-frames", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--calibration-method", default="minmax", show_default=True,
               type=click.Choice(["minmax", "entropy", "percentile"]))
@@ -61,12 +61,15 @@ def _export(checkpoint: Path, out_dir: Path, name: str, model_version: str, cali
     from training.datasets import build_source
 
     ckpt = load_checkpoint(checkpoint)
-    trained_on = (ckpt.training_data.get("train") or {}).get("name")
+    trained = ckpt.training_data.get("train") or {}
     if calibration_data is None:
-        if trained_on != "synthetic":
-            raise DataError(f"{checkpoint}: trained on {trained_on or 'unknown data'}; pass --calibration-data "
-                            "(a folder of frames like the ones the device will see)")
-        calibration_data = "synthetic"
+        if trained.get("name") == "synthetic":
+            calibration_data = "synthetic"
+        elif trained.get("name") == "txl_pbc" and trained.get("path") and Path(trained["path"]).is_dir():
+            calibration_data = trained["path"]  # its train split: frames of the training distribution
+        else:
+            raise DataError(f"{checkpoint}: trained on {trained.get('name') or 'unknown data'}; pass "
+                            "--calibration-data (a folder of frames like the ones the device will see)")
     validation_data = validation_data or calibration_data
 
     if calibration_data == "synthetic":
