@@ -159,7 +159,7 @@ class SerialSettings:
 class GpioSettings:
     """Config for type "gpio": a button and LEDs wired to a Raspberry Pi's GPIO header."""
 
-    chip: str = "/dev/gpiochip0"  # a Pi 5 on older kernels: /dev/gpiochip4
+    chip: str = "/dev/gpiochip0"  # a Pi 5 with an older kernel: /dev/gpiochip4
     button_line: int = 17
     button_active_low: bool = True  # button to ground, internal pull-up
     status_led_line: int | None = 27

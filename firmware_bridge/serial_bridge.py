@@ -194,6 +194,9 @@ class SerialBridge:
                 self._step()
             except (OSError, self._serial_module.SerialException) as exc:
                 self._drop_link(f"port error: {exc}")
+            except Exception as exc:  # a bug must not silence the button for good: log, reconnect
+                log.exception("serial bridge worker error")
+                self._drop_link(f"internal error: {exc!r}")
         self._close_port()
 
     def _open(self) -> bool:
@@ -223,6 +226,8 @@ class SerialBridge:
                 self.stats.frames_received += 1
                 self._last_rx = now
                 self._handle(frame, now)
+                if self._port is None:  # the frame ended the link (refused handshake)
+                    return
             if self._decoder.bad_frames != bad_before:
                 self.stats.bad_frames += self._decoder.bad_frames - bad_before
                 self._send(wire.NACK, 0, wire.nack_payload(0, wire.NACK_REASONS["BAD_CRC"]))
@@ -361,7 +366,8 @@ class SerialBridge:
         return self._tx_seq
 
     def _send(self, msg_type: int, seq: int, payload: bytes) -> None:
-        self._port.write(wire.encode_frame(msg_type, seq, payload))
+        if self._port is not None:
+            self._port.write(wire.encode_frame(msg_type, seq, payload))
 
     def _drop_link(self, reason: str) -> None:
         """Forget the connection (not the delivered-event record) and reopen later."""

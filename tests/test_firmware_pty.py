@@ -122,6 +122,7 @@ def test_unplug_and_replug_loses_and_repeats_nothing(sim_and_bridge):
     for _ in range(3):
         sim.press()
     before = collect(bridge, 6, timeout=5)
+    assert sim.wait_idle(2)  # the board has every ACK (the in-flight case is tested below)
     sim.unplug()  # a self-powered board: the queue survives
     deadline = time.monotonic() + 3
     while bridge.connected and time.monotonic() < deadline:
@@ -261,6 +262,20 @@ def test_close_leaves_the_board_showing_offline(sim_and_bridge):
     assert bridge.set_status("idle").wait(2)
     bridge.close()
     assert sim.status_pattern == "offline"
+
+
+def test_a_board_speaking_another_protocol_version_is_refused(monkeypatch):
+    from firmware_bridge import wire
+
+    with Simulator(seed=3, **CONTROLLER_TIMING) as sim:
+        monkeypatch.setattr(wire, "PROTOCOL_VERSION", wire.PROTOCOL_VERSION + 1)  # the board's view
+        bridge = SerialBridge(host_settings(sim.port_path))  # still sends version 1 in HELLO
+        try:
+            assert not bridge.wait_connected(0.5)
+            assert "UNSUPPORTED_VERSION" in bridge.last_problem
+            assert sim.status_pattern == "offline"
+        finally:
+            bridge.close()
 
 
 def test_open_bridge_simulator_type_runs_end_to_end():
