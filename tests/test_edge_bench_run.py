@@ -155,3 +155,31 @@ def test_help(cli_runner):
     for args in (["--help"], ["compare", "--help"]):
         result = cli_runner.invoke(cli, args)
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+BLOCK_WORKSTATION_PACKAGES = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'onnx', 'onnxsim'):
+            raise ImportError(f'{name} is not installed on this device')
+sys.meta_path.insert(0, Block())
+from benchmarks.edge_bench import main
+main()
+"""
+
+
+def test_runs_on_a_device_install_without_torch_and_onnx(tiny_models, tmp_path):
+    out = tmp_path / "device.json"
+    args = ["--quick", "--runs", "2", "--mqtt", "none", "--fp32", str(tiny_models["fp32"]), "--int8",
+            str(tiny_models["int8"]), "-o", str(out)]
+    proc = subprocess.run([sys.executable, "-c", BLOCK_WORKSTATION_PACKAGES, *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = load_report(out)
+    assert report["torch"]["available"] is False and "not installed" in report["torch"]["note"]
+    assert report["ratios"]["ort_fp32_over_torch"] is None
+    assert report["ratios"]["int8_over_fp32"] is not None
+    assert report["models"][0]["macs"][0]["total"] > 0  # counted without the onnx package
+    publish = next(s for s in report["pipelines"][0]["stages"] if s["name"] == "publish")
+    assert not publish["available"] and "--mqtt none" in publish["note"]
