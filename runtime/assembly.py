@@ -76,8 +76,16 @@ def build_device(
         indicators=status,
         overlays_dir=config.output.overlays_dir,
         events=events,
+        first_seq=_next_seq(publisher),
     )
     return DeviceSetup(device=device, trigger=trigger)
+
+
+def _next_seq(publisher: Publisher) -> int:
+    """Continue the sequence after a restart when the publisher remembers it (the MQTT outbox does)."""
+    outbox = getattr(publisher, "outbox", None)
+    last_seq = getattr(outbox, "last_seq", None)
+    return last_seq() + 1 if callable(last_seq) else 0
 
 
 def _configured_publisher(config: DeviceConfig, events: TriggerQueue) -> Publisher:
