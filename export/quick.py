@@ -8,7 +8,6 @@ For tests and demos that need a genuine int8 model with a card (not a shipped mo
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 

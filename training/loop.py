@@ -182,7 +182,8 @@ def train_segmentation(
     return TrainResult(best=best_path, last=last_path, history=state["history"], stopped=stopped)
 
 
-def _train_step(model, optimizer, criterion, batch, config: TrainConfig) -> float:
+def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion: SegmentationLoss, batch: Any,
+                config: TrainConfig) -> float:
     image, mask, centres, has_centres = _unpack(batch)
     logits, centre_logits = _split_outputs(model(image))
     loss = criterion(logits, mask)
@@ -196,7 +197,9 @@ def _train_step(model, optimizer, criterion, batch, config: TrainConfig) -> floa
     return float(loss.detach())
 
 
-def _payload(model, optimizer, model_spec, params, config, state, val, training_data) -> dict[str, Any]:
+def _payload(model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_spec: dict[str, Any],
+             params: PreprocessParams, config: TrainConfig, state: dict[str, Any], val: dict[str, Any],
+             training_data: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "model": {"name": model_spec["name"], "kwargs": dict(model_spec.get("kwargs", {}))},
         "state_dict": model.state_dict(),
@@ -212,7 +215,8 @@ def _payload(model, optimizer, model_spec, params, config, state, val, training_
     }
 
 
-def _resume(path, model, optimizer, model_spec, params) -> dict[str, Any]:
+def _resume(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_spec: dict[str, Any],
+            params: PreprocessParams) -> dict[str, Any]:
     ckpt = load_checkpoint(path)
     if ckpt.model_name != model_spec["name"] or ckpt.model_kwargs != dict(model_spec.get("kwargs", {})):
         raise ConfigError(f"{path}: checkpoint was trained as {ckpt.model_name} {ckpt.model_kwargs}, "
