@@ -67,9 +67,10 @@ class CVResult:
     def table(self) -> str:
         """The metrics as an aligned text table."""
         cols = ["pima_auc", "pima_accuracy", "pima_ece", "iraqi_balanced_accuracy", "iraqi_accuracy", "iraqi_ece"]
-        lines = [f"{'method':<28}" + "".join(f"{c:>25}" for c in cols)]
+        heads = ["Pima AUC", "Pima acc", "Pima ECE", "Iraqi bal.acc", "Iraqi acc", "Iraqi ECE"]
+        lines = [f"{'method':<38}" + "".join(f"{h:>14}" for h in heads)]
         for name, m in self.metrics.items():
-            lines.append(f"{name:<28}" + "".join(f"{m[c]:>25.3f}" if c in m else f"{'-':>25}" for c in cols))
+            lines.append(f"{name:<38}" + "".join(f"{m[c]:>14.3f}" if c in m else f"{'-':>14}" for c in cols))
         return "\n".join(lines)
 
 

@@ -15,10 +15,10 @@ from training.diagnosis.model import DiagnosisNet
 @dataclass
 class NetConfig:
     hidden: int = 16
-    dropout: float = 0.2
+    dropout: float = 0.3
     epochs: int = 200
     lr: float = 3e-3
-    weight_decay: float = 1e-2
+    weight_decay: float = 5e-2
     feature_drop: float = 0.1  # chance of hiding each present input during training
     class_balanced: bool = True  # weight Iraqi classes by inverse frequency
     members: int = 5  # ensemble size
