@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from runtime.config import CameraConfig, FolderCameraConfig, OpenCVCameraConfig, SyntheticCameraConfig
-from runtime.errors import ConfigError, ImageError, SkipCapture
+from runtime.errors import ConfigError, SkipCapture
 from runtime.imageio import check_frame, read_image
 
 log = logging.getLogger(__name__)
@@ -208,5 +208,4 @@ def make_camera(config: CameraConfig) -> Camera:
     raise ConfigError(f"camera.type: unsupported {type(config).__name__}")
 
 
-__all__ = ["Camera", "CameraDisconnected", "Frame", "FolderCamera", "ImageError", "OpenCVCamera",
-           "SyntheticCamera", "make_camera"]
+__all__ = ["Camera", "CameraDisconnected", "Frame", "FolderCamera", "OpenCVCamera", "SyntheticCamera", "make_camera"]

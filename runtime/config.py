@@ -21,7 +21,6 @@ from typing import Any, Literal, Union
 from runtime.errors import ConfigError
 
 ProviderName = Literal["tensorrt", "cuda", "cpu", "openvino", "xnnpack", "coreml"]
-DeviceState = Literal["idle", "busy", "error", "offline"]
 
 
 class _Invalid(ConfigError):

@@ -10,7 +10,7 @@ from runtime.classes import CELL_CLASSES
 # BGR; chosen to stay distinguishable on a pink-violet stained smear.
 CLASS_COLOURS_BGR: dict[str, tuple[int, int, int]] = {
     "rbc": (0, 200, 255),  # amber
-    "wbc": (255, 80, 0),  # blue
+    "wbc": (255, 150, 40),  # light blue
     "platelet": (40, 220, 40),  # green
 }
 

@@ -96,12 +96,16 @@ def run_demo(*, out_dir: Path, presses: int, model_path: Path | None, guideline:
     from runtime.config import DiagnosisConfig, QualityConfig, SyntheticCameraConfig
     from runtime.decision import GuidelineDiagnoser
     from runtime.device import Device, ModelHolder
+    from runtime.errors import ModelError
     from runtime.onnx_session import SessionOptions
     from runtime.sample_context import SampleContext, SampleTracker, pseudonymize
     from runtime.segmenter import default_model_path
     from runtime.triggers import RecordingStatus
 
     model_file = Path(model_path) if model_path else default_model_path()
+    if model_path is None and not model_file.is_file():
+        raise ModelError(f"the shipped model {model_file} is missing from this checkout; "
+                         "pass --model PATH to use another one")
     holder = ModelHolder(model_file, SessionOptions(intra_op_threads=threads))
     model = holder.get()  # fail early, with the model's own error, before any hardware is opened
     samples = SampleTracker(SampleContext(sid, pseudonymize(ref, DEMO_SECRET), labs, n)
