@@ -12,6 +12,9 @@ from typing import Any, Iterable
 from benchmarks.edge_bench.timing import ratio
 
 
+ANALYZER_STAGES = ("quality", "preprocess", "inference", "postprocess", "diagnosis")
+
+
 @dataclass
 class Table:
     title: str
@@ -105,7 +108,10 @@ def _pipeline_table(p: dict[str, Any]) -> Table:
     included = [s["name"] for s in p["stages"] if s["available"]]
     rows.append(["end to end", *_stats_cells(p["end_to_end_ms"]), "+".join(included)])
     cells = p["cells_per_field"]
+    analysed = [s for s in p["stages"] if s["name"] in ANALYZER_STAGES and s["available"]]
     notes = [
+        f"device Analyzer.analyze on the same field in one call: p50 {p['analyze_ms']['p50']:.2f} ms "
+        f"(its stages above: {sum(s['latency_ms']['p50'] for s in analysed):.2f} ms summed p50)",
         f"session creation {p['session_create_ms']:.1f} ms, first inference {p['first_inference_ms']:.1f} ms "
         f"({p['runs_on']}, {p['threads']} threads)",
         f"throughput {fmt(p['fields_per_s'])} fields/s; cells per field "

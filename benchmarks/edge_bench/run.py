@@ -215,6 +215,9 @@ def run_pipeline(model: ModelFile, frame: BenchFrame, options: BenchOptions, pro
         e2e = pipeline.measure(warmup=options.warmup, runs=options.runs)
     finally:
         pipeline.close()
+    # Cross-check: the device's own one-call analysis of the same field (quality .. diagnosis).
+    analyze = measure(lambda: analyzer.analyze(frame.image, um_per_px=frame.um_per_px, sample=sample),
+                      warmup=1, runs=options.runs)
     last = pipeline.state.get("last", {})
     counts = {k: int(v) for k, v in (last.get("counts") or {}).items()}
     counts["total"] = sum(counts.values())
@@ -228,6 +231,7 @@ def run_pipeline(model: ModelFile, frame: BenchFrame, options: BenchOptions, pro
         "first_inference_ms": first_ms,
         "stages": [s.to_dict() for s in stages],
         "end_to_end_ms": e2e.to_dict(),
+        "analyze_ms": analyze.to_dict(),
         "fields_per_s": fields_per_s,
         "cells_per_field": counts,
         "cells_per_min": None if fields_per_s is None else counts["total"] * fields_per_s * 60.0,
