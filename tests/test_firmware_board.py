@@ -138,6 +138,17 @@ def test_firmware_uses_the_flat_modules_not_the_host_package(board_modules):
     assert sys.modules["controller"].wire is board_modules.wire
 
 
+@pytest.mark.parametrize(
+    "payload", [b"", b"\x00", b"123456789", bytes(range(32)), b"\xff" * 32, b"\x00\x11\x00"]
+)
+def test_board_codec_agrees_with_the_host_on_vectors(board_modules, payload):
+    board_wire = board_modules.wire
+    assert board_wire.crc16(payload) == host_wire.crc16(payload)
+    assert board_wire.cobs_encode(payload) == host_wire.cobs_encode(payload)
+    assert board_wire.encode_frame(0x10, 0x42, payload) == host_wire.encode_frame(0x10, 0x42, payload)
+    assert board_wire.CONSTANTS == host_wire.CONSTANTS
+
+
 def test_firmware_main_loop_speaks_the_protocol(board_modules):
     main = board_modules
     link = ScriptedLink()
