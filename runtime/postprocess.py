@@ -1,11 +1,28 @@
-"""From a class mask to what a result reports: per-class cell counts and area percentages."""
+"""From a class mask (and optionally a red-cell centre heat-map) to what a result reports.
+
+Counting rules, all relative to the red-cell diameter in the mask's own pixels (given, or measured
+from the mask) so they hold at any magnification:
+- a white cell or platelet is a connected component of its class, at least `min_area` of an
+  average red cell's area (platelets also at most `platelet_max_area`);
+- touching red cells merge into one component, so red cells are counted by peaks: the centre
+  heat-map's local maxima when the model has a centre head, else the distance transform's
+  (a distance-transform watershed); a red component with no peak but a plausible area counts one;
+- every cell visible in the frame counts, also those cut by its border (as the data is labelled).
+  `count_cells_field_edge` applies a counting-frame rule instead (cells touching the right or
+  bottom edge are left out), for densities that tile without double counting.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from runtime.classes import CELL_CLASSES, CLASS_NAMES, NUM_CLASSES
+from runtime.classes import CELL_CLASSES, CLASS_NAMES, NUM_CLASSES, PLATELET, RBC, WBC
+from runtime.preprocess import PreprocessParams, Prepared, ScaleDecision, decide_scale, preprocess, scores_to_frame
 
 
 def area_percentages(mask: np.ndarray) -> dict[str, float]:
@@ -24,7 +41,268 @@ def count_components(mask: np.ndarray, class_index: int, min_area_px: int = 1) -
     return int(np.count_nonzero(stats[1:, cv2.CC_STAT_AREA] >= min_area_px))
 
 
-def count_cells(mask: np.ndarray, min_area_px: dict[str, int] | None = None) -> dict[str, int]:
-    """Per-class instance counts from connected components (every cell in the frame, border ones too)."""
-    min_area_px = min_area_px or {}
-    return {name: count_components(mask, idx, min_area_px.get(name, 1)) for name, idx in CELL_CLASSES.items()}
+@dataclass(frozen=True)
+class CountRules:
+    """Thresholds as fractions of one red cell (diameter d, area pi d^2 / 4) in mask pixels."""
+
+    rbc_min_area: float = 0.2
+    wbc_min_area: float = 0.25
+    platelet_min_area: float = 0.015
+    platelet_max_area: float = 0.8
+    centre_threshold: float = 0.3
+    """Heat-map value (0-1) a centre peak must reach."""
+    peak_spacing: float = 0.3
+    """Two peaks closer than this many diameters are one cell."""
+    wbc_peak_min: float = 0.45
+    wbc_peak_spacing: float = 1.0
+    """Two white cells touch rarely but do: a white component splits at distance-transform peaks at
+    least `wbc_peak_min` diameters deep and `wbc_peak_spacing` diameters apart."""
+    dt_peak_min: float = 0.22
+    """Distance-transform peaks below this many diameters are not cell centres (no centre head)."""
+    default_rbc_diameter_px: float = 40.0
+    """Used when the mask has no red cell to measure (then only the other classes are counted)."""
+
+
+DEFAULT_RULES = CountRules()
+
+
+def rbc_diameter_from_mask(mask: np.ndarray) -> float | None:
+    """Typical red-cell diameter (px) in a class mask: median equivalent diameter of the red-cell
+    components that look like one whole cell (convex, away from the border), else twice the
+    90th percentile of the distance-transform peaks; None without red cells."""
+    binary = (mask == RBC).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if n <= 1:
+        return None
+    h, w = mask.shape
+    singles = []
+    for i in range(1, n):
+        x, y, bw, bh, area = stats[i]
+        if area < 20 or x == 0 or y == 0 or x + bw >= w or y + bh >= h:
+            continue
+        contours, _ = cv2.findContours((labels[y:y + bh, x:x + bw] == i).astype(np.uint8), cv2.RETR_EXTERNAL,
+                                       cv2.CHAIN_APPROX_SIMPLE)
+        hull = cv2.contourArea(cv2.convexHull(np.vstack(contours)))
+        if hull > 0 and area / hull > 0.93 and 0.75 < bw / bh < 1.33:
+            singles.append(math.sqrt(4.0 * area / math.pi))
+    if len(singles) >= 3:
+        return float(np.median(singles))
+    dist = cv2.distanceTransform(binary, cv2.DIST_L2, 5)
+    peaks = dist[(dist >= cv2.dilate(dist, np.ones((5, 5), np.uint8)) - 1e-3) & (dist >= 2)]
+    return float(2.0 * np.percentile(peaks, 90)) if peaks.size else None
+
+
+def _peak_markers(surface: np.ndarray, allowed: np.ndarray, min_value: float, spacing_px: float) -> tuple[int, np.ndarray]:
+    """Local maxima of `surface` >= min_value inside `allowed`, merged within `spacing_px`:
+    (count, int32 marker image with ids 1..count)."""
+    k = max(3, int(round(spacing_px)) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    peaks = (surface >= cv2.dilate(surface, kernel) - 1e-6) & (surface >= min_value) & allowed
+    # Plateaus and near-duplicates: grow each peak pixel by half the spacing and merge what touches.
+    grown = cv2.dilate(peaks.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(1, k // 2) | 1,) * 2))
+    n, markers = cv2.connectedComponents(grown, connectivity=8)
+    markers[~peaks] = 0
+    return n - 1, markers.astype(np.int32)
+
+
+def label_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, rbc_diameter_px: float | None = None,
+                rules: CountRules = DEFAULT_RULES) -> dict[str, np.ndarray]:
+    """Instance labels per class (int32, 0 = none, 1..N cells) under the counting rules.
+
+    `centres` is the red-cell centre heat-map in [0, 1] (sigmoid of the model's 'centres' output)
+    at the mask's size.
+    """
+    if centres is not None and centres.shape != mask.shape:
+        raise ValueError(f"centres {centres.shape} and mask {mask.shape} differ in size")
+    d = rbc_diameter_px or rbc_diameter_from_mask(mask) or rules.default_rbc_diameter_px
+    cell_area = math.pi * d * d / 4.0
+    out = {
+        "wbc": _split_touching(mask == WBC, rules.wbc_peak_min * d, rules.wbc_peak_spacing * d,
+                               rules.wbc_min_area * cell_area),
+        "platelet": _components(mask == PLATELET, rules.platelet_min_area * cell_area, rules.platelet_max_area * cell_area),
+        "rbc": _red_cells(mask, centres, d, cell_area, rules),
+    }
+    return {name: out[name] for name in CELL_CLASSES}
+
+
+def _components(binary: np.ndarray, min_area: float, max_area: float | None) -> np.ndarray:
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
+    areas = stats[:, cv2.CC_STAT_AREA]
+    keep = np.zeros(n, bool)
+    keep[1:] = areas[1:] >= min_area
+    if max_area is not None:
+        keep[1:] &= areas[1:] <= max_area
+    relabel = np.zeros(n, np.int32)
+    relabel[keep] = np.arange(1, int(keep.sum()) + 1)
+    return relabel[labels]
+
+
+def _split_touching(binary: np.ndarray, min_peak: float, spacing: float, min_area: float) -> np.ndarray:
+    """Components of `binary` (>= min_area px), split by a distance-transform watershed."""
+    comps = _components(binary, min_area, None)
+    if comps.max() == 0:
+        return comps
+    keep = comps > 0
+    dist = cv2.distanceTransform(keep.astype(np.uint8), cv2.DIST_L2, 5)
+    _, markers = _peak_markers(dist, keep, min_peak, spacing)
+    labels = _watershed(keep, markers, dist / max(float(dist.max()), 1e-6))
+    next_id = max(int(labels.max()), int(markers.max())) + 1
+    for i in range(1, int(comps.max()) + 1):
+        region = comps == i
+        if not labels[region].any():
+            labels[region] = next_id
+            next_id += 1
+    return _compact(labels, np.zeros_like(markers))
+
+
+def _red_cells(mask: np.ndarray, centres: np.ndarray | None, d: float, cell_area: float,
+               rules: CountRules) -> np.ndarray:
+    red = mask == RBC
+    if not red.any():
+        return np.zeros(mask.shape, np.int32)
+    dist = cv2.distanceTransform(red.astype(np.uint8), cv2.DIST_L2, 5)
+    if centres is not None:
+        # A centre may sit under a white cell that overlaps the red one: allow any cell pixel near red.
+        near_red = cv2.dilate(red.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) | (mask == WBC)
+        surface = cv2.GaussianBlur(centres.astype(np.float32), (0, 0), max(0.5, 0.05 * d))
+        _, markers = _peak_markers(surface, near_red, rules.centre_threshold, rules.peak_spacing * d)
+        landscape = surface
+    else:
+        _, markers = _peak_markers(dist, red, rules.dt_peak_min * d, rules.peak_spacing * d * 1.5)
+        landscape = dist / max(float(dist.max()), 1e-6)
+    labels = _watershed(red, markers, landscape)
+    # Red components that got no peak but look like a cell (e.g. cut by the border) count once.
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(red.astype(np.uint8), connectivity=8)
+    next_id = max(int(labels.max()), int(markers.max())) + 1
+    for i in range(1, n):
+        if stats[i, cv2.CC_STAT_AREA] < rules.rbc_min_area * cell_area:
+            continue
+        region = comp == i
+        if not labels[region].any():
+            labels[region] = next_id
+            next_id += 1
+    # Peaks that fell on a white cell next to red keep their id even though no red pixel joined them.
+    return _compact(labels, markers)
+
+
+def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray) -> np.ndarray:
+    if markers.max() == 0:
+        return np.zeros(red.shape, np.int32)
+    seeds = np.where(markers > 0, markers + 1, 0).astype(np.int32)
+    seeds[~red & (markers == 0)] = 1  # everything that is not red is one "outside" basin
+    relief = np.clip(255.0 * (1.0 - landscape), 0, 255).astype(np.uint8)
+    cv2.watershed(cv2.merge([relief, relief, relief]), seeds)
+    labels = np.where(seeds > 1, seeds - 1, 0).astype(np.int32)
+    labels[~red] = 0
+    return labels
+
+
+def _compact(labels: np.ndarray, markers: np.ndarray) -> np.ndarray:
+    """Renumber ids 1..N; a marker whose watershed region holds no red pixel still counts as a cell
+    (its centre sits on an overlapping white cell), kept as its marker pixels."""
+    present = set(np.unique(labels[labels > 0]).tolist())
+    out = labels.copy()
+    for m in np.unique(markers[markers > 0]).tolist():
+        if m not in present:
+            out[(markers == m) & (out == 0)] = m
+    ids = np.unique(out[out > 0])
+    lut = np.zeros(int(out.max()) + 1, np.int32)
+    lut[ids] = np.arange(1, ids.size + 1)
+    return lut[out]
+
+
+def count_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, rbc_diameter_px: float | None = None,
+                rules: CountRules = DEFAULT_RULES) -> dict[str, int]:
+    """Per-class cell counts {rbc, wbc, platelet}: every cell visible in the frame, border-cut ones too.
+
+    `mask`: HxW class indices; `centres`: optional HxW red-cell centre heat-map in [0, 1] at the same
+    size; `rbc_diameter_px`: red-cell diameter in mask pixels if known (else measured from the mask).
+    """
+    labels = label_cells(mask, centres, rbc_diameter_px=rbc_diameter_px, rules=rules)
+    return {name: int(lab.max()) for name, lab in labels.items()}
+
+
+def count_cells_field_edge(mask: np.ndarray, centres: np.ndarray | None = None, *,
+                           rbc_diameter_px: float | None = None, rules: CountRules = DEFAULT_RULES) -> dict[str, int]:
+    """Counts under a counting-frame rule: cells touching the right or bottom edge are left out
+    (those touching the top or left edge count), so adjacent fields never count a cell twice."""
+    labels = label_cells(mask, centres, rbc_diameter_px=rbc_diameter_px, rules=rules)
+    counts = {}
+    for name, lab in labels.items():
+        touching = set(np.unique(lab[:, -1]).tolist()) | set(np.unique(lab[-1, :]).tolist())
+        ids = set(np.unique(lab[lab > 0]).tolist())
+        counts[name] = len(ids - touching)
+    return counts
+
+
+# --- model outputs -> frame-sized mask and centres, with the red-cell size measured from a first pass ---
+
+Run = Callable[[np.ndarray], Mapping[str, np.ndarray]]
+"""Runs the network on a 1xCxHxW tensor and returns its outputs by name ('logits', optional 'centres')."""
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """One frame's prediction at the frame's own size."""
+
+    mask: np.ndarray
+    """HxW uint8 class indices."""
+    centres: np.ndarray | None
+    """HxW float32 red-cell centre heat-map in [0, 1], when the model has a centre head."""
+    scale: ScaleDecision
+    """The resampling used for the final pass (source 'measured' after a refining pass)."""
+    rbc_diameter_px: float | None
+    """Red-cell diameter in frame pixels as measured on the prediction (None without red cells)."""
+    passes: int
+
+
+def _one_pass(run: Run, frame: np.ndarray, params: PreprocessParams, scale: ScaleDecision) -> tuple[Prepared, np.ndarray, np.ndarray | None]:
+    prepared = preprocess(frame, params, scale=scale)
+    outputs = run(prepared.tensor)
+    logits = np.asarray(outputs["logits"] if "logits" in outputs else next(iter(outputs.values())))[0]
+    centres = outputs.get("centres")
+    heat = None  # 1xHxW
+    if centres is not None:
+        heat = 1.0 / (1.0 + np.exp(-np.asarray(centres, np.float32)[0].reshape(1, *logits.shape[1:])))
+    return prepared, logits, heat
+
+
+def segment_frame(run: Run, frame: np.ndarray, params: PreprocessParams, *, um_per_px: float | None = None,
+                  refine_scale: bool = True, tolerance: float = 0.1) -> Segmentation:
+    """Segment a frame; without a µm/px calibration, measure the red-cell size on a first pass.
+
+    The first pass uses preprocess's own scale (calibration, else the classical estimate). With
+    `refine_scale`, the red-cell diameter is measured on that pass's mask; if it differs from the
+    one the pass assumed by more than `tolerance`, a second pass runs at the measured scale (the
+    network recognises cells over a wider size range than the classical estimate is accurate to).
+    """
+    decision = decide_scale(params, frame, um_per_px=um_per_px)
+    prepared, logits, heat = _one_pass(run, frame, params, decision)
+    passes = 1
+    measured = _measured_diameter(logits, prepared)
+    assumed = params.target_rbc_diameter_px / decision.scale
+    if refine_scale and um_per_px is None and measured is not None and abs(measured / assumed - 1.0) > tolerance:
+        scale = float(np.clip(params.target_rbc_diameter_px / measured, params.min_scale, params.max_scale))
+        decision = ScaleDecision(scale=scale, source="measured", rbc_diameter_px=measured)
+        prepared, logits, heat = _one_pass(run, frame, params, decision)
+        passes = 2
+        measured = _measured_diameter(logits, prepared) or measured
+    geometry = prepared.geometry
+    mask = scores_to_frame(logits, geometry).argmax(axis=0).astype(np.uint8)
+    centres = scores_to_frame(heat, geometry)[0] if heat is not None else None
+    return Segmentation(mask=mask, centres=centres, scale=decision, rbc_diameter_px=measured, passes=passes)
+
+
+def _measured_diameter(logits: np.ndarray, prepared: Prepared) -> float | None:
+    """Red-cell diameter in frame pixels from a pass's mask on the network grid."""
+    rh, rw = prepared.geometry.resized_hw
+    grid_mask = logits[:, :rh, :rw].argmax(axis=0).astype(np.uint8)
+    diameter = rbc_diameter_from_mask(grid_mask)
+    return None if diameter is None else diameter / prepared.geometry.scale
+
+
+def analyse_frame(run: Run, frame: np.ndarray, params: PreprocessParams, *, um_per_px: float | None = None,
+                  refine_scale: bool = True, rules: CountRules = DEFAULT_RULES) -> tuple[Segmentation, dict[str, int]]:
+    """segment_frame + count_cells with the measured red-cell size: what a device reports per frame."""
+    seg = segment_frame(run, frame, params, um_per_px=um_per_px, refine_scale=refine_scale)
+    return seg, count_cells(seg.mask, seg.centres, rbc_diameter_px=seg.rbc_diameter_px, rules=rules)

@@ -105,37 +105,53 @@ class Prepared:
     scale: ScaleDecision = field(compare=False)
 
 
+ESTIMATE_CALIBRATION = 1.035
+"""Box diameter / distance-transform diameter, fitted on the TXL-PBC train split (median ratio):
+the inscribed disc of a cell's stained area is a little smaller than the box a person draws."""
+
+
 def estimate_rbc_diameter_px(frame_bgr: np.ndarray) -> float | None:
     """Estimate the typical red-cell diameter (px) of a smear frame, or None if no cells are seen.
 
-    Cells are darker and more saturated than plasma: Otsu on a stain-contrast channel, holes filled
-    (red cells have pale centres), then the distance transform's regional maxima are the radii of
-    the largest discs inside each cell. Touching cells still give one disc each, so the median of
-    the per-component maxima is robust to overlap.
+    Red cells absorb green light most, so the stained area is Otsu on the green channel's darkness
+    (holes filled: red cells have pale centres). Each cell, touching or not, holds one local maximum
+    of the distance transform at about its radius; smaller maxima come from cell edges, overlaps
+    and platelets, so the 90th percentile of the maxima is the radius of a typical whole cell.
+    Measured against the box-derived sizes of the TXL-PBC train split (docs/segmentation.md), this
+    is a first guess; runtime.postprocess.segment_frame refines it from a model's first pass.
     """
     frame = check_frame(frame_bgr)
-    small_scale = min(1.0, 512.0 / max(frame.shape[:2]))
-    if small_scale < 1.0:
-        frame = cv2.resize(frame, None, fx=small_scale, fy=small_scale, interpolation=cv2.INTER_AREA)
-    cells = _foreground_mask(frame)
+    work_scale = min(1.0, 256.0 / max(frame.shape[:2]))
+    if work_scale < 1.0:
+        frame = cv2.resize(frame, None, fx=work_scale, fy=work_scale, interpolation=cv2.INTER_AREA)
+    cells = _stain_mask(frame)
     if cells is None:
         return None
     dist = cv2.distanceTransform(cells, cv2.DIST_L2, 5)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(cells, connectivity=8)
-    if n <= 1:
+    local_max = dist >= cv2.dilate(dist, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))) - 1e-3
+    radii = dist[local_max & (dist >= 3)]
+    if radii.size == 0:
         return None
-    peak = np.zeros(n, dtype=np.float32)
-    np.maximum.at(peak, labels.ravel(), dist.ravel())
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    radii = peak[1:]
-    # Ignore specks (platelets, noise): keep components whose inscribed disc is at least 3 px.
-    keep = (radii >= 3) & (areas >= 30)
-    if not np.any(keep):
+    diameter = (2.0 * float(np.percentile(radii, 90)) + 1.0) * ESTIMATE_CALIBRATION
+    return diameter / work_scale
+
+
+def _stain_mask(frame_bgr: np.ndarray) -> np.ndarray | None:
+    """Binary uint8 mask of red-cell-stained area (green darkness, Otsu), holes filled; None when
+    the frame is blank or nearly all one class."""
+    darkness = cv2.GaussianBlur(255 - frame_bgr[:, :, 1], (5, 5), 0)
+    if int(darkness.max()) - int(darkness.min()) < 20:
         return None
-    # Clusters of touching cells have an inscribed disc close to one cell's, so the median over
-    # components is a stable estimate.
-    diameter = 2.0 * float(np.median(radii[keep])) + 1.0
-    return diameter / small_scale
+    _, mask = cv2.threshold(darkness, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    h, w = mask.shape
+    padded = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    cv2.floodFill(padded, np.zeros((h + 4, w + 4), np.uint8), (0, 0), 255)
+    filled = cv2.bitwise_or(mask, cv2.bitwise_not(padded[1:-1, 1:-1]))
+    coverage = filled.mean() / 255.0
+    if coverage < 0.01 or coverage > 0.97:
+        return None
+    return filled
 
 
 def _foreground_mask(frame_bgr: np.ndarray) -> np.ndarray | None:

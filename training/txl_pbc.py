@@ -106,3 +106,50 @@ def median_rbc_diameter_px(boxes: list[Box]) -> float | None:
     """Median red-cell box diameter (robust to the few boxes cut by the frame edge); None without red cells."""
     sizes = [b.diameter for b in boxes if b.cls == RBC]
     return float(np.median(sizes)) if sizes else None
+
+
+class TxlPbcSource:
+    """TXL-PBC as a training.datasets.SegmentationSource: frames with box-derived masks.
+
+    Each sample carries the median red-cell box size as its measured scale (`rbc_diameter_px`),
+    an instance map of the painted ellipses (for centre targets) and, with `ignore_ring_px`, the
+    boundary band the loss should skip.
+    """
+
+    name = "txl_pbc"
+
+    def __init__(self, root: str | Path, split: str, ignore_ring_px: int = 0) -> None:
+        self.root, self.split, self.ignore_ring_px = Path(root), split, ignore_ring_px
+        self.samples = list_samples(root, split)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        from training.datasets import Sample as LabelledFrame
+        from training.labels import boxes_to_instances, boxes_to_mask
+
+        sample = self.samples[index]
+        image, boxes = load_sample(sample)
+        ignore = None
+        if self.ignore_ring_px > 0:
+            from runtime.preprocess import IGNORE_INDEX
+
+            ignore = boxes_to_mask(boxes, image.shape[:2], self.ignore_ring_px) == IGNORE_INDEX
+        return LabelledFrame(
+            image=image,
+            mask=boxes_to_mask(boxes, image.shape[:2]),
+            rbc_diameter_px=median_rbc_diameter_px(boxes),
+            ignore=ignore,
+            instances=boxes_to_instances(boxes, image.shape[:2]),
+            key=f"txl_pbc/{self.split}/{sample.stem}",
+        )
+
+    def describe(self) -> dict:
+        return {"name": self.name, "split": self.split, "frames": len(self), "path": str(self.root),
+                "labels": "YOLO boxes -> inscribed ellipses (training.labels), RBC < platelet < WBC"}
+
+
+def build_source(root: str | Path, split: str, **kwargs) -> TxlPbcSource:
+    """Entry point for training.datasets' registry ("txl_pbc")."""
+    return TxlPbcSource(root, split, **kwargs)

@@ -96,8 +96,32 @@ def evaluate_val(model, params: PreprocessParams, samples, device="cpu") -> dict
     return {"dice": dice.round(4).tolist(), "mean_dice": float(dice.mean())}
 
 
-def train(cfg: TrainConfig, build_model) -> Path:
+def model_spec(cfg: TrainConfig) -> dict:
+    """How training.checkpoint rebuilds the network (training.unet registry name + arguments)."""
+    return {"name": "unet", "kwargs": {"base_width": cfg.base_width, "depth": cfg.depth, "centre_head": True}}
+
+
+def _save(path: Path, cfg: TrainConfig, model, params: PreprocessParams, step: int, val: dict | None) -> None:
+    """A checkpoint in training.checkpoint's format, so `smearscope export` takes it as it is."""
+    from training.checkpoint import save_checkpoint
+    from training.txl_pbc import TxlPbcSource
+
+    save_checkpoint(path, {
+        "model": model_spec(cfg),
+        "state_dict": model.state_dict(),
+        "preprocess": params.to_dict(),
+        "epoch": step,
+        "metrics": {"val": val or {}, "steps": step},
+        "training_data": {"train": {**TxlPbcSource(cfg.data, "train").describe(), "trainer": "training.txl_train",
+                                    "config": asdict(cfg)},
+                          "val": TxlPbcSource(cfg.data, "val").describe()},
+    })
+
+
+def train(cfg: TrainConfig) -> Path:
     """Run training; writes best.pt / last.pt / log.jsonl / config.json under cfg.out; returns best.pt."""
+    from training.unet import build_model
+
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
@@ -111,7 +135,7 @@ def train(cfg: TrainConfig, build_model) -> Path:
     # Platelets are rare (about one image in two has any): show those images twice as often.
     sampling = np.array([2.0 if any(b.cls == 3 for b in it.boxes) else 1.0 for it in items])
     sampling /= sampling.sum()
-    model = build_model()
+    model = build_model(model_spec(cfg)["name"], **model_spec(cfg)["kwargs"])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     weights = torch.tensor(cfg.class_weights, dtype=torch.float32)
     augment = Augment()
@@ -151,18 +175,15 @@ def train(cfg: TrainConfig, build_model) -> Path:
             record = {"step": step, "min": round((time.time() - start) / 60, 2), "val": result}
             if score > best:
                 best = score
-                torch.save({"model": model.state_dict(), "step": step, "val": result, "config": asdict(cfg),
-                            "preprocess": params.to_dict()}, out / "best.pt")
+                _save(out / "best.pt", cfg, model, params, step, result)
                 record["best"] = True
             log.write(json.dumps(record) + "\n")
             log.flush()
-    torch.save({"model": model.state_dict(), "step": step, "config": asdict(cfg), "preprocess": params.to_dict()},
-               out / "last.pt")
+    _save(out / "last.pt", cfg, model, params, step, None)
     result = evaluate_val(model, params, val_samples)
     log.write(json.dumps({"step": step, "final": True, "val": result}) + "\n")
     if result["mean_dice"] > best:
-        torch.save({"model": model.state_dict(), "step": step, "val": result, "config": asdict(cfg),
-                    "preprocess": params.to_dict()}, out / "best.pt")
+        _save(out / "best.pt", cfg, model, params, step, result)
     log.close()
     return out / "best.pt"
 
@@ -171,8 +192,6 @@ def main(argv: list[str] | None = None) -> None:
     """`python -m training.txl_train --minutes 50 --out runs/seg`: every TrainConfig field is an option."""
     import argparse
 
-    from training.unet import build_model
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name, value in asdict(TrainConfig()).items():
         if isinstance(value, tuple):
@@ -180,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(parser.parse_args(argv)).items()})
-    best = train(cfg, lambda: build_model("unet", base_width=cfg.base_width, depth=cfg.depth, centre_head=True))
+    best = train(cfg)
     print(best)
 
 

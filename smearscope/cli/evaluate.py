@@ -1,0 +1,87 @@
+"""`smearscope evaluate`: segmentation and counting accuracy of a model on a labelled TXL-PBC split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--split", default="val", show_default=True, type=click.Choice(["train", "val"]),
+              help="Which split to evaluate (the data's test split is never read).")
+@click.option("--model", "models", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="ONNX model with its card beside it; repeat to compare (e.g. int8 and fp32). "
+                   "Default: the shipped models/segmentation.int8.onnx and .fp32.onnx.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=_REPO.parent / "shared" / "data" / "txl_pbc", show_default=True,
+              help="TXL-PBC folder (images/<split>, labels/<split>).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the full report (per image too). Default: evaluation-<split>.json.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate an evenly spaced subset of N images.")
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="Also run the classical baseline (thresholds + watershed) on the same images.")
+@click.option("--refine-scale/--no-refine-scale", default=True, show_default=True,
+              help="Measure the red-cell size on a first pass and re-run at the measured scale when it differs.")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="ONNX Runtime threads.")
+def evaluate(split: str, models: tuple[Path, ...], data_dir: Path, json_path: Path | None, limit: int | None,
+             baseline: bool, refine_scale: bool, threads: int) -> None:
+    """Score models (and the classical baseline) against the box-derived masks and box counts.
+
+    Per-class Dice is pooled over all pixels of the split; counts are compared per image with the
+    number of boxes (border-cut cells included): red-cell mean absolute percentage error,
+    white-cell exact-count rate, platelet mean absolute error. The scale is estimated from each
+    image as on the device, never taken from the boxes. Every metric is also reported without the
+    images whose labels the label checks flag.
+
+    \b
+    Example:
+      smearscope evaluate --split val
+      smearscope evaluate --split val --model models/segmentation.int8.onnx --limit 50 --no-baseline
+    """
+    import json
+
+    from runtime.errors import DataError, SmearscopeError
+    from runtime.modelcard import default_models_dir
+
+    try:
+        from training.evaluate import baseline_method, evaluate as run_evaluation, format_report, onnx_method
+        from training.label_checks import check_split
+    except ImportError as exc:
+        raise click.ClickException(f"evaluation needs the workstation install ({exc})") from None
+
+    if not models:
+        models = tuple(p for p in (default_models_dir() / "segmentation.int8.onnx",
+                                   default_models_dir() / "segmentation.fp32.onnx") if p.is_file())
+        if not models:
+            raise click.ClickException("no model given and no shipped model in models/; pass --model PATH")
+    try:
+        if not (data_dir / "images" / split).is_dir():
+            raise DataError(f"{data_dir}: no images/{split} folder (pass --data, the TXL-PBC folder)")
+        methods = [onnx_method(p, name=p.name, refine_scale=refine_scale, threads=threads) for p in models]
+        if baseline:
+            methods.append(baseline_method())
+        flagged = check_split(data_dir, split)
+        from training.txl_pbc import list_samples
+
+        total = len(list_samples(data_dir, split)) if limit is None else limit
+        with click.progressbar(length=total, label=f"evaluating {split}", file=click.get_text_stream("stderr")) as bar:
+            last = [0]
+
+            def step(done: int) -> None:
+                bar.update(done - last[0])
+                last[0] = done
+
+            report = run_evaluation(data_dir, split, methods, limit=limit, flagged=set(flagged), progress=step)
+    except SmearscopeError as exc:
+        raise click.ClickException(str(exc)) from None
+    report["flagged"] = flagged
+    json_path = json_path or Path(f"evaluation-{split}.json")
+    try:
+        json_path.write_text(json.dumps(report, indent=1) + "\n")
+    except OSError as exc:
+        raise click.ClickException(f"{json_path}: cannot write report ({exc.strerror or exc})") from None
+    click.echo(format_report(report))
+    click.echo(f"full report: {json_path}")

@@ -1,0 +1,72 @@
+"""The classical baseline: colour thresholds + distance-transform watershed, no learning.
+
+Reported beside the network for context (what a tuned traditional method reaches on the same
+images). Stained objects are darker/more saturated than plasma (Otsu on saturation, holes
+filled: red cells have pale centres); nuclei and platelets are violet (blue well above red);
+large violet blobs are white-cell nuclei, grown by part of a red-cell radius to take in their
+cytoplasm; small violet blobs are platelets; the remaining stained pixels are red cells.
+Counting uses runtime.postprocess (the same rules as for the network, without a centre head).
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from runtime.classes import BACKGROUND, PLATELET, RBC, WBC
+from runtime.imageio import check_frame
+from runtime.preprocess import estimate_rbc_diameter_px
+
+VIOLET_MARGIN = 25
+"""A pixel is violet (nucleus, platelet) when blue exceeds red by this much (0-255)."""
+
+
+def _fill_holes(binary: np.ndarray) -> np.ndarray:
+    h, w = binary.shape
+    padded = cv2.copyMakeBorder(binary, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    flood_mask = np.zeros((h + 4, w + 4), np.uint8)
+    cv2.floodFill(padded, flood_mask, (0, 0), 255)
+    return cv2.bitwise_or(binary, cv2.bitwise_not(padded[1:-1, 1:-1]))
+
+
+def classical_segment(frame_bgr: np.ndarray, rbc_diameter_px: float | None = None) -> np.ndarray:
+    """HxW uint8 class mask of a smear frame by thresholds alone (see the module docstring)."""
+    frame = check_frame(frame_bgr)
+    d = rbc_diameter_px or estimate_rbc_diameter_px(frame) or 0.12 * min(frame.shape[:2])
+    cell_area = math.pi * d * d / 4
+    blur = cv2.GaussianBlur(frame, (0, 0), max(0.8, d / 40))
+    sat = cv2.cvtColor(blur, cv2.COLOR_BGR2HSV)[:, :, 1]
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    if int(sat.max()) - int(sat.min()) < 15:  # blank frame
+        return mask
+    _, stained = cv2.threshold(sat, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    open_k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(d / 12)) | 1,) * 2)
+    stained = _fill_holes(cv2.morphologyEx(stained, cv2.MORPH_OPEN, open_k))
+    b, r = blur[:, :, 0].astype(np.int16), blur[:, :, 2].astype(np.int16)
+    violet = ((b - r) > VIOLET_MARGIN).astype(np.uint8) * 255
+    violet = cv2.morphologyEx(violet, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(violet, connectivity=8)
+    nuclei = np.zeros_like(violet)
+    platelets = np.zeros_like(violet)
+    for i in range(1, n):
+        area = stats[i, cv2.CC_STAT_AREA]
+        if area >= 0.2 * cell_area:
+            nuclei[labels == i] = 255
+        elif area >= 0.015 * cell_area:
+            platelets[labels == i] = 255
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(0.5 * d)) | 1,) * 2)
+    wbc = cv2.morphologyEx(nuclei, cv2.MORPH_CLOSE, grow)
+    wbc = cv2.dilate(wbc, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(0.3 * d)) | 1,) * 2))
+    wbc = _fill_holes(wbc) & np.where(stained > 0, 255, wbc).astype(np.uint8)
+    mask[stained > 0] = RBC
+    mask[platelets > 0] = PLATELET
+    mask[wbc > 0] = WBC
+    # Red-cell fragments too small to be a cell are background (debris, rims of cut-off cells).
+    red = (mask == RBC).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(red, connectivity=8)
+    small = np.zeros(n, bool)
+    small[1:] = stats[1:, cv2.CC_STAT_AREA] < 0.1 * cell_area
+    mask[small[labels] & (red > 0)] = BACKGROUND
+    return mask

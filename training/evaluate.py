@@ -1,0 +1,163 @@
+"""The evaluation report: a shipped (ONNX) model and the classical baseline on a TXL-PBC split.
+
+Everything runs the way the device runs it: the one preprocessing with the scale estimated from
+the frame (never from the boxes), runtime.postprocess.segment_frame (first pass, red-cell size
+measured on it, second pass if needed) and runtime.postprocess.count_cells. Truth is the labeller's
+mask of the boxes and the number of boxes per class (border-cut cells included).
+
+Reported: pooled per-class Dice, red-cell count MAPE, white-cell count exact rate, platelet MAE,
+how well the scale was recovered (vs the median red-cell box), and all of it again without the
+images whose labels the label checks flag (training.label_checks), with the flagged list.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.classes import CELL_CLASSES
+from runtime.postprocess import count_cells, segment_frame
+from training.baseline import classical_segment
+from training.labels import boxes_to_mask
+from training.metrics import ConfusionMeter
+from training.txl_pbc import count_boxes, list_samples, load_sample, median_rbc_diameter_px
+
+
+@dataclass
+class Method:
+    """Something that turns a frame into (mask, counts, measured red-cell diameter in frame px)."""
+
+    name: str
+    analyse: Callable[[np.ndarray], tuple[np.ndarray, dict[str, int], float | None]]
+
+
+def onnx_method(model_path: str | Path, name: str | None = None, refine_scale: bool = True, threads: int = 2) -> Method:
+    """A shipped model through the device's code path (sha256 checked against its card)."""
+    from runtime.onnx_session import SessionOptions, load_model
+
+    loaded = load_model(model_path, SessionOptions(intra_op_threads=threads, warmup=False))
+    params = loaded.card.preprocess
+    input_name = loaded.card.input_name
+
+    def run(tensor: np.ndarray) -> dict[str, np.ndarray]:
+        return loaded.run({input_name: tensor})
+
+    def analyse(frame: np.ndarray) -> tuple[np.ndarray, dict[str, int], float | None]:
+        seg = segment_frame(run, frame, params, refine_scale=refine_scale)
+        return seg.mask, count_cells(seg.mask, seg.centres, rbc_diameter_px=seg.rbc_diameter_px), seg.rbc_diameter_px
+
+    return Method(name or Path(model_path).name, analyse)
+
+
+def baseline_method() -> Method:
+    """Thresholds + watershed (training.baseline), counted by the same rules."""
+    from runtime.preprocess import estimate_rbc_diameter_px
+
+    def analyse(frame: np.ndarray) -> tuple[np.ndarray, dict[str, int], float | None]:
+        diameter = estimate_rbc_diameter_px(frame)
+        mask = classical_segment(frame, diameter)
+        return mask, count_cells(mask, rbc_diameter_px=diameter), diameter
+
+    return Method("classical baseline", analyse)
+
+
+@dataclass
+class _Tally:
+    confusion: ConfusionMeter = field(default_factory=ConfusionMeter)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def summarise(tally: _Tally) -> dict[str, Any]:
+    """Per-class Dice (pooled over all pixels) and the count metrics of a set of images."""
+    dice = {k: v["dice"] for k, v in tally.confusion.scores().items()}
+    recs = tally.records
+    rbc_ape = [abs(r["pred"]["rbc"] - r["true"]["rbc"]) / r["true"]["rbc"] for r in recs if r["true"]["rbc"] > 0]
+    scale_err = [abs(r["rbc_diameter_px"] / r["true_rbc_diameter_px"] - 1) for r in recs
+                 if r["rbc_diameter_px"] and r["true_rbc_diameter_px"]]
+    return {
+        "images": len(recs),
+        "dice": {k: None if v is None else round(v, 4) for k, v in dice.items()},
+        "rbc_count_mape_pct": round(100 * float(np.mean(rbc_ape)), 2) if rbc_ape else None,
+        "wbc_count_exact_pct": round(100 * float(np.mean([r["pred"]["wbc"] == r["true"]["wbc"] for r in recs])), 2)
+        if recs else None,
+        "platelet_count_mae": round(float(np.mean([abs(r["pred"]["platelet"] - r["true"]["platelet"]) for r in recs])), 4)
+        if recs else None,
+        "rbc_diameter_mape_pct": round(100 * float(np.mean(scale_err)), 2) if scale_err else None,
+    }
+
+
+def evaluate(data_root: str | Path, split: str, methods: Sequence[Method], *, limit: int | None = None,
+             flagged: set[str] | None = None, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Run every method on the split's images; returns the report (JSON-serialisable)."""
+    samples = list_samples(data_root, split)
+    if limit:
+        samples = samples[:: max(1, len(samples) // limit)][:limit]
+    flagged = flagged or set()
+    tallies = {m.name: (_Tally(), _Tally()) for m in methods}
+    seconds = {m.name: 0.0 for m in methods}
+    for i, sample in enumerate(samples):
+        image, boxes = load_sample(sample)
+        truth = boxes_to_mask(boxes, image.shape[:2])
+        true_counts = count_boxes(boxes)
+        for method in methods:
+            start = time.perf_counter()
+            mask, counts, diameter = method.analyse(image)
+            seconds[method.name] += time.perf_counter() - start
+            record = {"image": sample.stem, "true": true_counts, "pred": counts,
+                      "rbc_diameter_px": None if diameter is None else round(diameter, 2),
+                      "true_rbc_diameter_px": median_rbc_diameter_px(boxes)}
+            everything, clean = tallies[method.name]
+            everything.confusion.update(mask, truth)
+            everything.records.append(record)
+            if sample.stem not in flagged:
+                clean.confusion.update(mask, truth)
+                clean.records.append(record)
+        if progress:
+            progress(i + 1)
+    report: dict[str, Any] = {"split": split, "data": str(data_root), "images": len(samples), "methods": {}}
+    for method in methods:
+        everything, clean = tallies[method.name]
+        report["methods"][method.name] = {
+            "all": summarise(everything),
+            "without_flagged_labels": summarise(clean),
+            "seconds_per_image": round(seconds[method.name] / max(1, len(samples)), 4),
+            "per_image": everything.records,
+        }
+    return report
+
+
+TARGETS = {"dice": {"rbc": 0.93, "wbc": 0.93, "platelet": 0.85, "background": 0.90},
+           "rbc_count_mape_pct": 8.0, "wbc_count_exact_pct": 97.0, "platelet_count_mae": 0.12}
+"""The acceptance targets of the segmentation issue (shown beside the measurements, never used to tune)."""
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Human-readable table of a report (the JSON holds everything, per image too)."""
+    lines = [f"{report['split']} split, {report['images']} images ({report['data']})"]
+    header = f"{'method':<34}{'subset':<10}{'bg':>7}{'rbc':>7}{'wbc':>7}{'plt':>7}{'RBC MAPE%':>11}{'WBC exact%':>12}{'PLT MAE':>9}{'d MAPE%':>9}"
+    lines.append(header)
+    lines.append("-" * len(header))
+    for name, result in report["methods"].items():
+        for subset, key in (("all", "all"), ("clean", "without_flagged_labels")):
+            s = result[key]
+            d = s["dice"]
+
+            def f(v: float | None, fmt: str = "{:.3f}") -> str:
+                return "-" if v is None else fmt.format(v)
+
+            lines.append(f"{name[:33]:<34}{subset:<10}{f(d['background']):>7}{f(d['rbc']):>7}{f(d['wbc']):>7}"
+                         f"{f(d['platelet']):>7}{f(s['rbc_count_mape_pct'], '{:.2f}'):>11}"
+                         f"{f(s['wbc_count_exact_pct'], '{:.1f}'):>12}{f(s['platelet_count_mae'], '{:.3f}'):>9}"
+                         f"{f(s['rbc_diameter_mape_pct'], '{:.1f}'):>9}")
+    t = TARGETS
+    lines.append(f"{'targets':<44}{t['dice']['background']:>7.2f}{t['dice']['rbc']:>7.2f}{t['dice']['wbc']:>7.2f}"
+                 f"{t['dice']['platelet']:>7.2f}{t['rbc_count_mape_pct']:>11.2f}{t['wbc_count_exact_pct']:>12.1f}"
+                 f"{t['platelet_count_mae']:>9.3f}")
+    if report.get("flagged"):
+        lines.append(f"clean = without the {len(report['flagged'])} images the label checks flag (see the JSON)")
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""Checks that flag likely label errors in TXL-PBC boxes (the files are never edited).
+
+Found by looking at the data: several boxes drawn on one cell, white cells boxed as red cells,
+and red-cell boxes far larger than the image's other red cells. Flagged images are reported, and
+metrics are given with and without them; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.classes import PLATELET, RBC, WBC
+from training.labels import boxes_to_mask
+from training.txl_pbc import Box, list_samples, load_sample, median_rbc_diameter_px
+
+DUPLICATE_IOU = 0.6
+VIOLET_FRACTION = 0.3
+OVERSIZE = 1.6
+
+
+def _iou(a: Box, b: Box) -> float:
+    ax0, ay0, ax1, ay1 = a.cx - a.w / 2, a.cy - a.h / 2, a.cx + a.w / 2, a.cy + a.h / 2
+    bx0, by0, bx1, by1 = b.cx - b.w / 2, b.cy - b.h / 2, b.cx + b.w / 2, b.cy + b.h / 2
+    iw, ih = max(0.0, min(ax1, bx1) - max(ax0, bx0)), max(0.0, min(ay1, by1) - max(ay0, by0))
+    inter = iw * ih
+    union = a.w * a.h + b.w * b.h - inter
+    return inter / union if union > 0 else 0.0
+
+
+def check_image(image: np.ndarray, boxes: list[Box]) -> list[str]:
+    """Human-readable issues of one labelled image (empty when nothing looks wrong)."""
+    issues = []
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            if _iou(a, b) >= DUPLICATE_IOU:
+                issues.append(f"two boxes on one cell at ({a.cx:.0f},{a.cy:.0f}) (classes {a.cls},{b.cls})")
+    median = median_rbc_diameter_px(boxes)
+    others = boxes_to_mask([b for b in boxes if b.cls in (WBC, PLATELET)], image.shape[:2]) > 0
+    violet = (image[:, :, 0].astype(np.int16) - image[:, :, 2].astype(np.int16)) > 25
+    for b in boxes:
+        if b.cls != RBC:
+            continue
+        inside = boxes_to_mask([b], image.shape[:2]) > 0
+        own = inside & ~others
+        if own.sum() > 50 and violet[own].mean() >= VIOLET_FRACTION:
+            issues.append(f"red-cell box at ({b.cx:.0f},{b.cy:.0f}) holds a violet nucleus (white cell?)")
+        elif median and b.diameter >= OVERSIZE * median:
+            issues.append(f"red-cell box at ({b.cx:.0f},{b.cy:.0f}) is {b.diameter / median:.1f}x the median red cell")
+    return issues
+
+
+def check_split(root: str | Path, split: str) -> dict[str, list[str]]:
+    """{image stem: issues} for every flagged image of a split."""
+    flagged = {}
+    for sample in list_samples(root, split):
+        image, boxes = load_sample(sample)
+        issues = check_image(image, boxes)
+        if issues:
+            flagged[sample.stem] = issues
+    return flagged
