@@ -122,7 +122,7 @@ def diagnose(ctx: click.Context, guideline: str, as_json: bool, batch_in: Path |
             raise click.UsageError("give at least one input (e.g. --fpg 7.2) or --batch IN.csv --out OUT.csv")
         _inputs, report = _diagnose_mapping(mapping, guideline, network, glucose_unit, hba1c_unit)
     except SmearscopeError as exc:
-        raise click.ClickException(_name_options(exc)) from exc
+        raise click.ClickException(str(exc) if batch_in is not None else _name_options(exc)) from exc
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -198,7 +198,10 @@ def _run_batch(path_in: Path, path_out: Path, guideline: str, network) -> int:
         raise DataError(f"{path_in}: cannot read CSV ({exc})") from exc
     if not columns:
         raise DataError(f"{path_in}: empty CSV (no header)")
-    kinds = {c: classify_column(c) for c in columns}  # raises for a lab column with an unknown unit
+    try:
+        kinds = {c: classify_column(c) for c in columns}
+    except DataError as exc:  # a lab column with an unknown unit: no row can be read safely
+        raise DataError(f"{path_in}: column {exc}") from exc
     ignored = [c for c, k in kinds.items() if k == "other" and c not in ADDED_COLUMNS]
     if ignored:
         click.echo(f"note: columns not used as inputs (kept in the output): {', '.join(ignored)}", err=True)

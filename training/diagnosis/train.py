@@ -26,8 +26,7 @@ class NetConfig:
 
 
 def concat(tables: list[Table]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """values, mask, allowed and per-row weights: each table contributes equally; within a
-    multi-class table each class contributes equally when class_balanced."""
+    """values, mask, allowed and per-row weights (each table contributes equally)."""
     values = np.concatenate([t.values for t in tables])
     mask = np.concatenate([t.mask for t in tables])
     allowed = np.concatenate([t.allowed for t in tables])
@@ -59,7 +58,7 @@ def fit_network(train: list[Table], calib: list[Table], cfg: NetConfig) -> Diagn
     """Train on `train`, then fit the temperature on `calib` (never on validation rows)."""
     torch.manual_seed(cfg.seed)
     values, mask, allowed, _ = concat(train)
-    weights = _row_weights(train, cfg.class_balanced)
+    weights = _row_weights(train, cfg.class_balanced)  # tables equal; Iraqi classes equal when balanced
     net = DiagnosisNet(cfg.hidden, cfg.dropout, cfg.members)
     net.fit_scaler(values, mask)
     v, a, w = (torch.from_numpy(x.astype(np.float32)) for x in (values, allowed, weights))
