@@ -67,8 +67,10 @@ def _train(data: str, data_format: str, out_dir: Path, epochs: int, minutes: flo
     params = PreprocessParams(target_rbc_diameter_px=target_rbc_px, stride=16)
     config = TrainConfig(epochs=epochs, minutes=minutes, batch_size=batch_size, lr=lr, seed=seed, threads=threads)
     if data == "synthetic":
-        train_src = build_source("synthetic", None, "train", count=synthetic_frames, seed=seed)
-        val_src = build_source("synthetic", None, "val", count=max(4, synthetic_frames // 4), seed=seed)
+        # 320 px frames at 0.15-0.3 µm/px still cover a 256 px crop after scale normalisation.
+        size = {"height": 320, "width": 320}
+        train_src = build_source("synthetic", None, "train", count=synthetic_frames, seed=seed, **size)
+        val_src = build_source("synthetic", None, "val", count=max(4, synthetic_frames // 4), seed=seed, **size)
     else:
         train_src = build_source(data_format, data, "train")
         val_src = build_source(data_format, data, "val")
