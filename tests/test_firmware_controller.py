@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from firmware_bridge import wire
 from firmware_bridge.controller import Controller
 from firmware_bridge.debounce import PRESS, RELEASE, Debouncer, pattern_level
@@ -159,3 +162,22 @@ def test_led_patterns_follow_the_constants():
     assert pattern_level("busy", 0) and not pattern_level("busy", on) and pattern_level("busy", on + off)
     lit = sum(pattern_level(wire.STATUS_PATTERNS["offline"], t) for t in range(0, 2000))
     assert lit == patterns["offline"][0]
+
+
+any_frame = st.tuples(st.integers(0, 255), st.integers(0, 255), st.binary(max_size=wire.MAX_PAYLOAD))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(any_frame, st.binary(max_size=40)), max_size=30))
+def test_fuzz_controller_survives_any_frames_and_bytes(items):
+    """Well-formed frames of any type and length, mixed with noise: no exception, sane state."""
+    controller = Controller(boot_id=1, queue_limit=4)
+    controller.queue_button(0, wire.BUTTON_ACTIONS["press"])
+    for now, item in enumerate(items):
+        data = wire.encode_frame(*item) if isinstance(item, tuple) else item
+        controller.feed(data, now)
+        for frame in frames_from(controller.poll(now)):
+            assert wire.payload_length_ok(frame.msg_type, frame.payload)
+    assert controller.effective_pattern() in wire.STATUS_PATTERNS.values()
+    assert 0 <= controller.illumination <= 255
+    assert controller.pending_events() <= 4
