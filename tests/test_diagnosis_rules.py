@@ -168,16 +168,27 @@ def test_anaemia_by_haemoglobin_excludes_hba1c():
     (SmearFindings(mean_rbc_diameter_um=5.6), True),
     (SmearFindings(mean_rbc_diameter_um=9.1), True),
     (SmearFindings(mean_rbc_diameter_um=7.4), False),
-    (SmearFindings(mean_rbc_diameter_um=7.4, rbc_diameter_cv_pct=15), True),
+    (SmearFindings(mean_rbc_diameter_um=7.4, rbc_diameter_cv_pct=16), True),
+    (SmearFindings(mean_rbc_diameter_um=7.4, rbc_diameter_cv_pct=9), False),
     (SmearFindings(rbc_area_pct=20.0, fields=10), True),
     (SmearFindings(rbc_area_pct=55.0, fields=10), False),
-    (SmearFindings(rbc_per_field=60, field_area_um2=10_000), True),
-    (SmearFindings(rbc_per_field=120, field_area_um2=10_000), False),
+    (SmearFindings(rbc_per_field=60, field_area_um2=10_000, fields=5), True),
+    (SmearFindings(rbc_per_field=120, field_area_um2=10_000, fields=5), False),
+    (SmearFindings(rbc_area_pct=20.0, fields=1), False),  # one field is too few to judge coverage
 ])
 def test_smear_rule(smear, excluded):
     r = diagnose(PatientInputs(hba1c=Measurement(6.6, PERCENT)), "ada", smear=smear)
     assert r.hba1c_excluded.excluded is excluded
     assert (r.status == "indeterminate") is excluded
+
+
+def test_smear_rule_reports_what_it_could_not_judge():
+    r = diagnose({"hba1c_pct": 6.6, "rbc_area_pct": 20, "smear_fields": 1}, "ada")
+    assert not r.hba1c_excluded.excluded
+    assert any("rbc_area_pct not judged: 1 field averaged, needs at least 5" in f for f in r.flags)
+    r = diagnose({"hba1c_pct": 6.6, "rbc_area_pct": 20, "smear_fields": 8}, "ada")
+    assert r.hba1c_excluded.excluded and "low red-cell coverage" in r.hba1c_excluded.reasons[0]
+    assert any("haemoglobin-variant" in f.test for f in r.followup)
 
 
 def test_uncalibrated_counts_alone_do_not_judge_red_cells():

@@ -76,6 +76,10 @@ def assess_red_cells(smear: SmearFindings | None) -> RedCellAssessment:
         value = smear.measure(rng.measure)
         if value is None:
             continue
+        if smear.fields < rng.min_fields:
+            notes.append(f"smear: {rng.measure} not judged: {smear.fields} field{'s' if smear.fields != 1 else ''} "
+                         f"averaged, needs at least {rng.min_fields}")
+            continue
         judged += 1
         low = rng.low is not None and value < rng.low
         high = rng.high is not None and value > rng.high
@@ -83,7 +87,7 @@ def assess_red_cells(smear: SmearFindings | None) -> RedCellAssessment:
             ref = f"{'' if rng.low is None else f'{rng.low:g}'}-{'' if rng.high is None else f'{rng.high:g}'}"
             findings.append(f"smear: {rng.finding}: {rng.measure} {value:.3g} {rng.unit} outside {ref} "
                             f"(over {smear.fields} field{'s' if smear.fields != 1 else ''})")
-    if judged == 0:
+    if judged == 0 and not notes:
         notes.append("smear: cell counts per field without a µm/px calibration or red-cell area "
                      "cannot indicate anaemia; red cells not judged")
     return RedCellAssessment(findings, notes)
