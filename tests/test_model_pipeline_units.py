@@ -144,3 +144,12 @@ def test_training_writes_checkpoints_and_resumes(tmp_path):
     with pytest.raises(ConfigError, match="trained as"):
         train_segmentation({"name": "unet", "kwargs": {"base_width": 8, "depth": 2}}, PARAMS, train, val,
                            TrainConfig(epochs=3, threads=1), tmp_path, resume=first.last, progress=False)
+
+
+def test_real_smear_source_through_the_dataset(shared_data):
+    """The registry's txl_pbc source feeds the same dataset path (train split only)."""
+    source = build_source("txl_pbc", shared_data / "txl_pbc", "train")
+    assert len(source) > 100 and source.describe()["split"] == "train"
+    item = SegmentationDataset(source, PreprocessParams(), augment=Augment(), crop=128, centres=True)[0]
+    assert item["image"].shape == (3, 128, 128) and bool(item["has_centres"])
+    assert set(item["mask"].unique().tolist()) & {RBC, WBC, PLATELET}
