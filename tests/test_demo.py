@@ -65,3 +65,21 @@ def test_demo_takes_any_publisher(model_path, tmp_path):
         validate(message)
     assert report.summaries["D-001"]["fields"] == 2
     assert any("D-001" in line for line in printed)
+
+
+def test_demo_with_the_shipped_models(repo_root, tmp_path):
+    """What a fresh clone runs: no options but an output folder (skipped until the model ships)."""
+    from runtime.segmenter import default_model_path
+
+    if not default_model_path().is_file():
+        pytest.skip(f"{default_model_path()} is not in this checkout")
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "smearscope", "demo", "--out", str(out), "--presses", "2"],
+                            capture_output=True, text=True, cwd=repo_root, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
+    assert len(results) == 2
+    for message in results:
+        validate(message)
+        assert message["model"]["sha256"] == json.loads(default_model_path().with_suffix(".json").read_text())["sha256"]
+    assert "delivered: 2 sent over MQTT, 2 receipts, 0 left in the outbox" in result.stdout
