@@ -63,7 +63,7 @@ def test_single_patient_text_and_default_units(cli_runner):
 ])
 def test_single_patient_errors_name_the_option(cli_runner, args, needle):
     result = cli_runner.invoke(cli, ["diagnose", "--no-model", *args])
-    assert result.exit_code != 0
+    assert result.exit_code == 2
     assert needle in result.output
     assert "Traceback" not in result.output
 
@@ -113,7 +113,7 @@ def test_batch_unknown_unit_column_is_refused(cli_runner, tmp_path):
     src = tmp_path / "in.csv"
     _write(src, ["age", "fpg_mmol_per_l"], [["40", "6.0"]])
     result = cli_runner.invoke(cli, ["diagnose", "--batch", str(src), "--out", str(tmp_path / "o.csv")])
-    assert result.exit_code != 0 and "column fpg_mmol_per_l: unknown unit 'mmol_per_l'" in result.output
+    assert result.exit_code == 2 and "column fpg_mmol_per_l: unknown unit 'mmol_per_l'" in result.output
 
 
 def test_batch_needs_out_and_no_patient_options(cli_runner, tmp_path):

@@ -88,8 +88,7 @@ def _input_options(func):
               help="Diagnosis network (default models/diagnosis.onnx).")
 @click.option("--no-model", is_flag=True, help="Guideline rules only, no network probabilities.")
 @_input_options
-@click.pass_context
-def diagnose(ctx: click.Context, guideline: str, as_json: bool, batch_in: Path | None, batch_out: Path | None,
+def diagnose(guideline: str, as_json: bool, batch_in: Path | None, batch_out: Path | None,
              glucose_unit: str, hba1c_unit: str, model_path: Path | None, no_model: bool, **values: str | None) -> None:
     """Diabetes status under WHO, ADA or NICE criteria (pregnancy: IADPSG / NICE NG3), with HbA1c
     reliability, type assessment, network probabilities and follow-up tests.
@@ -112,9 +111,8 @@ def diagnose(ctx: click.Context, guideline: str, as_json: bool, batch_in: Path |
             given = [opt for opt, _c, _h in TEST_OPTIONS + PATIENT_OPTIONS if values[_param_name(opt)] is not None]
             if given:
                 raise click.UsageError(f"--batch takes patients from the CSV; drop {', '.join(given)}")
-            failed = _run_batch(batch_in, batch_out, guideline, network)
-            if failed:
-                ctx.exit(1)
+            if _run_batch(batch_in, batch_out, guideline, network):
+                sys.exit(1)  # output written; some rows failed (listed on stderr)
             return
         mapping = {col: values[_param_name(opt)] for opt, col, _h in TEST_OPTIONS + PATIENT_OPTIONS
                    if values[_param_name(opt)] is not None}
@@ -122,7 +120,9 @@ def diagnose(ctx: click.Context, guideline: str, as_json: bool, batch_in: Path |
             raise click.UsageError("give at least one input (e.g. --fpg 7.2) or --batch IN.csv --out OUT.csv")
         _inputs, report = _diagnose_mapping(mapping, guideline, network, glucose_unit, hba1c_unit)
     except SmearscopeError as exc:
-        raise click.ClickException(str(exc) if batch_in is not None else _name_options(exc)) from exc
+        error = click.ClickException(str(exc) if batch_in is not None else _name_options(exc))
+        error.exit_code = 2  # unusable input; 1 means "batch written, some rows failed"
+        raise error from exc
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
