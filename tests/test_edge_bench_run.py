@@ -36,7 +36,7 @@ def quick_report(tiny_models, tmp_path_factory) -> tuple[dict, Path, str]:
     from click.testing import CliRunner
 
     saved = tmp_path_factory.mktemp("reports") / "a.json"
-    args = ["--quick", "--json", "--runs", "3", "--fp32", str(tiny_models["fp32"]), "--int8", str(tiny_models["int8"]),
+    args = ["--quick", "--json", "--runs", "3", "--threads", "1,2", "--resolutions", "field,64", "--fp32", str(tiny_models["fp32"]), "--int8", str(tiny_models["int8"]),
             "--checkpoint", str(tiny_models["checkpoint"]), "-o", str(saved)]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -73,19 +73,24 @@ def test_pipeline_measures_every_stage_or_says_why(quick_report):
 
 def test_sweep_macs_and_ratios_are_consistent(quick_report):
     report, _, _ = quick_report
-    macs = {m["variant"]: m["macs"][0]["total"] for m in report["models"]}
-    assert macs["fp32"] == macs["int8"] > 0  # quantization does not change the arithmetic
     field_hw = report["settings"]["frame"]["network_hw"]
-    sweep = {(p["variant"], p["threads"]): p for p in report["sweep"]}
+    assert report["settings"]["resolutions"] == [field_hw, [64, 64]]
+    macs = {(m["variant"], tuple(c["input_shape"][2:])): c["total"] for m in report["models"] for c in m["macs"]}
+    field = tuple(field_hw)
+    assert macs[("fp32", field)] == macs[("int8", field)] > 0  # quantization does not change the arithmetic
+    # a fully convolutional net's MACs scale exactly with the pixel count (sides are multiples of its stride)
+    assert macs[("fp32", (64, 64))] * field[0] * field[1] == macs[("fp32", field)] * 64 * 64
+    sweep = {(p["variant"], p["threads"], tuple(p["input_hw"])): p for p in report["sweep"]}
+    assert len(sweep) == len(report["sweep"]) == 2 * 2 * 2  # variants x threads x sizes
     threads = report["settings"]["threads"][-1]
-    fp32, int8 = sweep[("fp32", threads)], sweep[("int8", threads)]
-    assert fp32["input_hw"] == field_hw
+    fp32, int8 = sweep[("fp32", threads, field)], sweep[("int8", threads, field)]
+    macs = {"fp32": macs[("fp32", field)], "int8": macs[("int8", field)]}
     ratios = report["ratios"]
     assert ratios["int8_over_fp32"] == pytest.approx(int8["latency_ms"]["p50"] / fp32["latency_ms"]["p50"])
     assert fp32["gmacs_per_s"] == pytest.approx(macs["fp32"] / (fp32["latency_ms"]["p50"] / 1000.0) / 1e9)
     peak = next(p for p in report["peaks"] if p["kernel"] == "ort-matmulinteger" and p["threads"] == threads)
     assert ratios["efficiency_int8"] == pytest.approx(int8["gmacs_per_s"] / peak["gmacs_per_s"])
-    torch_point = next(p for p in report["torch"]["points"] if p["threads"] == threads)
+    torch_point = next(p for p in report["torch"]["points"] if p["threads"] == threads and p["input_hw"] == field_hw)
     assert report["torch"]["available"] and "checkpoint best.pt" in report["torch"]["note"]
     assert ratios["ort_fp32_over_torch"] == pytest.approx(fp32["latency_ms"]["p50"] / torch_point["latency_ms"]["p50"])
     assert report["memory"]["peak_rss_mb"] >= report["memory"]["peak_rss_before_torch_mb"] > 0

@@ -48,6 +48,7 @@ def _stats_cells(stats: dict[str, Any] | None) -> list[str]:
 def report_tables(report: dict[str, Any]) -> list[Table]:
     """Every section of a report as a table."""
     return [
+        _summary_table(report),
         _machine_table(report),
         _peaks_table(report),
         _models_table(report),
@@ -57,6 +58,25 @@ def report_tables(report: dict[str, Any]) -> list[Table]:
         _torch_table(report),
         _ratios_table(report),
     ]
+
+
+def _summary_table(report: dict[str, Any]) -> Table:
+    """The headline figures: one field end to end, throughput, and the same-run ratios."""
+    rows = []
+    for p in report["pipelines"]:
+        e2e = p["end_to_end_ms"]
+        rows.append([f"{p['variant']} field end to end p50 / p90",
+                     f"{e2e['p50']:.1f} / {e2e['p90']:.1f} ms ({p['threads']} threads)"])
+        rows.append([f"{p['variant']} throughput", f"{fmt(p['fields_per_s'])} fields/s, "
+                     f"{fmt(p['cells_per_min'], 0)} cells/min ({p['cells_per_field'].get('total', 0)} cells per field)"])
+    r = report["ratios"]
+    rows += [
+        ["int8 / fp32 latency", fmt(r["int8_over_fp32"], 3)],
+        ["ORT fp32 / PyTorch eager", fmt(r["ort_fp32_over_torch"], 3)],
+        ["ORT int8 / PyTorch eager", fmt(r["ort_int8_over_torch"], 3)],
+        ["efficiency fp32 / int8", f"{pct(r['efficiency_fp32'])} / {pct(r['efficiency_int8'])} of the matmul peak"],
+    ]
+    return Table("Summary", ["", ""], rows)
 
 
 def _machine_table(report: dict[str, Any]) -> Table:
