@@ -194,6 +194,13 @@ def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray) -> n
     cv2.watershed(cv2.merge([relief, relief, relief]), seeds)
     labels = np.where(seeds > 1, seeds - 1, 0).astype(np.int32)
     labels[~red] = 0
+    # Watershed lines (-1) and the rim the outside basin reached go to the neighbouring cell.
+    for _ in range(4):
+        unlabelled = red & (labels == 0)
+        if not unlabelled.any():
+            break
+        grown = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
+        labels[unlabelled] = grown[unlabelled]
     return labels
 
 

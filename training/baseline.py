@@ -1,8 +1,8 @@
 """The classical baseline: colour thresholds + distance-transform watershed, no learning.
 
 Reported beside the network for context (what a tuned traditional method reaches on the same
-images). Stained objects are darker/more saturated than plasma (Otsu on saturation, holes
-filled: red cells have pale centres); nuclei and platelets are violet (blue well above red);
+images). Stained objects absorb green (Otsu on the green channel's darkness, holes filled: red cells
+have pale centres); nuclei and platelets are violet and darker than the frame's red cells;
 large violet blobs are white-cell nuclei, grown by part of a red-cell radius to take in their
 cytoplasm; small violet blobs are platelets; the remaining stained pixels are red cells.
 Counting uses runtime.postprocess (the same rules as for the network, without a centre head).
@@ -19,8 +19,9 @@ from runtime.classes import BACKGROUND, PLATELET, RBC, WBC
 from runtime.imageio import check_frame
 from runtime.preprocess import estimate_rbc_diameter_px
 
-VIOLET_MARGIN = 25
-"""A pixel is violet (nucleus, platelet) when blue exceeds red by this much (0-255)."""
+VIOLET_MARGIN = 20
+"""A pixel is violet (nucleus, platelet) when its blue-minus-red exceeds the frame's typical stained
+pixel by this much (0-255), or it is far darker than the typical stained pixel."""
 
 
 def _fill_holes(binary: np.ndarray) -> np.ndarray:
@@ -37,15 +38,22 @@ def classical_segment(frame_bgr: np.ndarray, rbc_diameter_px: float | None = Non
     d = rbc_diameter_px or estimate_rbc_diameter_px(frame) or 0.12 * min(frame.shape[:2])
     cell_area = math.pi * d * d / 4
     blur = cv2.GaussianBlur(frame, (0, 0), max(0.8, d / 40))
-    sat = cv2.cvtColor(blur, cv2.COLOR_BGR2HSV)[:, :, 1]
+    darkness = 255 - blur[:, :, 1]  # red cells and nuclei absorb green
     mask = np.zeros(frame.shape[:2], np.uint8)
-    if int(sat.max()) - int(sat.min()) < 15:  # blank frame
+    if int(darkness.max()) - int(darkness.min()) < 15:  # blank frame
         return mask
-    _, stained = cv2.threshold(sat, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    _, stained = cv2.threshold(darkness, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     open_k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(d / 12)) | 1,) * 2)
     stained = _fill_holes(cv2.morphologyEx(stained, cv2.MORPH_OPEN, open_k))
-    b, r = blur[:, :, 0].astype(np.int16), blur[:, :, 2].astype(np.int16)
-    violet = ((b - r) > VIOLET_MARGIN).astype(np.uint8) * 255
+    if not stained.any():
+        return mask
+    # Stain colours differ between sources, so nuclei are judged against this frame's red cells:
+    # bluer than the typical stained pixel and clearly darker.
+    b, g, r = (blur[:, :, i].astype(np.int16) for i in range(3))
+    inside = stained > 0
+    blueness = b - r - int(np.median((b - r)[inside]))
+    extra_dark = int(np.median(g[inside])) - g
+    violet = (((blueness > VIOLET_MARGIN) & (extra_dark > 10)) | (extra_dark > 3 * VIOLET_MARGIN)).astype(np.uint8) * 255
     violet = cv2.morphologyEx(violet, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(violet, connectivity=8)
     nuclei = np.zeros_like(violet)

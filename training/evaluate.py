@@ -161,3 +161,44 @@ def format_report(report: dict[str, Any]) -> str:
     if report.get("flagged"):
         lines.append(f"clean = without the {len(report['flagged'])} images the label checks flag (see the JSON)")
     return "\n".join(lines)
+
+
+def card_metrics(report: dict[str, Any], model_name: str, reference_name: str | None = None) -> dict[str, Any]:
+    """The section a model card keeps from a report: this model's summary, the classical baseline's,
+    and (for an int8 model) the change from its fp32 reference on the same images."""
+    methods = report["methods"]
+    mine = methods[model_name]
+    section: dict[str, Any] = {
+        "data": {"name": "txl_pbc", "split": report["split"], "images": report["images"]},
+        "protocol": "scale estimated from each frame (first pass + measured red-cell size), counts via "
+                    "runtime.postprocess.count_cells; Dice pooled over pixels vs box-derived ellipse masks",
+        "all": mine["all"],
+        "without_flagged_labels": mine["without_flagged_labels"],
+        "flagged_images": len(report.get("flagged") or {}),
+        "targets": TARGETS,
+    }
+    if "classical baseline" in methods:
+        section["classical_baseline"] = methods["classical baseline"]["all"]
+    if reference_name and reference_name in methods:
+        ref = methods[reference_name]["all"]
+        section["change_from_fp32"] = {
+            "dice": {k: None if v is None or ref["dice"][k] is None else round(v - ref["dice"][k], 4)
+                     for k, v in mine["all"]["dice"].items()},
+            "rbc_count_mape_pct": _delta(mine["all"]["rbc_count_mape_pct"], ref["rbc_count_mape_pct"]),
+            "wbc_count_exact_pct": _delta(mine["all"]["wbc_count_exact_pct"], ref["wbc_count_exact_pct"]),
+            "platelet_count_mae": _delta(mine["all"]["platelet_count_mae"], ref["platelet_count_mae"]),
+        }
+    return section
+
+
+def _delta(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a - b, 4)
+
+
+def write_card_metrics(model_path: str | Path, section: dict[str, Any], key: str = "txl_pbc_evaluation") -> None:
+    """Store an evaluation section in a model's card (the ONNX file, hence its sha256, is untouched)."""
+    from runtime.modelcard import load_card, card_path_for
+
+    card = load_card(model_path)
+    card.metrics[key] = section
+    card.write(card_path_for(model_path))

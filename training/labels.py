@@ -23,7 +23,8 @@ _SHIFT = 4  # sub-pixel precision for cv2.ellipse (coordinates in 1/16 px)
 def _draw_ellipse(canvas: np.ndarray, box: Box, value: int, thickness: int) -> None:
     scale = 1 << _SHIFT
     centre = (int(round(box.cx * scale - scale / 2)), int(round(box.cy * scale - scale / 2)))
-    axes = (max(1, int(round(box.w * scale / 2))), max(1, int(round(box.h * scale / 2))))
+    # cv2 fills every pixel the outline touches; half a pixel less keeps the area true to the box.
+    axes = (max(1, int(round((box.w - 1) * scale / 2))), max(1, int(round((box.h - 1) * scale / 2))))
     cv2.ellipse(canvas, centre, axes, 0, 0, 360, int(value), thickness, cv2.LINE_8, _SHIFT)
 
 

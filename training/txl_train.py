@@ -43,6 +43,8 @@ class TrainConfig:
     val_images: int = 96
     seed: int = 0
     threads: int = 2
+    init: str = ""
+    """Start from this checkpoint's weights (a fine-tuning continuation with a fresh schedule)."""
 
 
 def class_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -136,6 +138,10 @@ def train(cfg: TrainConfig) -> Path:
     sampling = np.array([2.0 if any(b.cls == 3 for b in it.boxes) else 1.0 for it in items])
     sampling /= sampling.sum()
     model = build_model(model_spec(cfg)["name"], **model_spec(cfg)["kwargs"])
+    if cfg.init:
+        from training.checkpoint import load_checkpoint
+
+        model.load_state_dict(load_checkpoint(cfg.init).state_dict)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     weights = torch.tensor(cfg.class_weights, dtype=torch.float32)
     augment = Augment()

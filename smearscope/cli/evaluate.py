@@ -26,8 +26,11 @@ _REPO = Path(__file__).resolve().parents[2]
 @click.option("--refine-scale/--no-refine-scale", default=True, show_default=True,
               help="Measure the red-cell size on a first pass and re-run at the measured scale when it differs.")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="ONNX Runtime threads.")
+@click.option("--update-cards", is_flag=True,
+              help="Write the results into each model's card (metrics.txl_pbc_evaluation; an int8 model whose "
+                   ".fp32.onnx sibling was evaluated too also gets its change from fp32). Needs the whole split.")
 def evaluate(split: str, models: tuple[Path, ...], data_dir: Path, json_path: Path | None, limit: int | None,
-             baseline: bool, refine_scale: bool, threads: int) -> None:
+             baseline: bool, refine_scale: bool, threads: int, update_cards: bool) -> None:
     """Score models (and the classical baseline) against the box-derived masks and box counts.
 
     Per-class Dice is pooled over all pixels of the split; counts are compared per image with the
@@ -85,3 +88,14 @@ def evaluate(split: str, models: tuple[Path, ...], data_dir: Path, json_path: Pa
         raise click.ClickException(f"{json_path}: cannot write report ({exc.strerror or exc})") from None
     click.echo(format_report(report))
     click.echo(f"full report: {json_path}")
+    if update_cards:
+        if limit is not None:
+            raise click.ClickException("--update-cards needs the whole split (drop --limit)")
+        from training.evaluate import card_metrics, write_card_metrics
+
+        names = {p.name for p in models}
+        for path in models:
+            sibling = path.name.replace(".int8.", ".fp32.")
+            reference = sibling if sibling != path.name and sibling in names else None
+            write_card_metrics(path, card_metrics(report, path.name, reference))
+            click.echo(f"card updated: {path.with_suffix('.json')}")

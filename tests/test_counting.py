@@ -1,0 +1,104 @@
+"""Counting rules on drawn masks and on synthetic smears whose true counts are known."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.classes import PLATELET, RBC, WBC
+from runtime.postprocess import (
+    area_percentages,
+    count_cells,
+    count_cells_field_edge,
+    label_cells,
+    rbc_diameter_from_mask,
+)
+from runtime.synthetic import generate_smear
+from training.labels import boxes_from_instances, centre_heatmap
+
+D = 30  # red-cell diameter of the drawn masks
+
+
+def disc(mask: np.ndarray, x: int, y: int, r: int, cls: int) -> None:
+    cv2.circle(mask, (x, y), r, int(cls), -1)
+
+
+def test_empty_and_blank_masks_count_nothing():
+    blank = np.zeros((64, 80), np.uint8)
+    assert count_cells(blank) == {"rbc": 0, "wbc": 0, "platelet": 0}
+    assert count_cells_field_edge(blank) == {"rbc": 0, "wbc": 0, "platelet": 0}
+    assert count_cells(blank, np.zeros((64, 80), np.float32)) == {"rbc": 0, "wbc": 0, "platelet": 0}
+    assert area_percentages(blank)["background"] == 100.0
+
+
+def test_touching_red_cells_are_split_without_a_centre_head():
+    mask = np.zeros((120, 200), np.uint8)
+    disc(mask, 40, 60, D // 2, RBC)
+    disc(mask, 66, 60, D // 2, RBC)  # overlaps the first: one connected component
+    disc(mask, 140, 60, D // 2, RBC)
+    n_components = cv2.connectedComponents((mask == RBC).astype(np.uint8))[0] - 1
+    assert n_components == 2
+    assert count_cells(mask, rbc_diameter_px=D)["rbc"] == 3
+    assert count_cells(mask)["rbc"] == 3  # diameter measured from the mask itself
+
+
+def test_centre_heat_map_peaks_count_red_cells():
+    mask = np.zeros((120, 200), np.uint8)
+    heat = np.zeros((120, 200), np.float32)
+    for x in (40, 62, 84, 150):  # a chain of three overlapping cells and one alone
+        disc(mask, x, 60, D // 2, RBC)
+        cv2.circle(heat, (x, 60), 4, 1.0, -1)
+    heat = cv2.GaussianBlur(heat, (0, 0), 3)
+    heat /= heat.max()
+    assert count_cells(mask, heat, rbc_diameter_px=D)["rbc"] == 4
+
+
+def test_white_cells_platelets_and_min_area():
+    mask = np.zeros((160, 240), np.uint8)
+    disc(mask, 50, 80, 28, WBC)
+    disc(mask, 100, 80, 28, WBC)  # two touching white cells
+    disc(mask, 180, 40, 5, PLATELET)
+    mask[150, 150] = PLATELET  # a one-pixel speck is noise, not a platelet
+    mask[100:103, 200:203] = WBC  # nor is a tiny white fragment a white cell
+    counts = count_cells(mask, rbc_diameter_px=D)
+    assert counts == {"rbc": 0, "wbc": 2, "platelet": 1}
+
+
+def test_border_cells_count_and_field_edge_rule_drops_right_and_bottom():
+    mask = np.zeros((100, 100), np.uint8)
+    disc(mask, 5, 50, D // 2, RBC)  # cut by the left edge: counted by both
+    disc(mask, 96, 50, D // 2, RBC)  # cut by the right edge: only in `counts`
+    disc(mask, 50, 97, 18, WBC)  # cut by the bottom edge
+    disc(mask, 50, 30, D // 2, RBC)
+    assert count_cells(mask, rbc_diameter_px=D) == {"rbc": 3, "wbc": 1, "platelet": 0}
+    assert count_cells_field_edge(mask, rbc_diameter_px=D) == {"rbc": 2, "wbc": 0, "platelet": 0}
+
+
+def test_labels_are_consecutive_instances():
+    mask = np.zeros((100, 160), np.uint8)
+    disc(mask, 30, 50, D // 2, RBC)
+    disc(mask, 54, 50, D // 2, RBC)
+    labels = label_cells(mask, rbc_diameter_px=D)["rbc"]
+    assert sorted(np.unique(labels).tolist()) == [0, 1, 2]
+    assert np.all((labels > 0) == (mask == RBC))
+
+
+@pytest.mark.parametrize("diameter", [20, 36, 60])
+def test_red_cell_diameter_is_measured_from_a_mask(diameter):
+    mask = np.zeros((400, 400), np.uint8)
+    for i in range(4):
+        disc(mask, 60 + 90 * i, 80, diameter // 2, RBC)
+        disc(mask, 60 + 90 * i, 250, diameter // 2, RBC)
+    assert abs(rbc_diameter_from_mask(mask) / diameter - 1) < 0.08
+
+
+def test_counts_on_synthetic_smears_with_true_centres():
+    """Generator masks with centre targets from the labeller: red-cell counts within 5 %."""
+    for seed in (3, 4):
+        smear = generate_smear(seed, 256, 320, um_per_px=0.25)
+        boxes = boxes_from_instances(smear.instances, smear.mask)
+        heat = centre_heatmap(boxes, smear.mask.shape)
+        counts = count_cells(smear.mask, heat, rbc_diameter_px=7.5 / 0.25)
+        assert abs(counts["rbc"] - smear.counts["rbc"]) <= max(1, 0.05 * smear.counts["rbc"])
+        assert counts["wbc"] == smear.counts["wbc"]

@@ -1,0 +1,88 @@
+"""The evaluation report: metrics on known answers, the baseline, the label checks, the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from runtime.classes import RBC
+from training.evaluate import Method, evaluate, format_report
+from training.label_checks import check_image
+from training.labels import boxes_to_mask
+from training.txl_pbc import Box, count_boxes, list_samples, load_sample
+
+
+def _truth_lookup(root, split, limit):
+    table = {}
+    for sample in list_samples(root, split)[:: 288 // limit][:limit]:
+        image, boxes = load_sample(sample)
+        table[hashlib.sha1(image.tobytes()).hexdigest()] = boxes
+    return table
+
+
+def test_perfect_and_empty_methods_score_as_expected(shared_data):
+    root = shared_data / "txl_pbc"
+    truth = _truth_lookup(root, "val", 4)
+
+    def perfect(frame):
+        boxes = truth[hashlib.sha1(frame.tobytes()).hexdigest()]
+        return boxes_to_mask(boxes, frame.shape[:2]), count_boxes(boxes), None
+
+    def empty(frame):
+        return np.zeros(frame.shape[:2], np.uint8), {"rbc": 0, "wbc": 0, "platelet": 0}, None
+
+    report = evaluate(root, "val", [Method("perfect", perfect), Method("empty", empty)], limit=4)
+    good, bad = report["methods"]["perfect"]["all"], report["methods"]["empty"]["all"]
+    assert good["images"] == 4
+    assert all(v in (1.0, None) for v in good["dice"].values())
+    assert good["rbc_count_mape_pct"] == 0 and good["wbc_count_exact_pct"] == 100 and good["platelet_count_mae"] == 0
+    assert bad["dice"]["rbc"] == 0 and bad["rbc_count_mape_pct"] == 100 and bad["dice"]["background"] < 0.9
+    text = format_report(report)
+    assert "perfect" in text and "empty" in text and "targets" in text
+
+
+def test_label_checks_flag_duplicates_and_oversized_boxes():
+    image = np.full((200, 200, 3), 200, np.uint8)
+    boxes = [Box(RBC, 50, 50, 30, 30), Box(RBC, 51, 50, 30, 31), Box(RBC, 150, 50, 30, 30),
+             Box(RBC, 100, 150, 60, 60)]
+    issues = check_image(image, boxes)
+    assert any("two boxes on one cell" in i for i in issues)
+    assert any("2.0x the median" in i for i in issues)
+    assert check_image(image, boxes[2:3]) == []
+
+
+def test_classical_baseline_finds_cells_on_a_real_image(shared_data):
+    from training.baseline import classical_segment
+
+    image, boxes = load_sample(list_samples(shared_data / "txl_pbc", "val")[0])
+    mask = classical_segment(image)
+    truth = boxes_to_mask(boxes, image.shape[:2])
+    inter = ((mask > 0) & (truth > 0)).sum()
+    assert 2 * inter / ((mask > 0).sum() + (truth > 0).sum()) > 0.6  # finds the stained cells
+
+
+def test_baseline_on_a_blank_frame_is_empty():
+    from training.baseline import classical_segment
+
+    assert classical_segment(np.full((120, 160, 3), 230, np.uint8)).max() == 0
+
+
+def test_cli_reports_a_missing_data_folder_in_one_line(cli_runner, tmp_path, repo_root):
+    from smearscope.cli import cli
+
+    model = repo_root / "models" / "segmentation.int8.onnx"
+    if not model.is_file():
+        pytest.skip("no shipped model")
+    result = cli_runner.invoke(cli, ["evaluate", "--data", str(tmp_path / "nowhere"), "--model", str(model)])
+    assert result.exit_code != 0
+    assert "no images/val folder" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_help(cli_runner):
+    from smearscope.cli import cli
+
+    result = cli_runner.invoke(cli, ["evaluate", "--help"])
+    assert result.exit_code == 0 and "--split" in result.output and "--update-cards" in result.output
