@@ -87,7 +87,8 @@ def diagnose(
             continue
         test_rows = [r for r in rows if r.test == test]
         if not test_rows:
-            flags.append(f"{label} is not a {guideline.upper()} criterion for {population}s; not used")
+            group = "pregnancy" if pregnant else "non-pregnant adults"
+            flags.append(f"{label} is not a {guideline.upper()} criterion in {group}; not used")
             continue
         reached = [r for r in test_rows if m.value >= r.thresholds[m.unit]]
         if any(r.needs_symptoms for r in test_rows):
