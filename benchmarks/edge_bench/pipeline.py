@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks.edge_bench.frames import BenchFrame
@@ -74,12 +73,12 @@ class Pipeline:
             self.end_to_end_ms.append(total)
         self.state["last"] = state
 
-    def measure(self, *, warmup: int, runs: int, tick: Callable[[], None] = lambda: None) -> Stats:
+    def measure(self, *, warmup: int, runs: int) -> Stats:
+        """Warm-up runs, then timed runs; the end-to-end summary (stages keep their own samples)."""
         for _ in range(warmup):
             self.run_once(record=False)
         for _ in range(runs):
             self.run_once(record=True)
-            tick()
         return summarize(self.end_to_end_ms)
 
     def close(self) -> None:
