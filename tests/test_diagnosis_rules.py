@@ -279,3 +279,28 @@ def test_report_fits_result_schema():
     for key in ("guideline", "status", "confirmation_needed", "criteria", "hba1c_excluded", "type",
                 "probabilities", "followup", "flags", "category"):
         assert key in d
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_TEST_UNITS = sorted({(c.guideline, c.pregnant, c.test, u) for c in CUTPOINTS for u in c.thresholds})
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=st.sampled_from(_TEST_UNITS), a=st.floats(0.1, 25.0), b=st.floats(0.1, 25.0))
+def test_a_higher_value_never_gives_a_lower_status(case, a, b):
+    guideline, pregnant, test, unit = case
+    scale = {MMOL_L: 1.0, PERCENT: 1.0, MG_DL: 18.016, MMOL_MOL: 10.0}[unit]
+    lo, hi = sorted((round(a * scale, 2), round(b * scale, 2)))
+    if unit in (PERCENT, MMOL_MOL):
+        lo, hi = min(lo, 24.0 * scale), min(hi, 24.0 * scale)
+    statuses = [diagnose(PatientInputs(pregnant=pregnant, symptoms=True, **{test: Measurement(v, unit)}),
+                         guideline).status for v in (lo, hi)]
+    ranks = [STATUS_RANK.get(s, -1) for s in statuses]  # indeterminate (random glucose below 11.1) lowest
+    assert ranks[0] <= ranks[1], (case, lo, hi, statuses)
+
+
+def test_device_lab_mapping_with_other_keys():
+    labs = {"sample_id": "S-1", "fpg_mmol_l": "6.4", "hba1c_pct": 5.9, "operator": "x"}
+    r = diagnose(labs, "ada")
+    assert r.status == "prediabetes" and {c.test for c in r.criteria} == {"fpg", "hba1c"}
