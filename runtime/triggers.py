@@ -46,10 +46,12 @@ class TriggerQueue:
 
     def __init__(self) -> None:
         self._queue: queue.Queue[TriggerEvent] = queue.Queue()
-        self.received = 0
+        self._lock = threading.Lock()
+        self.received = 0  # capture requests ever queued (sources put from several threads)
 
     def put(self, event: TriggerEvent) -> None:
-        self.received += event.kind == "capture"
+        with self._lock:
+            self.received += event.kind == "capture"
         self._queue.put(event)
 
     def capture(self, source: str) -> None:
