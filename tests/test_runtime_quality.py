@@ -60,3 +60,13 @@ def test_real_training_images_pass_the_gate(shared_data):
         if not report.accepted:
             rejected.append((path.name, report.reasons))
     assert not rejected, rejected
+
+
+def test_cell_free_plasma_with_noise_and_lighting_is_rejected():
+    from runtime.synthetic import SmearStyle
+
+    style = SmearStyle(rbc_coverage=0.0, min_wbc=0, wbc_per_10k_um2=0.0, platelets_per_rbc=0.0, noise_sigma=(4.0, 4.0))
+    smear = generate_smear(3, 384, 512, 0.25, style=style)
+    assert smear.counts == {"rbc": 0, "wbc": 0, "platelet": 0}
+    report = _assess(smear.image)
+    assert not report.accepted and report.reasons[0].startswith("no cells")
