@@ -20,15 +20,15 @@ from runtime.imageio import check_frame
 from runtime.postprocess import area_percentages, count_cells
 from runtime.preprocess import Geometry, Prepared, ScaleDecision
 from runtime.quality import QualityReport, assess
-from runtime.sample_context import SampleField
+from runtime.sample_context import SampleField, SampleSummary
 from runtime.segmenter import SegmentationModel
 
 
 class Diagnoser(Protocol):
-    """Decision support on a sample's lab values and the smear; returns the result's `diagnosis` object."""
+    """Decision support on a sample's lab values and its smear so far (every field analysed for the
+    sample, this one included); returns the result's `diagnosis` object or None."""
 
-    def __call__(self, sample: SampleField | None, counts: Mapping[str, int], area_pct: Mapping[str, float],
-                 derived: Mapping[str, Any] | None) -> dict[str, Any] | None: ...
+    def __call__(self, sample: SampleField | None, smear: SampleSummary) -> dict[str, Any] | None: ...
 
 
 @dataclass
@@ -105,11 +105,10 @@ class Analyzer:
         mask = self.model.to_mask(scores, geometry)
         return mask, count_cells(mask), area_percentages(mask)
 
-    def diagnose(self, sample: SampleField | None, counts: Mapping[str, int], area_pct: Mapping[str, float],
-                 derived: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    def diagnose(self, sample: SampleField | None, smear: SampleSummary) -> dict[str, Any] | None:
         if self.diagnoser is None:
             return None
-        return self.diagnoser(sample, counts, area_pct, derived)
+        return self.diagnoser(sample, smear)
 
     # --- all of them ---------------------------------------------------------------------------
 
@@ -119,9 +118,14 @@ class Analyzer:
         *,
         um_per_px: float | None = None,
         sample: SampleField | None = None,
+        history: SampleSummary | None = None,
         source: str = "frame",
     ) -> FrameAnalysis:
-        """Run every stage on one frame; raises ImageError for a frame that cannot be analysed at all."""
+        """Run every stage on one frame; raises ImageError for a frame that cannot be analysed at all.
+
+        `history` is the sample's summary so far; this field is added to it (also when rejected) and
+        the diagnosis sees all of it. Without one, the diagnosis sees this field alone.
+        """
         frame = check_frame(frame, source=source)
         timings: dict[str, float] = {}
         start = self._clock()
@@ -145,7 +149,10 @@ class Analyzer:
             mask = np.zeros(frame.shape[:2], np.uint8)
             counts, area = count_cells(mask), area_percentages(mask)
         derived = derived_estimates(mask, counts, um_per_px)
-        diagnosis = self.diagnose(sample, counts, area, derived)
+        if history is None:
+            history = SampleSummary(sample.context.sample_id if sample else "frame")
+        history.add_field(report.accepted, report.reasons, counts, area, derived)
+        diagnosis = self.diagnose(sample, history)
         if self.diagnoser is not None:
             t = lap("diagnosis", t)
         timings["total"] = round(1000.0 * (self._clock() - start), 3)

@@ -2,8 +2,8 @@
 
 The guideline engine needs the sample's lab values; without any, a capture has no diagnosis
 (`null` in the result) rather than an 'indeterminate' one on every field. The smear's contribution
-is the red-cell findings that make HbA1c unreliable, from this field's counts and, when calibrated,
-its field area and mean red-cell size.
+is the red-cell findings that make HbA1c unreliable, from the sample's fields so far (means over
+its accepted fields: counts, red-cell area and, when calibrated, field area and red-cell size).
 """
 
 from __future__ import annotations
@@ -11,30 +11,33 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from runtime.config import DiagnosisConfig
 from runtime.errors import ModelError, SmearscopeError
-from runtime.sample_context import SampleField
+from runtime.sample_context import SampleField, SampleSummary
 
 log = logging.getLogger(__name__)
 
 
-def smear_values(counts: Mapping[str, int], area_pct: Mapping[str, float],
-                 derived: Mapping[str, Any] | None) -> dict[str, float]:
-    """This field's smear measures under the diagnosis package's input names."""
+def smear_values(smear: SampleSummary) -> dict[str, float]:
+    """The sample's smear so far (means over its accepted fields) under the diagnosis package's input
+    names; empty when no field was accepted."""
+    data = smear.to_dict()
+    means, area = data["mean_counts_per_field"], data["mean_area_pct"]
+    if not means:
+        return {}
     values: dict[str, float] = {
-        "rbc_per_field": float(counts["rbc"]),
-        "wbc_per_field": float(counts["wbc"]),
-        "platelet_per_field": float(counts["platelet"]),
-        "rbc_area_pct": float(area_pct["rbc"]),
-        "smear_fields": 1.0,
+        "rbc_per_field": float(means["rbc"]),
+        "wbc_per_field": float(means["wbc"]),
+        "platelet_per_field": float(means["platelet"]),
+        "rbc_area_pct": float(area["rbc"]),
+        "smear_fields": float(data["accepted_fields"]),
     }
-    if derived:
-        values["field_area_um2"] = float(derived["field_area_mm2"]) * 1e6
-        mean_area = (derived.get("mean_cell_area_um2") or {}).get("rbc")
-        if mean_area:
-            values["mean_rbc_diameter_um"] = round(2.0 * math.sqrt(mean_area / math.pi), 3)
+    if data.get("mean_field_area_mm2"):
+        values["field_area_um2"] = float(data["mean_field_area_mm2"]) * 1e6
+    if data.get("mean_rbc_area_um2"):
+        values["mean_rbc_diameter_um"] = round(2.0 * math.sqrt(data["mean_rbc_area_um2"] / math.pi), 3)
     return values
 
 
@@ -64,14 +67,13 @@ class GuidelineDiagnoser:
                 log.warning("diagnosis network not used: %s", exc)
         return cls(config.guideline, network)
 
-    def __call__(self, sample: SampleField | None, counts: Mapping[str, int], area_pct: Mapping[str, float],
-                 derived: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    def __call__(self, sample: SampleField | None, smear: SampleSummary) -> dict[str, Any] | None:
         from runtime.diagnosis import diagnose
 
         labs = dict(sample.context.labs) if sample is not None else {}
         if not labs:
             return None
-        inputs = {**labs, **smear_values(counts, area_pct, derived)}
+        inputs = {**labs, **smear_values(smear)}
         try:
             report = diagnose(inputs, guideline=self.guideline, network=self.network)
         except SmearscopeError as exc:

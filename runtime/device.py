@@ -198,8 +198,9 @@ class Device:
         frame = self.camera.capture()
         capture_ms = round(1000.0 * (time.perf_counter() - start), 3)
         placed = self.samples.next_field()
+        summary = self.summaries.setdefault(placed.context.sample_id, SampleSummary(placed.context.sample_id))
         analysis = analyzer.analyze(frame.image, um_per_px=self.um_per_px or frame.um_per_px,
-                                    sample=placed, source=frame.source)
+                                    sample=placed, history=summary, source=frame.source)
         result = build_result(analysis, device_id=self.device_id, seq=self.seq, sample=placed,
                               model=analyzer.model.info(), extra_timings_ms={"capture": capture_ms})
         self.seq += 1
@@ -208,7 +209,6 @@ class Device:
         publish_ms = 1000.0 * (time.perf_counter() - publish_start)
         if self.overlays_dir is not None:
             self._write_overlay(frame, analysis, result)
-        self.summaries.setdefault(placed.context.sample_id, SampleSummary(placed.context.sample_id)).add(result)
         timings = " ".join(f"{k}={v:.0f}ms" for k, v in result["timings_ms"].items())
         log.info("seq %d sample field %d: rbc=%d wbc=%d platelet=%d %s publish=%.0fms", result["seq"],
                  placed.field_index, *result["counts"].values(), timings, publish_ms)

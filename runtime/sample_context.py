@@ -219,25 +219,40 @@ class SampleSummary:
     _area_sums: dict[str, float] = field(default_factory=lambda: {k: 0.0 for k in CLASS_NAMES})
     _density_sums: dict[str, float] = field(default_factory=dict)
     _density_fields: int = 0
+    _field_area_sum_mm2: float = 0.0
+    _rbc_area_sum_um2: float = 0.0
+    _rbc_area_fields: int = 0
     rejected_reasons: list[str] = field(default_factory=list)
 
     def add(self, result: Mapping[str, Any]) -> None:
         """Fold one result/1 message of this sample into the summary."""
-        self.fields += 1
         quality = result.get("quality") or {}
-        if not quality.get("accepted", False):
-            self.rejected_reasons.extend(quality.get("reasons") or [])
+        self.add_field(bool(quality.get("accepted", False)), quality.get("reasons") or [], result["counts"],
+                       result["area_pct"], result.get("derived"))
+
+    def add_field(self, accepted: bool, reasons: Iterable[str], counts: Mapping[str, int],
+                  area_pct: Mapping[str, float], derived: Mapping[str, Any] | None) -> None:
+        """Fold one field in; rejected fields count as fields but not in the means."""
+        self.fields += 1
+        if not accepted:
+            self.rejected_reasons.extend(reasons)
             return
         self.accepted_fields += 1
         for name in CELL_CLASSES:
-            self.total_counts[name] += int(result["counts"][name])
+            self.total_counts[name] += int(counts[name])
         for name in CLASS_NAMES:
-            self._area_sums[name] += float(result["area_pct"][name])
-        density = ((result.get("derived") or {}).get("density_per_mm2")) or None
+            self._area_sums[name] += float(area_pct[name])
+        derived = derived or {}
+        density = derived.get("density_per_mm2")
         if density:
             self._density_fields += 1
+            self._field_area_sum_mm2 += float(derived["field_area_mm2"])
             for name, value in density.items():
                 self._density_sums[name] = self._density_sums.get(name, 0.0) + float(value)
+        rbc_area = (derived.get("mean_cell_area_um2") or {}).get("rbc")
+        if rbc_area:
+            self._rbc_area_sum_um2 += float(rbc_area)
+            self._rbc_area_fields += 1
 
     def to_dict(self) -> dict[str, Any]:
         n = self.accepted_fields
@@ -254,4 +269,7 @@ class SampleSummary:
             summary["mean_density_per_mm2"] = {
                 k: round(v / self._density_fields, 1) for k, v in self._density_sums.items()
             }
+            summary["mean_field_area_mm2"] = round(self._field_area_sum_mm2 / self._density_fields, 6)
+        if self._rbc_area_fields:
+            summary["mean_rbc_area_um2"] = round(self._rbc_area_sum_um2 / self._rbc_area_fields, 2)
         return summary

@@ -86,7 +86,9 @@ def _result(accepted, rbc, wbc=1, rbc_area=30.0, density=None):
     return {"quality": {"accepted": accepted, "reasons": [] if accepted else ["out of focus: 3 < 30"]},
             "counts": {"rbc": rbc, "wbc": wbc, "platelet": 2},
             "area_pct": {"background": 100 - rbc_area - 1, "rbc": rbc_area, "wbc": 1.0, "platelet": 0.0},
-            "derived": {"density_per_mm2": {"rbc": density, "wbc": 10.0, "platelet": 20.0}} if density else None}
+            "derived": {"field_area_mm2": rbc / density, "density_per_mm2": {"rbc": density, "wbc": 10.0, "platelet": 20.0},
+                        "mean_cell_area_um2": {"rbc": 40.0 + rbc / 10, "wbc": None, "platelet": 5.0}}
+            if density else None}
 
 
 def test_summary_over_fields_counts_only_accepted_ones():
@@ -100,4 +102,6 @@ def test_summary_over_fields_counts_only_accepted_ones():
     assert data["mean_counts_per_field"]["rbc"] == 110.0
     assert data["mean_area_pct"]["rbc"] == 32.0
     assert data["mean_density_per_mm2"]["rbc"] == 5500.0
+    assert data["mean_field_area_mm2"] == pytest.approx((100 / 5000 + 120 / 6000) / 2)
+    assert data["mean_rbc_area_um2"] == 51.0
     assert data["rejected_reasons"] == ["out of focus: 3 < 30"]
