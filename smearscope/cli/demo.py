@@ -207,7 +207,7 @@ class _Table:
 
     def header(self) -> None:
         self.echo(click.style(f"{'#':>2}  {'sample':<7} {'field':<5} {'RBC':>4} {'WBC':>4} {'PLT':>4} "
-                              f"{'RBC area':>9}  {'RBC/mm²':>8}  {'quality':<8} {'diagnosis (' + self.guideline.upper() + ')':<28} {'time':>7}",
+                              f"{'RBC area':>9}  {'RBC/mm²':>8}  {'quality':<8} {'diagnosis (' + self.guideline.upper() + ') | network':<40} {'time':>7}",
                               bold=True))
 
     def row(self, outcome: Any) -> None:
@@ -223,7 +223,7 @@ class _Table:
         self.echo(f"{self.n:>2}  {sample['sample_id']:<7} {sample['field_index'] + 1:<5} {counts['rbc']:>4} "
                   f"{counts['wbc']:>4} {counts['platelet']:>4} {result['area_pct']['rbc']:>8.1f}%  "
                   f"{'' if density is None else f'{density:>8.0f}':>8}  "
-                  f"{click.style(f'{quality:<8}', fg='green' if quality == 'ok' else 'yellow')} {diagnosis:<28} "
+                  f"{click.style(f'{quality:<8}', fg='green' if quality == 'ok' else 'yellow')} {diagnosis:<40} "
                   f"{result['timings_ms']['total']:>5.0f}ms")
 
 
@@ -235,7 +235,11 @@ def _diagnosis_text(diagnosis: dict[str, Any] | None) -> str:
         text += f" ({diagnosis['category']})"
     if diagnosis.get("confirmation_needed"):
         text += ", confirm"
-    return text[:28]
+    probabilities = diagnosis.get("probabilities") or {}
+    if probabilities:  # the diagnosis network's probability for the class it favours
+        best = max(probabilities, key=probabilities.get)
+        text += f" | net: {best.removeprefix('p_')} {probabilities[best]:.2f}"
+    return text[:40]
 
 
 def _print_summary(echo: Callable[[str], None], report: DemoReport, out_dir: Path) -> None:
