@@ -53,6 +53,10 @@ def run(config_path: Path, sample_id: str | None, patient_id: str | None, labs: 
 
     if cfg.trigger.type == "stdin":
         click.echo("Press Enter to capture, 'sample ID [PATIENT]' to change sample, 'q' to quit.", err=True)
+    import signal
+
+    # systemd stops a service with SIGTERM: finish the capture in progress, then stop cleanly.
+    signal.signal(signal.SIGTERM, lambda *_: setup.device.events.quit("SIGTERM"))
     setup.start()
     try:
         outcomes = setup.device.run()
