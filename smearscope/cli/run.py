@@ -56,7 +56,7 @@ def run(config_path: Path, sample_id: str | None, patient_id: str | None, labs: 
     import signal
 
     # systemd stops a service with SIGTERM: finish the capture in progress, then stop cleanly.
-    signal.signal(signal.SIGTERM, lambda *_: setup.device.events.quit("SIGTERM"))
+    previous = signal.signal(signal.SIGTERM, lambda *_: setup.device.events.quit("SIGTERM"))
     setup.start()
     try:
         outcomes = setup.device.run()
@@ -64,6 +64,7 @@ def run(config_path: Path, sample_id: str | None, patient_id: str | None, labs: 
         outcomes = []
         click.echo("stopping", err=True)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         setup.stop()
     ok = sum(o.status == "ok" for o in outcomes)
     click.echo(f"{len(outcomes)} capture(s): {ok} published, {len(outcomes) - ok} rejected or failed", err=True)
