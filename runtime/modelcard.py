@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,8 +131,16 @@ def load_card(model_path: str | Path, *, verify: bool = True) -> ModelCard:
 
 
 def default_models_dir() -> Path:
-    """Where shipped models live: $SMEARSCOPE_MODELS, else the repository's `models/` folder."""
+    """Where shipped models live.
+
+    $SMEARSCOPE_MODELS wins; then the repository's `models/` folder (a checkout or an editable
+    install); then `<prefix>/share/smearscope/models`, where `pip install .` puts them on a device.
+    """
     env = os.environ.get("SMEARSCOPE_MODELS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "models"
+    in_repo = Path(__file__).resolve().parent.parent / "models"
+    installed = Path(sys.prefix) / "share" / "smearscope" / "models"
+    if not in_repo.is_dir() and installed.is_dir():
+        return installed
+    return in_repo

@@ -7,6 +7,7 @@ commands (`run`, `analyze`, `demo`) never import torch or other workstation-only
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 
 import click
