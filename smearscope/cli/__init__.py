@@ -30,6 +30,10 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
+# Packages of the [train] extra: a device install lacks them on purpose.
+WORKSTATION_PACKAGES = frozenset({"torch", "onnx", "onnxsim"})
+
+
 class LazyGroup(click.Group):
     """A click group that imports each subcommand's module on first use."""
 
@@ -73,6 +77,16 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except SmearscopeError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        if exc.name not in WORKSTATION_PACKAGES:
+            raise
+        click.secho(
+            f"error: this command needs {exc.name}, which a device install leaves out; "
+            "on a workstation: pip install torch==2.13.0 && pip install 'smearscope[train]'",
+            fg="red",
+            err=True,
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
