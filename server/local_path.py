@@ -1,18 +1,24 @@
 """The whole delivery path on one machine, for `smearscope demo`: embedded broker, server, publisher.
 
     with LocalDeliveryPath(out_dir, device_id="demo-scope") as path:
-        loop(publisher=path.publisher)          # any code that calls publish(result)
+        loop(publisher=path.publisher)          # any code that calls publish(result), and close()
     print(path.summary)                          # after exit: every result drained and stored
 
 No system packages are needed (the broker is runtime.mqtt.broker); the server's SQLite database is
 `<out_dir>/server.sqlite3` and the device's outbox `<out_dir>/outbox.sqlite3`.
+
+The path owns the MQTT publisher (`path.mqtt`). The device gets `path.publisher`, whose `close()`
+only says the device is done: a device closes its publisher as it stops, usually while its last
+result still awaits a receipt, and the path must go on resending and hearing receipts until exit.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from runtime.errors import SmearscopeError
 from runtime.mqtt.broker import EmbeddedBroker
@@ -23,13 +29,30 @@ from server.config import ServerConfig
 from server.service import ResultServer
 
 
+class DeviceSide:
+    """The publisher handed to the device: `publish` queues durably; `close` leaves delivery running."""
+
+    def __init__(self, mqtt: MqttPublisher) -> None:
+        self._mqtt = mqtt
+        self.closed = False
+
+    def publish(self, result: Mapping[str, Any]) -> None:
+        if self.closed:
+            raise SmearscopeError("the device closed its publisher; no more results are accepted")
+        self._mqtt.publish(result)
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class LocalDeliveryPath:
     """Start broker and server on enter; on exit wait for every receipt, then stop everything."""
 
     def __init__(self, out_dir: str | Path, device_id: str = "demo-scope", site: str = "demo",
-                 drain_timeout_s: float = 60.0) -> None:
+                 drain_timeout_s: float = 60.0, resend_after_s: float = 5.0) -> None:
         self.out_dir = Path(out_dir)
         self.device_id, self.site, self.drain_timeout_s = device_id, site, drain_timeout_s
+        self.resend_after_s = resend_after_s
         self.database = self.out_dir / "server.sqlite3"
         self.summary: dict[str, int] = {}
 
@@ -41,10 +64,11 @@ class LocalDeliveryPath:
         self.server = ResultServer(config)
         self.server.start()
         settings = MqttSettings(port=self.broker.port, client_id=f"device-{self.device_id}")
-        self.publisher = MqttPublisher(settings, site=self.site, device_id=self.device_id,
-                                       outbox=Outbox(self.out_dir / "outbox.sqlite3"), resend_after_s=5.0)
+        self.mqtt = MqttPublisher(settings, site=self.site, device_id=self.device_id,
+                                  outbox=Outbox(self.out_dir / "outbox.sqlite3"), resend_after_s=self.resend_after_s)
+        self.publisher = DeviceSide(self.mqtt)
         deadline = time.monotonic() + 10
-        while not (self.server.connection.is_connected() and self.publisher.connection.is_connected()):
+        while not (self.server.is_ready() and self.mqtt.is_ready()):  # both subscriptions acknowledged
             if time.monotonic() > deadline:
                 self._stop()
                 raise SmearscopeError("the embedded MQTT broker did not accept the demo's connections")
@@ -53,9 +77,9 @@ class LocalDeliveryPath:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        drained = self.publisher.wait_drained(self.drain_timeout_s if exc is None else 2.0)
-        self.summary = {"sent": self.publisher.stats.sent, "receipts": self.publisher.stats.receipts,
-                        "left_in_outbox": self.publisher.outbox.depth(),
+        drained = self.mqtt.wait_drained(self.drain_timeout_s if exc is None else 2.0)
+        self.summary = {"sent": self.mqtt.stats.sent, "receipts": self.mqtt.stats.receipts,
+                        "left_in_outbox": self.mqtt.outbox.depth(),
                         "stored": self.server.store.counts()["results"]}
         self._stop()
         if exc is None and not drained:
@@ -63,7 +87,7 @@ class LocalDeliveryPath:
                                   f"they stay in {self.out_dir / 'outbox.sqlite3'}")
 
     def _stop(self) -> None:
-        for stop in (getattr(getattr(self, "publisher", None), "close", None),
+        for stop in (getattr(getattr(self, "mqtt", None), "close", None),
                      getattr(getattr(self, "server", None), "stop", None), self.broker.stop):
             if stop is not None:
                 stop()

@@ -43,15 +43,24 @@ class ResultServer:
         self._crash_after = int(crash) if crash else None
         self._store_lock = threading.Lock()
         self.subscription = results_filter(config.site, config.share_group)
+        self._subscribing: tuple[mqtt.Client, int] | None = None  # (client, SUBSCRIBE mid) awaiting SUBACK
+        self._subscribed: mqtt.Client | None = None
         self.connection = ResilientClient(
             config.broker.settings(config.base_dir),
             manual_ack=True,
             on_connected=self._connected,
             on_message=self._message,
+            on_subscribed=self._suback,
+            on_disconnected=self._disconnected,
         )
 
     def start(self) -> None:
         self.connection.start()
+
+    def is_ready(self) -> bool:
+        """Connected with the results subscription acknowledged: a result published now reaches us."""
+        client = self.connection.client
+        return client.is_connected() and self._subscribed is client
 
     def stop(self) -> None:
         self.connection.stop()
@@ -75,7 +84,19 @@ class ResultServer:
 
     # -- message path -----------------------------------------------------------------------------
     def _connected(self, client: mqtt.Client, session_present: bool) -> None:
-        client.subscribe(self.subscription, qos=1)
+        _, mid = client.subscribe(self.subscription, qos=1)
+        self._subscribing = (client, mid)
+
+    def _suback(self, client: mqtt.Client, mid: int, reason_codes: list[Any]) -> None:
+        if self._subscribing != (client, mid):
+            return
+        self._subscribing = None
+        if not any(code.is_failure for code in reason_codes):
+            self._subscribed = client
+
+    def _disconnected(self, client: mqtt.Client) -> None:
+        if self._subscribed is client:
+            self._subscribed = None
 
     def handle(self, topic_name: str, payload: bytes) -> Outcome:
         """Validate and store one message (committed on return). Public for tests and tools."""

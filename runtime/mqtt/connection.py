@@ -78,8 +78,9 @@ class ResilientClient:
         on_connected: OnConnected | None = None,
         on_message: Callable[[mqtt.Client, mqtt.MQTTMessage], None] | None = None,
         on_publish: Callable[[int, Any], None] | None = None,
-        on_disconnected: Callable[[], None] | None = None,
+        on_disconnected: Callable[[mqtt.Client], None] | None = None,
         on_recreated: Callable[[], None] | None = None,
+        on_subscribed: Callable[[mqtt.Client, int, list[Any]], None] | None = None,
         watchdog_interval_s: float = 1.0,
     ) -> None:
         if settings.session_expiry_s <= 0:
@@ -93,6 +94,7 @@ class ResilientClient:
         self._on_publish = on_publish
         self._on_disconnected = on_disconnected
         self._on_recreated = on_recreated
+        self._on_subscribed = on_subscribed
         self._watchdog_interval_s = watchdog_interval_s
         self._stop = threading.Event()
         self._client_lock = threading.Lock()
@@ -221,7 +223,7 @@ class ResilientClient:
     def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self.stats.disconnects += 1
         if self._on_disconnected:
-            self._on_disconnected()
+            self._on_disconnected(client)
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if self._on_message:
@@ -235,6 +237,8 @@ class ResilientClient:
         for code in reason_codes:
             if code.is_failure:
                 log.error("subscription refused: %s", code)
+        if self._on_subscribed:
+            self._on_subscribed(client, mid, list(reason_codes))
 
 
 def publish_ok(info: mqtt.MQTTMessageInfo) -> bool:

@@ -5,6 +5,8 @@ before returning: once it returns, the result survives a crash. A sender thread 
 rows at QoS 1 (never retained) while connected, keeping at most `window` unreceipted messages in
 flight; one without a receipt after `resend_after_s` is sent again with the same `result_id`.
 A row leaves the outbox only when the server's receipt arrives on the device's receipts topic.
+On every connection the sender waits for the broker's SUBACK of that topic before it sends: a
+receipt published before the subscription is active would be dropped by the broker.
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ class MqttPublisher:
         self._early_acks: dict[int, tuple[float, Any]] = {}  # PUBACKs that beat the mid bookkeeping
         self._wake = threading.Event()
         self._stop = threading.Event()
+        # The client whose receipts subscription the broker has acknowledged (None: not hearing receipts).
+        self._hearing: mqtt.Client | None = None
+        self._receipts_sub: tuple[mqtt.Client, int] | None = None  # (client, SUBSCRIBE mid) awaiting SUBACK
         self._event_fd = os.open(str(event_log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if event_log else None
         self.connection = ResilientClient(
             settings if settings.client_id else _with_client_id(settings, device_id),
@@ -89,6 +94,8 @@ class MqttPublisher:
             on_message=self._message,
             on_publish=self._published,
             on_recreated=self._client_replaced,
+            on_subscribed=self._subscribed,
+            on_disconnected=self._disconnected,
         )
         self._sender = threading.Thread(target=self._send_loop, name="outbox-sender", daemon=True)
         self.connection.start()
@@ -109,7 +116,7 @@ class MqttPublisher:
         self._wake.set()
 
     def close(self) -> None:
-        """Stop sending; unreceipted rows stay in the outbox for the next start."""
+        """Stop sending and hearing receipts; unreceipted rows stay in the outbox for the next start."""
         self._stop.set()
         self._wake.set()
         self._sender.join(timeout=5)
@@ -119,10 +126,18 @@ class MqttPublisher:
             self._event_fd = None
 
     # -- helpers for callers ----------------------------------------------------------------------
+    def is_ready(self) -> bool:
+        """Connected, and the broker has acknowledged the subscription that brings receipts."""
+        client = self.connection.client
+        return client.is_connected() and self._hearing is client and not self._stop.is_set()
+
     def wait_drained(self, timeout_s: float) -> bool:
-        """Block until every queued result has its receipt (True) or the timeout passes (False)."""
+        """Block until every queued result has its receipt (True) or the timeout passes (False).
+
+        A closed publisher neither resends nor hears receipts, so it answers at once.
+        """
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._stop.is_set():
             if self.outbox.depth() == 0:
                 return True
             time.sleep(0.05)
@@ -140,7 +155,7 @@ class MqttPublisher:
                 time.sleep(0.5)
 
     def _send_due(self) -> None:
-        if not self.connection.is_connected():
+        if not self.is_ready():
             return
         now = time.monotonic()
         with self._lock:
@@ -171,9 +186,28 @@ class MqttPublisher:
     # -- callbacks (paho network thread) ----------------------------------------------------------
     def _connected(self, client: mqtt.Client, session_present: bool) -> None:
         self._event("connect", "session" if session_present else "new")
-        client.subscribe(self.receipts_topic, qos=1)
+        self._hearing = None
+        _, mid = client.subscribe(self.receipts_topic, qos=1)
+        self._receipts_sub = (client, mid)
         client.subscribe(self.orders_topic, qos=1)
+
+    def _subscribed(self, client: mqtt.Client, mid: int, reason_codes: list[Any]) -> None:
+        """SUBACK of the receipts subscription: from now on a receipt reaches us, so sending may start.
+
+        A refused subscription (logged by the connection) still starts sending, so that the broker's
+        PUBACK reason code can hold rows it refuses too; such a device resends until its ACL is fixed.
+        """
+        if self._receipts_sub != (client, mid):
+            return
+        self._receipts_sub = None
+        self._hearing = client
+        self._event("subscribed", ",".join(hex(int(getattr(c, "value", 0))) for c in reason_codes))
         self._wake.set()
+
+    def _disconnected(self, client: mqtt.Client) -> None:
+        """Until the next SUBACK a receipt may be dropped (paho reports a reconnect as connected first)."""
+        if self._hearing is client:
+            self._hearing = None
 
     def _client_replaced(self) -> None:
         """A new paho client numbers its messages afresh; the old numbers mean nothing now."""
