@@ -129,17 +129,22 @@ def analysis_stages(analyzer: Any, um_per_px: float | None) -> list[Stage]:
         Stage("quality", f"scale decision ({scale_note}) + focus/exposure/coverage", quality),
         Stage("preprocess", "resample, pad, normalise (runtime.preprocess)", preprocess),
         Stage("inference", "ONNX Runtime session.run", infer),
-        Stage("postprocess", "scores -> frame mask, connected-component counts, area %", postprocess),
+        Stage("postprocess", "scores -> frame-size mask, cell counts (runtime.postprocess), area %", postprocess),
     ]
 
 
 def diagnosis_stage(analyzer: Any, sample: Any, note: str) -> Stage:
-    """Guideline rules (+ network when shipped) on the sample's labs and the smear's counts."""
+    """The field folded into its sample's summary, then the diagnoser on the sample (as Analyzer.analyze)."""
     if analyzer.diagnoser is None:
         return Stage("diagnosis", note)
+    from runtime.sample_context import SampleSummary
 
     def run(state: State) -> None:
-        state["diagnosis"] = analyzer.diagnose(sample, state["counts"], state["area_pct"], state["derived"])
+        # Every run is the first field of its sample, as a single-field capture would be.
+        history = SampleSummary(sample.context.sample_id)
+        quality = state["quality"]
+        history.add_field(quality.accepted, quality.reasons, state["counts"], state["area_pct"], state["derived"])
+        state["diagnosis"] = analyzer.diagnose(sample, history)
 
     return Stage("diagnosis", note, run)
 
