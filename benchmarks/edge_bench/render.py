@@ -259,6 +259,11 @@ def _other_rows(report: dict[str, Any]) -> dict[str, float | None]:
     return rows
 
 
+def _code(report: dict[str, Any]) -> str:
+    code = report.get("code") or {}
+    return f"{code.get('version', '?')} {code.get('git_commit') or ''}".strip()
+
+
 def compare_tables(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name_b: str = "B") -> list[Table]:
     """Side-by-side figures of two reports, matched by name, with B/A."""
     who = Table(
@@ -269,6 +274,7 @@ def compare_tables(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name
             ["board", a["machine"].get("board") or "-", b["machine"].get("board") or "-"],
             ["ONNX Runtime", a["machine"]["onnxruntime"]["version"], b["machine"]["onnxruntime"]["version"]],
             ["created", a["created_at"], b["created_at"]],
+            ["code", _code(a), _code(b)],
         ],
     )
     tables = [who]

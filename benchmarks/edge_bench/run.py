@@ -43,6 +43,24 @@ class BenchOptions:
     command: list[str] = field(default_factory=list)
 
 
+def code_version() -> dict[str, Any]:
+    """The smearscope version and, in a git checkout, the commit measured (for before/after compares)."""
+    import subprocess
+
+    from smearscope import __version__
+
+    root = Path(__file__).resolve().parents[2]
+    commit = None
+    if (root / ".git").exists():
+        try:
+            out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                 text=True, timeout=5)
+            commit = out.stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            commit = None
+    return {"version": __version__, "git_commit": commit}
+
+
 def usable_cores() -> int:
     import os
 
@@ -152,6 +170,7 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
         "schema": SCHEMA_ID,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "command": options.command,
+        "code": code_version(),
         "settings": {
             "quick": options.quick,
             "warmup": options.warmup,
