@@ -160,18 +160,6 @@ def compare(report_a: Path, report_b: Path, as_markdown: bool) -> None:
 
 def main() -> None:
     """Console-script entry point: project errors become one line, never a traceback."""
-    from runtime.errors import SmearscopeError
+    from runtime.cli_entry import run_console_script
 
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except SmearscopeError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_console_script(cli)

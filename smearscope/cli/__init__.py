@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
 
 import click
 
@@ -28,10 +27,6 @@ SUBCOMMANDS: dict[str, str] = {
     "bridge": "smearscope.cli.bridge:bridge",
     "evaluate": "smearscope.cli.evaluate:evaluate",
 }
-
-
-# Packages of the [train] extra: a device install lacks them on purpose.
-WORKSTATION_PACKAGES = frozenset({"torch", "onnx", "onnxsim"})
 
 
 class LazyGroup(click.Group):
@@ -64,29 +59,7 @@ def cli() -> None:
 
 
 def main() -> None:
-    """Console-script entry point; turns project errors into one clear line instead of a traceback."""
-    from runtime.errors import SmearscopeError
+    """Console-script entry point."""
+    from runtime.cli_entry import run_console_script
 
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except SmearscopeError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(2)
-    except ModuleNotFoundError as exc:
-        if exc.name not in WORKSTATION_PACKAGES:
-            raise
-        click.secho(
-            f"error: this command needs {exc.name}, which a device install leaves out; "
-            "on a workstation: pip install torch==2.13.0 && pip install 'smearscope[train]'",
-            fg="red",
-            err=True,
-        )
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_console_script(cli)
