@@ -94,6 +94,11 @@ def test_sweep_macs_and_ratios_are_consistent(quick_report):
     assert report["torch"]["available"] and "checkpoint best.pt" in report["torch"]["note"]
     assert ratios["ort_fp32_over_torch"] == pytest.approx(fp32["latency_ms"]["p50"] / torch_point["latency_ms"]["p50"])
     assert report["memory"]["peak_rss_mb"] >= report["memory"]["peak_rss_before_torch_mb"] > 0
+    by_threads = {r["basis"]["threads"]: r for r in ratios["by_threads"]}
+    assert sorted(by_threads) == report["settings"]["threads"]
+    one = by_threads[1]
+    assert one["int8_over_fp32"] == pytest.approx(sweep[("int8", 1, field)]["latency_ms"]["p50"]
+                                                  / sweep[("fp32", 1, field)]["latency_ms"]["p50"])
 
 
 def test_operator_profile_accounts_for_the_time(quick_report):

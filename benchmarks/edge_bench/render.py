@@ -176,16 +176,19 @@ def _torch_table(report: dict[str, Any]) -> Table:
 
 def _ratios_table(report: dict[str, Any]) -> Table:
     r = report["ratios"]
-    b = r["basis"]
+    by_threads = r.get("by_threads") or [r]
+    header = ["", *[f"{x['basis']['threads']} thr" for x in by_threads]]
     rows = [
-        ["int8 / fp32 (ORT p50)", fmt(r["int8_over_fp32"], 3)],
-        ["ORT fp32 / PyTorch eager (p50)", fmt(r["ort_fp32_over_torch"], 3)],
-        ["ORT int8 / PyTorch eager (p50)", fmt(r["ort_int8_over_torch"], 3)],
-        ["fp32 efficiency (of fp32 matmul peak)", pct(r["efficiency_fp32"])],
-        ["int8 efficiency (of int8 matmul peak)", pct(r["efficiency_int8"])],
+        ["int8 / fp32 (ORT p50)", *[fmt(x["int8_over_fp32"], 3) for x in by_threads]],
+        ["ORT fp32 / PyTorch eager (p50)", *[fmt(x["ort_fp32_over_torch"], 3) for x in by_threads]],
+        ["ORT int8 / PyTorch eager (p50)", *[fmt(x["ort_int8_over_torch"], 3) for x in by_threads]],
+        ["fp32 efficiency (of fp32 matmul peak)", *[pct(x["efficiency_fp32"]) for x in by_threads]],
+        ["int8 efficiency (of int8 matmul peak)", *[pct(x["efficiency_int8"]) for x in by_threads]],
     ]
-    note = f"basis: {b['provider']}, {b['threads']} threads, input {hw(b['input_hw'])}; below 1 = numerator faster"
-    return Table("Ratios (same run)", ["", ""], rows, [note])
+    b = r["basis"]
+    note = (f"{b['provider']}, input {hw(b['input_hw'])}; headline (summary) at {b['threads']} threads; "
+            "below 1 = numerator faster")
+    return Table("Ratios (same run)", header, rows, [note])
 
 
 def to_text(tables: Iterable[Table]) -> str:

@@ -85,7 +85,7 @@ def plan_steps(options: BenchOptions, models: list[ModelFile], providers: list[s
     pipelines = len(models)
     sweep = len(models) * len(providers) * len(threads) * len(sizes)
     profiles = len(models)
-    torch_points = len(sizes) if options.torch else 0
+    torch_points = len(threads) * len(sizes) if options.torch else 0
     return peaks + macs + pipelines + sweep + profiles + torch_points
 
 
@@ -162,9 +162,10 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
         rss_before_torch = peak_rss_mb()
 
         # 6. PyTorch eager on the same inputs (last: importing torch inflates the process)
-        torch_section = run_torch(options, models, main_threads, inputs, step)
+        torch_section = run_torch(options, models, threads, inputs, step)
 
     sweep_dicts = [p.to_dict() for p in sweep]
+    basis_provider = CPU if CPU in providers else providers[0]
     machine["load_average_end"] = load_average()
     report = {
         "schema": SCHEMA_ID,
@@ -191,8 +192,12 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
         "sweep": sweep_dicts,
         "op_profile": op_profile,
         "torch": torch_section,
-        "ratios": headline_ratios(sweep_dicts, torch_section["points"], CPU if CPU in providers else providers[0],
-                                  main_threads, list(field_hw)),
+        "ratios": {
+            **headline_ratios(sweep_dicts, torch_section["points"], basis_provider, main_threads, list(field_hw)),
+            "by_threads": [
+                headline_ratios(sweep_dicts, torch_section["points"], basis_provider, t, list(field_hw)) for t in threads
+            ],
+        },
         "memory": {"peak_rss_mb": peak_rss_mb(), "peak_rss_before_torch_mb": rss_before_torch},
     }
     validate_report(report, source="edge-bench report")
@@ -257,9 +262,9 @@ def run_pipeline(model: ModelFile, frame: BenchFrame, options: BenchOptions, pro
     }
 
 
-def run_torch(options: BenchOptions, models: list[ModelFile], threads: int, inputs: dict[HW, Any],
+def run_torch(options: BenchOptions, models: list[ModelFile], threads: list[int], inputs: dict[HW, Any],
               step: Callable[[str], None]) -> dict[str, Any]:
-    """PyTorch eager latency at the headline thread count and every size, or why it is not available."""
+    """PyTorch eager latency at every thread count and size, or why it is not available."""
     from benchmarks.edge_bench.torch_baseline import BaselineUnavailable, load_torch_eager
 
     if not options.torch:
@@ -268,15 +273,16 @@ def run_torch(options: BenchOptions, models: list[ModelFile], threads: int, inpu
     try:
         eager = load_torch_eager(reference.path, reference.card, options.checkpoint)
     except BaselineUnavailable as exc:
-        for _ in inputs:
+        for _ in range(len(threads) * len(inputs)):
             step("PyTorch eager (not available)")
         return {"available": False, "note": f"PyTorch eager not available: {exc}", "version": None, "points": []}
     points = []
-    eager.set_threads(threads)
-    for hw, tensor in inputs.items():
-        stats = measure(lambda: eager.forward(tensor), warmup=options.warmup, runs=options.runs)
-        points.append({"threads": threads, "input_hw": list(hw), "latency_ms": stats.to_dict()})
-        step(f"PyTorch eager {threads}t {hw[0]}x{hw[1]}")
+    for t in threads:
+        eager.set_threads(t)
+        for hw, tensor in inputs.items():
+            stats = measure(lambda: eager.forward(tensor), warmup=options.warmup, runs=options.runs)
+            points.append({"threads": t, "input_hw": list(hw), "latency_ms": stats.to_dict()})
+            step(f"PyTorch eager {t}t {hw[0]}x{hw[1]}")
     note = f"PyTorch {eager.version} eager, inference_mode, CPU; weights: {eager.weights}"
     return {"available": True, "note": note, "version": eager.version, "points": points}
 
