@@ -1,7 +1,10 @@
 """One frame through the pipeline: quality -> preprocess -> inference -> postprocess -> diagnosis.
 
 Each stage is a separate method so benchmarks can time them one by one; `analyze` runs them all
-and records each stage's wall time in milliseconds. A frame the quality gate rejects yields empty
+and records each stage's wall time in milliseconds. Together the stages are exactly
+runtime.postprocess.analyse_frame (the scale search, centre heat-map and counting that `smearscope
+evaluate` measures); the quality gate judges the frame at the classical scale estimate, the result
+reports the scale the search settled on. A frame the quality gate rejects yields empty
 counts (all background) and the gate's reasons instead of a model output, unless the config asks
 to analyse rejected frames anyway.
 """
@@ -17,8 +20,16 @@ import numpy as np
 from runtime.classes import CELL_CLASSES, CLASS_NAMES, NUM_CLASSES
 from runtime.config import QualityConfig
 from runtime.imageio import check_frame
-from runtime.postprocess import area_percentages, count_cells
-from runtime.preprocess import Geometry, Prepared, ScaleDecision
+from runtime.postprocess import (
+    NetworkPass,
+    Segmentation,
+    area_percentages,
+    count_cells,
+    count_segmentation,
+    search_scale,
+    to_segmentation,
+)
+from runtime.preprocess import Prepared, ScaleDecision
 from runtime.quality import QualityReport, assess
 from runtime.sample_context import SampleField, SampleSummary
 from runtime.segmenter import SegmentationModel
@@ -33,7 +44,8 @@ class Diagnoser(Protocol):
 
 @dataclass
 class FrameAnalysis:
-    """Everything one frame produced; `mask` is at the frame's own size."""
+    """Everything one frame produced; `mask` is at the frame's own size; `scale` is the one the
+    analysis used (the gate's classical decision when the model did not run)."""
 
     quality: QualityReport
     scale: ScaleDecision
@@ -90,20 +102,26 @@ class Analyzer:
     # --- the stages, separately callable -----------------------------------------------------
 
     def check_quality(self, frame: np.ndarray, um_per_px: float | None = None) -> tuple[QualityReport, ScaleDecision]:
-        """Decide the resampling scale, then measure focus, exposure and cell coverage at that scale."""
+        """The classical scale decision (first guess of the scale search), and focus, exposure and
+        cell coverage measured at that scale."""
         scale = self.model.decide_scale(frame, um_per_px)
         return assess(frame, self.quality_config, scale.scale), scale
 
     def preprocess(self, frame: np.ndarray, scale: ScaleDecision, source: str = "frame") -> Prepared:
+        """The tensor of the first network pass, at the quality gate's scale."""
         return self.model.prepare(frame, scale, source=source)
 
-    def infer(self, prepared: Prepared) -> np.ndarray:
-        return self.model.infer(prepared)
+    def infer(self, prepared: Prepared, frame: np.ndarray) -> list[NetworkPass]:
+        """The network on `prepared`, then, unless the frame is calibrated, at the other scales of
+        runtime.postprocess.search_scale (those passes' resampling is timed here too)."""
+        first = self.model.predict(prepared)
+        return search_scale(self.model.run, frame, self.model.params, first)
 
-    def postprocess(self, scores: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, dict[str, int], dict[str, float]]:
-        """Scores -> frame-sized mask, per-class counts and area percentages."""
-        mask = self.model.to_mask(scores, geometry)
-        return mask, count_cells(mask), area_percentages(mask)
+    def postprocess(self, passes: list[NetworkPass]) -> tuple[Segmentation, dict[str, int], dict[str, float]]:
+        """The most confident pass -> frame-sized segmentation, per-class counts (with the centre
+        heat-map and the measured red-cell size) and area percentages: as runtime.postprocess.analyse_frame."""
+        seg = to_segmentation(passes)
+        return seg, count_segmentation(seg), area_percentages(seg.mask)
 
     def diagnose(self, sample: SampleField | None, smear: SampleSummary) -> dict[str, Any] | None:
         if self.diagnoser is None:
@@ -141,10 +159,11 @@ class Analyzer:
         if model_ran:
             prepared = self.preprocess(frame, scale, source=source)
             t = lap("preprocess", t)
-            scores = self.infer(prepared)
+            passes = self.infer(prepared, frame)
             t = lap("inference", t)
-            mask, counts, area = self.postprocess(scores, prepared.geometry)
+            seg, counts, area = self.postprocess(passes)
             t = lap("postprocess", t)
+            mask, scale = seg.mask, seg.scale
         else:
             mask = np.zeros(frame.shape[:2], np.uint8)
             counts, area = count_cells(mask), area_percentages(mask)

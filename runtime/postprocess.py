@@ -265,21 +265,30 @@ class Segmentation:
 
 
 @dataclass(frozen=True)
-class _Pass:
+class NetworkPass:
+    """One network run at one scale, on the network grid."""
+
     prepared: Prepared
     logits: np.ndarray
+    """CxHxW class scores (padded grid)."""
     heat: np.ndarray | None
-    decision: ScaleDecision
+    """1xHxW red-cell centre heat-map in [0, 1], when the model has a centre head."""
     measured: float | None
+    """Red-cell diameter in frame pixels measured on this pass's mask."""
     confidence: float
+    """Mean top-class probability inside the frame: highest when cells appear at the learnt size."""
+
+    @property
+    def decision(self) -> ScaleDecision:
+        return self.prepared.scale
 
 
-def _one_pass(run: Run, frame: np.ndarray, params: PreprocessParams, decision: ScaleDecision) -> _Pass:
-    prepared = preprocess(frame, params, scale=decision)
+def run_pass(run: Run, prepared: Prepared) -> NetworkPass:
+    """Run the network on one prepared tensor and read what the scale search needs from its outputs."""
     outputs = run(prepared.tensor)
     logits = np.asarray(outputs["logits"] if "logits" in outputs else next(iter(outputs.values())))[0]
     centres = outputs.get("centres")
-    heat = None  # 1xHxW
+    heat = None
     if centres is not None:
         heat = 1.0 / (1.0 + np.exp(-np.asarray(centres, np.float32)[0].reshape(1, *logits.shape[1:])))
     rh, rw = prepared.geometry.resized_hw
@@ -287,10 +296,9 @@ def _one_pass(run: Run, frame: np.ndarray, params: PreprocessParams, decision: S
     grid_mask = inside.argmax(axis=0).astype(np.uint8)
     diameter = rbc_diameter_from_mask(grid_mask)
     measured = None if diameter is None else diameter / prepared.geometry.scale
-    # Mean top-class probability: highest when cells appear at the size the network learnt.
     shifted = np.exp(inside - inside.max(axis=0, keepdims=True))
     confidence = float((1.0 / shifted.sum(axis=0)).mean())
-    return _Pass(prepared, logits, heat, decision, measured, confidence)
+    return NetworkPass(prepared, logits, heat, measured, confidence)
 
 
 def _at_diameter(params: PreprocessParams, diameter: float, source: str) -> ScaleDecision:
@@ -298,30 +306,33 @@ def _at_diameter(params: PreprocessParams, diameter: float, source: str) -> Scal
     return ScaleDecision(scale=scale, source=source, rbc_diameter_px=float(diameter))  # type: ignore[arg-type]
 
 
-def segment_frame(run: Run, frame: np.ndarray, params: PreprocessParams, *, um_per_px: float | None = None,
-                  refine_scale: bool = True, tolerance: float = 0.1,
-                  candidates: tuple[float, ...] = (1.0, 2.0)) -> Segmentation:
-    """Segment a frame; without a µm/px calibration, find the red-cell size with the network itself.
+def search_scale(run: Run, frame: np.ndarray, params: PreprocessParams, first: NetworkPass, *,
+                 refine_scale: bool = True, tolerance: float = 0.1,
+                 candidates: tuple[float, ...] = (1.0, 2.0)) -> list[NetworkPass]:
+    """Every pass of the scale search, `first` (the pass at decide_scale's decision) included.
 
     The classical estimate (preprocess) is only a first guess, and it errs mostly low (sub-cell
     texture looks like small cells), where the network, shown cells several times too large,
-    agrees with it. So with `refine_scale` the network runs at each of `candidates` times the
-    guess; the pass with the most confident output (mean top-class probability) wins; the red-cell
-    size measured on its mask, if it differs from the one assumed by more than `tolerance`, gets
-    one more pass, and the most confident of all passes is kept. A calibrated frame (`um_per_px`)
-    runs once at its known scale.
+    agrees with it. So with `refine_scale` the network also runs at the other `candidates` times
+    the guess; the pass with the most confident output (mean top-class probability) wins; the
+    red-cell size measured on its mask, if it differs from the one assumed by more than
+    `tolerance`, gets one more pass. A calibrated frame, or one with no estimate, runs once.
     """
-    decision = decide_scale(params, frame, um_per_px=um_per_px)
-    if not refine_scale or um_per_px is not None or decision.rbc_diameter_px is None:
-        passes = [_one_pass(run, frame, params, decision)]
-    else:
-        guess = decision.rbc_diameter_px
-        passes = [_one_pass(run, frame, params, decision if f == 1.0 else _at_diameter(params, guess * f, "estimated"))
-                  for f in candidates]
-        best = max(passes, key=lambda p: p.confidence)
-        assumed = params.target_rbc_diameter_px / best.decision.scale
-        if best.measured is not None and abs(best.measured / assumed - 1.0) > tolerance:
-            passes.append(_one_pass(run, frame, params, _at_diameter(params, best.measured, "measured")))
+    decision = first.decision
+    if not refine_scale or decision.source == "calibration" or decision.rbc_diameter_px is None:
+        return [first]
+    guess = decision.rbc_diameter_px
+    passes = [first if f == 1.0 else run_pass(run, preprocess(frame, params, scale=_at_diameter(params, guess * f, "estimated")))
+              for f in candidates]
+    best = max(passes, key=lambda p: p.confidence)
+    assumed = params.target_rbc_diameter_px / best.decision.scale
+    if best.measured is not None and abs(best.measured / assumed - 1.0) > tolerance:
+        passes.append(run_pass(run, preprocess(frame, params, scale=_at_diameter(params, best.measured, "measured"))))
+    return passes
+
+
+def to_segmentation(passes: list[NetworkPass]) -> Segmentation:
+    """The most confident pass, mapped to the frame's own size."""
     best = max(passes, key=lambda p: p.confidence)
     geometry = best.prepared.geometry
     mask = scores_to_frame(best.logits, geometry).argmax(axis=0).astype(np.uint8)
@@ -330,8 +341,24 @@ def segment_frame(run: Run, frame: np.ndarray, params: PreprocessParams, *, um_p
                         passes=len(passes))
 
 
+def segment_frame(run: Run, frame: np.ndarray, params: PreprocessParams, *, um_per_px: float | None = None,
+                  refine_scale: bool = True, tolerance: float = 0.1,
+                  candidates: tuple[float, ...] = (1.0, 2.0)) -> Segmentation:
+    """Segment a frame; without a µm/px calibration, find the red-cell size with the network itself
+    (first pass at decide_scale's decision, then search_scale, then the most confident pass)."""
+    first = run_pass(run, preprocess(frame, params, scale=decide_scale(params, frame, um_per_px=um_per_px)))
+    passes = search_scale(run, frame, params, first, refine_scale=refine_scale, tolerance=tolerance,
+                          candidates=candidates)
+    return to_segmentation(passes)
+
+
+def count_segmentation(seg: Segmentation, rules: CountRules = DEFAULT_RULES) -> dict[str, int]:
+    """count_cells with the segmentation's centre heat-map and measured red-cell size."""
+    return count_cells(seg.mask, seg.centres, rbc_diameter_px=seg.rbc_diameter_px, rules=rules)
+
+
 def analyse_frame(run: Run, frame: np.ndarray, params: PreprocessParams, *, um_per_px: float | None = None,
                   refine_scale: bool = True, rules: CountRules = DEFAULT_RULES) -> tuple[Segmentation, dict[str, int]]:
     """segment_frame + count_cells with the measured red-cell size: what a device reports per frame."""
     seg = segment_frame(run, frame, params, um_per_px=um_per_px, refine_scale=refine_scale)
-    return seg, count_cells(seg.mask, seg.centres, rbc_diameter_px=seg.rbc_diameter_px, rules=rules)
+    return seg, count_segmentation(seg, rules)

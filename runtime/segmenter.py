@@ -1,4 +1,4 @@
-"""The segmentation model on the device: frame -> class mask at the frame's own size.
+"""The segmentation model on the device: a verified ONNX session and the preprocessing of its card.
 
 Preprocessing parameters come from the model card, never from device config, so the device
 feeds the network exactly the tensor it was trained and calibrated on.
@@ -16,7 +16,8 @@ from runtime.config import ModelConfig
 from runtime.errors import ModelError
 from runtime.modelcard import ModelCard, default_models_dir
 from runtime.onnx_session import LoadedModel, SessionOptions, load_model
-from runtime.preprocess import Geometry, PreprocessParams, Prepared, ScaleDecision, decide_scale, preprocess, scores_to_frame
+from runtime.postprocess import NetworkPass, run_pass
+from runtime.preprocess import PreprocessParams, Prepared, ScaleDecision, decide_scale, preprocess
 
 DEFAULT_MODEL_NAME = "segmentation.int8.onnx"
 
@@ -70,19 +71,16 @@ class SegmentationModel:
         """The one preprocessing, with the card's parameters."""
         return preprocess(frame_bgr, self.params, scale=scale, source=source)
 
-    def infer(self, prepared: Prepared) -> np.ndarray:
-        """Run the network; returns its first output for the single batch item (CxHxW or HxW)."""
-        outputs = self.loaded.run({self.card.input_name: prepared.tensor})
-        out = outputs.get(self.card.output_names[0]) if self.card.output_names else None
-        if out is None:
-            out = next(iter(outputs.values()))
-        return np.asarray(out)[0]
-
-    def to_mask(self, scores: np.ndarray, geometry: Geometry) -> np.ndarray:
-        """Network output -> uint8 class mask at the frame's size (scores resampled, then argmax)."""
-        if scores.ndim != 3 or scores.shape[0] != NUM_CLASSES:
+    def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """The network's outputs by name ('logits', and 'centres' with a centre head) for a 1xCxHxW tensor."""
+        outputs = self.loaded.run({self.card.input_name: tensor})
+        logits = outputs["logits"] if "logits" in outputs else next(iter(outputs.values()))
+        if logits.ndim != 4 or logits.shape[1] != NUM_CLASSES:
             raise ModelError(
-                f"{self.path}: output has shape {scores.shape}, expected {NUM_CLASSES} class score maps"
+                f"{self.path}: output has shape {logits.shape}, expected 1x{NUM_CLASSES}xHxW class scores"
             )
-        frame_scores = scores_to_frame(scores.astype(np.float32, copy=False), geometry)
-        return frame_scores.argmax(axis=0).astype(np.uint8)
+        return outputs
+
+    def predict(self, prepared: Prepared) -> NetworkPass:
+        """One network pass on a prepared tensor (runtime.postprocess.run_pass)."""
+        return run_pass(self.run, prepared)

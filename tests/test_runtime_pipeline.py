@@ -13,6 +13,7 @@ from runtime.analysis import Analyzer, derived_estimates
 from runtime.errors import ModelError, ModelIntegrityError
 from runtime.modelcard import card_path_for
 from runtime.onnx_session import SessionOptions
+from runtime.postprocess import analyse_frame
 from runtime.result import build_result
 from runtime.sample_context import SampleContext, SampleField
 from runtime.schema import validate
@@ -47,11 +48,23 @@ def test_stages_are_separately_callable(analyzer):
     frame = generate_smear(5, 160, 200, UM_PER_PX).image
     report, scale = analyzer.check_quality(frame, UM_PER_PX)
     prepared = analyzer.preprocess(frame, scale)
-    scores = analyzer.infer(prepared)
-    mask, counts, area = analyzer.postprocess(scores, prepared.geometry)
+    passes = analyzer.infer(prepared, frame)
+    seg, counts, area = analyzer.postprocess(passes)
     whole = analyzer.analyze(frame, um_per_px=UM_PER_PX)
-    assert report.accepted and scores.shape[0] == 4
-    assert np.array_equal(mask, whole.mask) and counts == whole.counts and area == whole.area_pct
+    assert report.accepted and len(passes) == 1 and passes[0].logits.shape[0] == 4  # calibrated: one pass
+    assert np.array_equal(seg.mask, whole.mask) and counts == whole.counts and area == whole.area_pct
+    assert seg.scale == whole.scale == scale
+
+
+@pytest.mark.parametrize("um_per_px", [UM_PER_PX, None])
+def test_analyzer_is_analyse_frame(analyzer, um_per_px):
+    """The device's stages and the evaluated path (runtime.postprocess.analyse_frame) are one."""
+    frame = generate_smear(21, 220, 260, UM_PER_PX).image
+    whole = analyzer.analyze(frame, um_per_px=um_per_px)
+    seg, counts = analyse_frame(analyzer.model.run, frame, analyzer.model.params, um_per_px=um_per_px)
+    assert whole.model_ran and whole.counts == counts
+    assert np.array_equal(whole.mask, seg.mask) and whole.scale == seg.scale
+    assert whole.quality_dict()["scale"]["source"] == seg.scale.source
 
 
 def test_result_message_validates_and_carries_derived_estimates(analyzer):

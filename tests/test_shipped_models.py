@@ -9,7 +9,7 @@ import pytest
 
 from runtime.modelcard import card_path_for, load_card
 from runtime.onnx_session import SessionOptions, load_model
-from runtime.postprocess import count_cells, segment_frame
+from runtime.postprocess import analyse_frame, count_cells, segment_frame
 from runtime.preprocess import preprocess
 from training.labels import boxes_to_mask, dice_per_class
 from training.txl_pbc import count_boxes, list_samples, load_sample
@@ -73,3 +73,40 @@ def test_default_device_model_is_the_shipped_int8():
     model = SegmentationModel.load()
     assert model.path.name == NAMES[1]
     assert model.params.target_rbc_diameter_px > 0
+
+
+@pytest.fixture(scope="module")
+def shipped_analyzer(repo_root):
+    from runtime.analysis import Analyzer
+    from runtime.segmenter import SegmentationModel
+
+    path = repo_root / "models" / NAMES[1]
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    return Analyzer(SegmentationModel.load(path, SessionOptions(intra_op_threads=2, warmup=False)))
+
+
+def _agree(analyzer, image, um_per_px=None):
+    whole = analyzer.analyze(image, um_per_px=um_per_px)
+    seg, counts = analyse_frame(analyzer.model.run, image, analyzer.model.params, um_per_px=um_per_px)
+    assert whole.model_ran
+    assert whole.counts == counts, (whole.counts, counts)
+    assert np.array_equal(whole.mask, seg.mask) and whole.scale == seg.scale
+    return seg
+
+
+def test_device_analyzer_counts_as_evaluated_on_a_synthetic_smear(shipped_analyzer):
+    """Analyzer (smearscope analyze/run/demo) and analyse_frame (smearscope evaluate) with the
+    centre head: same mask, scale and counts, calibrated or not."""
+    from runtime.synthetic import generate_smear
+
+    image = generate_smear(7, 300, 360, 0.25).image
+    _agree(shipped_analyzer, image, 0.25)
+    assert _agree(shipped_analyzer, image).centres is not None
+
+
+def test_device_analyzer_counts_as_evaluated_on_real_smears(shared_data, shipped_analyzer):
+    for sample in list_samples(shared_data / "txl_pbc", "val")[::150]:
+        image, _ = load_sample(sample)
+        seg = _agree(shipped_analyzer, image)
+        assert seg.centres is not None and seg.passes >= 2  # uncalibrated: the scale search ran

@@ -118,18 +118,20 @@ def analysis_stages(analyzer: Any, um_per_px: float | None) -> list[Stage]:
         state["prepared"] = analyzer.preprocess(state["frame"], state["scale"])
 
     def infer(state: State) -> None:
-        state["scores"] = analyzer.infer(state["prepared"])
+        state["passes"] = analyzer.infer(state["prepared"], state["frame"])
 
     def postprocess(state: State) -> None:
-        mask, counts, area = analyzer.postprocess(state["scores"], state["prepared"].geometry)
-        state.update(mask=mask, counts=counts, area_pct=area, derived=derived_estimates(mask, counts, um_per_px))
+        seg, counts, area = analyzer.postprocess(state["passes"])
+        state.update(mask=seg.mask, scale=seg.scale, counts=counts, area_pct=area,
+                     derived=derived_estimates(seg.mask, counts, um_per_px))
 
     scale_note = "calibrated um/px" if um_per_px is not None else "red-cell size estimated from the frame"
     return [
         Stage("quality", f"scale decision ({scale_note}) + focus/exposure/coverage", quality),
         Stage("preprocess", "resample, pad, normalise (runtime.preprocess)", preprocess),
-        Stage("inference", "ONNX Runtime session.run", infer),
-        Stage("postprocess", "scores -> frame-size mask, cell counts (runtime.postprocess), area %", postprocess),
+        Stage("inference", "ONNX Runtime session.run; uncalibrated: scale search, 2-3 passes", infer),
+        Stage("postprocess", "best pass -> frame-size mask + centres, cell counts (runtime.postprocess), area %",
+              postprocess),
     ]
 
 

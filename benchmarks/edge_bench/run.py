@@ -221,7 +221,7 @@ def run_pipeline(model: ModelFile, frame: BenchFrame, options: BenchOptions, pro
     # First inference on this field's tensor, before any warm-up.
     quality, scale = analyzer.check_quality(frame.image, frame.um_per_px)
     prepared = analyzer.preprocess(frame.image, scale)
-    first_ms, _ = time_call(lambda: analyzer.infer(prepared))
+    first_ms, _ = time_call(lambda: segmenter.predict(prepared))
 
     capture, close_camera = capture_stage(frame)
     sample = bench_sample()
