@@ -1,7 +1,7 @@
 """The evaluation report: a shipped (ONNX) model and the classical baseline on a TXL-PBC split.
 
 Everything runs the way the device runs it: the one preprocessing with the scale estimated from
-the frame (never from the boxes), runtime.postprocess.segment_frame (first pass, red-cell size
+the frame (never from the boxes), runtime.postprocess.analyse_frame (first pass, red-cell size
 measured on it, second pass if needed) and runtime.postprocess.count_cells. Truth is the labeller's
 mask of the boxes and the number of boxes per class (border-cut cells included).
 
@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.classes import CELL_CLASSES
-from runtime.postprocess import count_cells, segment_frame
+from runtime.postprocess import analyse_frame, count_cells
 from training.baseline import classical_segment
 from training.labels import boxes_to_mask
 from training.metrics import ConfusionMeter
@@ -48,8 +47,8 @@ def onnx_method(model_path: str | Path, name: str | None = None, refine_scale: b
         return loaded.run({input_name: tensor})
 
     def analyse(frame: np.ndarray) -> tuple[np.ndarray, dict[str, int], float | None]:
-        seg = segment_frame(run, frame, params, refine_scale=refine_scale)
-        return seg.mask, count_cells(seg.mask, seg.centres, rbc_diameter_px=seg.rbc_diameter_px), seg.rbc_diameter_px
+        seg, counts = analyse_frame(run, frame, params, refine_scale=refine_scale)  # what the device runs
+        return seg.mask, counts, seg.rbc_diameter_px
 
     return Method(name or Path(model_path).name, analyse)
 
