@@ -137,41 +137,35 @@ def estimate_rbc_diameter_px(frame_bgr: np.ndarray) -> float | None:
 
 
 def _stain_mask(frame_bgr: np.ndarray) -> np.ndarray | None:
-    """Binary uint8 mask of red-cell-stained area (green darkness, Otsu), holes filled; None when
-    the frame is blank or nearly all one class."""
-    darkness = cv2.GaussianBlur(255 - frame_bgr[:, :, 1], (5, 5), 0)
-    if int(darkness.max()) - int(darkness.min()) < 20:
+    """Red-cell-stained area (green darkness); None when blank or nearly all one class."""
+    return _filled_otsu(255 - frame_bgr[:, :, 1], min_coverage=0.01, max_coverage=0.97)
+
+
+def foreground_mask(frame_bgr: np.ndarray) -> np.ndarray | None:
+    """Stained objects of any kind (saturation); None for a blank frame. Used by the quality gate."""
+    saturation = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2HSV)[:, :, 1]
+    return _filled_otsu(saturation, min_coverage=0.005, max_coverage=0.95)
+
+
+def _filled_otsu(channel: np.ndarray, *, min_coverage: float, max_coverage: float) -> np.ndarray | None:
+    """Binary uint8 mask of the bright side of `channel` (Otsu), specks opened away, holes filled.
+
+    None when the channel has no contrast or the mask covers less than `min_coverage` or more than
+    `max_coverage` of the frame (a blank field, or one where Otsu split the background itself).
+    """
+    channel = cv2.GaussianBlur(channel, (5, 5), 0)
+    if int(channel.max()) - int(channel.min()) < 20:
         return None
-    _, mask = cv2.threshold(darkness, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    _, mask = cv2.threshold(channel, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    # Fill holes (red cells have pale centres): flood the background from the border; what is not
+    # reached is inside a cell. floodFill needs a mask 2 px larger than the padded image.
     h, w = mask.shape
     padded = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     cv2.floodFill(padded, np.zeros((h + 4, w + 4), np.uint8), (0, 0), 255)
     filled = cv2.bitwise_or(mask, cv2.bitwise_not(padded[1:-1, 1:-1]))
     coverage = filled.mean() / 255.0
-    if coverage < 0.01 or coverage > 0.97:
-        return None
-    return filled
-
-
-def _foreground_mask(frame_bgr: np.ndarray) -> np.ndarray | None:
-    """Binary uint8 mask of stained objects, holes filled; None for a blank frame."""
-    hsv = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2HSV)
-    saturation = cv2.GaussianBlur(hsv[:, :, 1], (5, 5), 0)
-    if int(saturation.max()) - int(saturation.min()) < 20:
-        return None
-    _, mask = cv2.threshold(saturation, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    # Fill holes: flood the background from the border; what is not reached is inside a cell.
-    flood = mask.copy()
-    h, w = mask.shape
-    ff = np.zeros((h + 4, w + 4), np.uint8)  # floodFill needs a mask 2 px larger than the padded image
-    padded = cv2.copyMakeBorder(flood, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    cv2.floodFill(padded, ff, (0, 0), 255)
-    holes = cv2.bitwise_not(padded[1:-1, 1:-1])
-    filled = cv2.bitwise_or(mask, holes)
-    coverage = filled.mean() / 255.0
-    if coverage < 0.005 or coverage > 0.95:
+    if coverage < min_coverage or coverage > max_coverage:
         return None
     return filled
 

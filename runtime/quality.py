@@ -20,7 +20,7 @@ import numpy as np
 
 from runtime.config import QualityConfig
 from runtime.imageio import check_frame
-from runtime.preprocess import _foreground_mask
+from runtime.preprocess import foreground_mask
 
 _WORK_SIDE = 1024  # measure on at most this many pixels along the long side (cost, not accuracy)
 
@@ -62,7 +62,7 @@ def clipped_fraction(frame_bgr: np.ndarray) -> float:
 
 def cell_coverage(frame_bgr: np.ndarray) -> float:
     """Share of the frame covered by stained objects (0 for a blank or featureless frame)."""
-    mask = _foreground_mask(frame_bgr)
+    mask = foreground_mask(frame_bgr)
     return 0.0 if mask is None else float(np.count_nonzero(mask)) / float(mask.size)
 
 
