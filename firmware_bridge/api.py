@@ -5,6 +5,7 @@ See the package docstring (firmware_bridge/__init__.py) for how to use it.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
@@ -251,3 +252,14 @@ def open_bridge(config: Mapping[str, Any]) -> Bridge:
     from firmware_bridge.simulator import open_simulated_bridge
 
     return open_simulated_bridge(settings)
+
+
+def take_event(events: "queue.Queue[ButtonEvent]", timeout: float) -> ButtonEvent | None:
+    """The next queued button event, waiting up to `timeout` seconds (0: don't wait); None if none.
+
+    Shared by every Bridge implementation so `poll_button` means the same thing for all of them.
+    """
+    try:
+        return events.get(timeout=timeout) if timeout > 0 else events.get_nowait()
+    except queue.Empty:
+        return None

@@ -26,6 +26,7 @@ from firmware_bridge.api import (
     GpioSettings,
     check_illumination,
     status_pattern,
+    take_event,
 )
 from firmware_bridge.debounce import PRESS, Debouncer, pattern_level
 
@@ -110,10 +111,7 @@ class GpioBridge:
         return not self._stop.is_set()
 
     def poll_button(self, timeout: float = 0.0) -> ButtonEvent | None:
-        try:
-            return self._events.get(timeout=timeout) if timeout > 0 else self._events.get_nowait()
-        except queue.Empty:
-            return None
+        return take_event(self._events, timeout)
 
     def set_status(self, state: str) -> Command:
         command = Command("status", status_pattern(state))

@@ -39,6 +39,7 @@ from firmware_bridge.api import (
     SerialSettings,
     check_illumination,
     status_pattern,
+    take_event,
 )
 
 log = logging.getLogger(__name__)
@@ -135,10 +136,7 @@ class SerialBridge:
 
     def poll_button(self, timeout: float = 0.0) -> ButtonEvent | None:
         """The next button event, waiting up to timeout seconds; None if there is none."""
-        try:
-            return self._events.get(timeout=timeout) if timeout > 0 else self._events.get_nowait()
-        except queue.Empty:
-            return None
+        return take_event(self._events, timeout)
 
     def set_status(self, state: str) -> Command:
         """Show a device state ('idle', 'busy', 'error', 'offline') on the status LED."""
