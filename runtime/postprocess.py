@@ -32,15 +32,6 @@ def area_percentages(mask: np.ndarray) -> dict[str, float]:
     return {name: round(100.0 * hist[i] / total, 4) for i, name in enumerate(CLASS_NAMES)}
 
 
-def count_components(mask: np.ndarray, class_index: int, min_area_px: int = 1) -> int:
-    """Number of 8-connected components of one class with at least `min_area_px` pixels."""
-    binary = (mask == class_index).astype(np.uint8)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    if n <= 1:
-        return 0
-    return int(np.count_nonzero(stats[1:, cv2.CC_STAT_AREA] >= min_area_px))
-
-
 @dataclass(frozen=True)
 class CountRules:
     """Thresholds as fractions of one red cell (diameter d, area pi d^2 / 4) in mask pixels."""
