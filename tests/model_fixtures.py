@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-TRAIN_EPOCHS = 25
+TRAIN_STEPS = 200
 _CODE = ("training", "export", "runtime/preprocess.py", "runtime/synthetic.py")
 
 
 def _code_hash(root: Path) -> str:
-    digest = hashlib.sha256(str(TRAIN_EPOCHS).encode())
+    digest = hashlib.sha256(str(TRAIN_STEPS).encode())
     for part in _CODE:
         path = root / part
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
@@ -47,7 +47,7 @@ def tiny_model_result():
         import torch
 
         return torch.load(out / "result.pt", weights_only=False)
-    result = build_tiny_model(out, epochs=TRAIN_EPOCHS)
+    result = build_tiny_model(out, steps=TRAIN_STEPS)
     if keep:
         import torch
 

@@ -55,7 +55,7 @@ def test_dice_and_iou_from_confusion_counts():
 
 
 def test_loss_prefers_the_right_answer_and_skips_ignored_pixels():
-    from training.losses import SegmentationLoss, centre_focal_loss
+    from training.losses import SegmentationLoss, centre_heatmap_loss
 
     target = torch.tensor([[[0, 1], [2, 3]]])
     good = torch.nn.functional.one_hot(target, 4).permute(0, 3, 1, 2).float() * 10
@@ -67,10 +67,14 @@ def test_loss_prefers_the_right_answer_and_skips_ignored_pixels():
     assert loss(good, ignored) < 0.1
     heat = torch.zeros(1, 8, 8)
     heat[0, 4, 4] = 1.0
-    valid = torch.ones(1, 8, 8, dtype=torch.bool)
     peak = torch.full((1, 1, 8, 8), -6.0)
     peak[0, 0, 4, 4] = 6.0
-    assert centre_focal_loss(peak, heat, valid) < centre_focal_loss(-peak, heat, valid)
+    assert centre_heatmap_loss(peak, heat) < 0.01 < centre_heatmap_loss(-peak, heat)
+    # Missing the one peak costs more than one false peak on plasma (peaks weigh ten times more).
+    missed, extra = peak.clone(), peak.clone()
+    missed[0, 0, 4, 4] = -6.0
+    extra[0, 0, 1, 1] = 6.0
+    assert centre_heatmap_loss(missed, heat) > 5 * centre_heatmap_loss(extra, heat)
 
 
 def test_sources_registry_and_errors(tmp_path):
@@ -125,25 +129,63 @@ def test_corrupt_missing_and_foreign_checkpoints(tmp_path):
 
 def test_training_writes_checkpoints_and_resumes(tmp_path):
     from training.checkpoint import load_checkpoint
+    from training.datasets import DatasetCrops
     from training.loop import TrainConfig, train_segmentation
 
     spec = {"name": "unet", "kwargs": {"base_width": 4, "depth": 2}}
-    train = SegmentationDataset(SyntheticSource(count=4, height=96, width=96), PARAMS, augment=Augment(), crop=64)
+    train = DatasetCrops(SegmentationDataset(SyntheticSource(count=4, height=96, width=96), PARAMS,
+                                             augment=Augment(), crop=64))
     val = SegmentationDataset(SyntheticSource(count=2, split="val", height=96, width=96), PARAMS)
     lines: list[str] = []
-    first = train_segmentation(spec, PARAMS, train, val, TrainConfig(epochs=1, batch_size=2, threads=1), tmp_path,
-                               progress=False, log=lines.append)
-    assert first.best.is_file() and first.last.is_file() and len(first.history) == 1
+
+    def config(steps: int) -> TrainConfig:
+        return TrainConfig(steps=steps, batch_size=2, threads=1, val_every_min=None, val_every_steps=2)
+
+    first = train_segmentation(spec, PARAMS, train, val, config(2), tmp_path, progress=False, log=lines.append)
+    assert first.best.is_file() and first.last.is_file() and len(first.history) == 1 and first.steps == 2
     assert lines and "val mean Dice" in lines[0] and all(name in lines[0] for name in CLASS_NAMES)
     ckpt = load_checkpoint(first.last)
-    assert ckpt.epoch == 1 and ckpt.preprocess == PARAMS and set(ckpt.metrics["val"]["per_class"]) == set(CLASS_NAMES)
-    resumed = train_segmentation(spec, PARAMS, train, val, TrainConfig(epochs=2, batch_size=2, threads=1), tmp_path,
-                                 resume=first.last, progress=False, log=lines.append)
-    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    assert ckpt.raw["step"] == 2 and ckpt.preprocess == PARAMS
+    assert set(ckpt.metrics["val"]["per_class"]) == set(CLASS_NAMES)
+    resumed = train_segmentation(spec, PARAMS, train, val, config(4), tmp_path, resume=first.last,
+                                 progress=False, log=lines.append)
+    assert [r["step"] for r in resumed.history] == [2, 4]
     assert load_checkpoint(resumed.last).raw["step"] == 4
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
     with pytest.raises(ConfigError, match="trained as"):
         train_segmentation({"name": "unet", "kwargs": {"base_width": 8, "depth": 2}}, PARAMS, train, val,
-                           TrainConfig(epochs=3, threads=1), tmp_path, resume=first.last, progress=False)
+                           config(6), tmp_path, resume=first.last, progress=False)
+    with pytest.raises(ConfigError, match="budget"):
+        TrainConfig()
+
+
+def test_schedule_warms_up_then_decays_over_the_budget():
+    from training.loop import TrainConfig
+
+    config = TrainConfig(steps=1000, minutes=10.0, lr=1.0, warmup=0.1)
+    assert config.budget_fraction(100, 0.0) == pytest.approx(0.1)
+    assert config.budget_fraction(100, 300.0) == pytest.approx(0.5)  # time ran out faster than steps
+    assert config.budget_fraction(5000, 0.0) == 1.0
+    assert config.learning_rate(0.05) == pytest.approx(0.5 * 0.5 * (1 + np.cos(np.pi * 0.05)))
+    assert config.learning_rate(0.1) > config.learning_rate(0.5) > config.learning_rate(0.99) > 0
+
+
+def test_cached_crops_favour_platelet_images_and_match_the_network_grid():
+    from training.txl_crops import Augment as CropAugment, CachedCrops, CachedImage
+    from training.txl_pbc import Box
+
+    image = np.full((120, 120, 3), 200, np.uint8)
+    plain = CachedImage("plain", image, [Box(RBC, 60, 60, 45, 45)])
+    with_platelet = CachedImage("plt", image, [Box(RBC, 60, 60, 45, 45), Box(PLATELET, 20, 20, 12, 12)])
+    crops = CachedCrops([plain, with_platelet], PARAMS, 64, augment=CropAugment.none())
+    assert crops.sampling.tolist() == pytest.approx([1 / 3, 2 / 3])
+    x, y, heat = crops.batch(np.random.default_rng(0), 3)
+    assert x.shape == (3, 3, 64, 64) and y.shape == (3, 64, 64) and heat.shape == (3, 64, 64)
+    assert x.dtype == torch.float32 and y.dtype == torch.int64
+    with pytest.raises(ConfigError, match="multiple of the stride"):
+        CachedCrops([plain], PARAMS, 50)
+    with pytest.raises(DataError, match="no cached training images"):
+        CachedCrops([], PARAMS, 64)
 
 
 def test_real_smear_source_through_the_dataset(shared_data):

@@ -34,21 +34,43 @@ def test_help(cli_runner, args):
 def test_train_then_resume_on_synthetic(cli_runner, tmp_path):
     out = tmp_path / "run"
     result = cli_runner.invoke(cli, ["train", "segmentation", "--data", "synthetic", "--out", str(out),
-                                     "--epochs", "1", *TINY])
+                                     "--steps", "2", *TINY])
     assert result.exit_code == 0, result.output
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
     history = json.loads((out / "metrics.json").read_text())
-    assert history[0]["epoch"] == 1 and "rbc" in history[0]["val"]["per_class"]
-    assert "epoch 1:" in result.output and "best checkpoint" in result.output
+    assert history[0]["step"] == 2 and "rbc" in history[0]["val"]["per_class"]
+    assert "step 2 " in result.output and "best checkpoint" in result.output
     resumed = cli_runner.invoke(cli, ["train", "segmentation", "--data", "synthetic", "--out", str(out),
-                                      "--epochs", "2", "--resume", str(out / "last.pt"), *TINY])
+                                      "--steps", "4", "--resume", str(out / "last.pt"), *TINY])
     assert resumed.exit_code == 0, resumed.output
-    assert "resumed" in resumed.output and "epoch 2:" in resumed.output
+    assert "resumed" in resumed.output and "step 4 " in resumed.output
+
+
+def test_train_on_real_smears_uses_the_cached_crops(cli_runner, tmp_path, shared_data):
+    """The TXL-PBC path: cache built beside --out, val frames picked from the val split, card-ready checkpoint."""
+    from training.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    result = cli_runner.invoke(cli, ["train", "segmentation", "--data", str(shared_data / "txl_pbc"), "--out",
+                                     str(out), "--steps", "1", "--val-images", "2", "--base-width", "4",
+                                     "--depth", "2", "--crop", "64", "--threads", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "validation: 2 of 288" in result.output
+    assert any((tmp_path / "cache").glob("train-d32-*.npz"))
+    ckpt = load_checkpoint(out / "best.pt")
+    assert ckpt.training_data["train"]["split"] == "train" and ckpt.training_data["val"]["split"] == "val"
+    assert ckpt.training_data["train"]["trainer"] == "smearscope train segmentation"
+
+
+def test_train_needs_a_budget(cli_runner, tmp_path):
+    result = cli_runner.invoke(cli, ["train", "segmentation", "--data", "synthetic", "--out", str(tmp_path / "o"),
+                                     *TINY])
+    _fails_cleanly(result, "budget")
 
 
 def test_train_missing_data_folder(cli_runner, tmp_path):
     result = cli_runner.invoke(cli, ["train", "segmentation", "--data", str(tmp_path / "nowhere"),
-                                     "--out", str(tmp_path / "out"), *TINY])
+                                     "--out", str(tmp_path / "out"), "--steps", "1", *TINY])
     _fails_cleanly(result, "nowhere", "does not exist")
 
 
@@ -56,7 +78,7 @@ def test_train_unwritable_output(cli_runner, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     result = cli_runner.invoke(cli, ["train", "segmentation", "--data", "synthetic", "--out", str(blocker / "run"),
-                                     "--epochs", "1", *TINY])
+                                     "--steps", "1", *TINY])
     _fails_cleanly(result, "not writable")
 
 
@@ -64,7 +86,7 @@ def test_train_corrupt_resume_checkpoint(cli_runner, tmp_path):
     junk = tmp_path / "last.pt"
     junk.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
     result = cli_runner.invoke(cli, ["train", "segmentation", "--data", "synthetic", "--out", str(tmp_path / "o"),
-                                     "--epochs", "1", "--resume", str(junk), *TINY])
+                                     "--steps", "1", "--resume", str(junk), *TINY])
     _fails_cleanly(result, "last.pt", "not a readable checkpoint")
 
 

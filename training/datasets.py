@@ -319,3 +319,30 @@ def _random_crop(image: np.ndarray, mask: np.ndarray, heat: np.ndarray, crop: in
     y0, x0 = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
     window = (slice(y0, y0 + crop), slice(x0, x0 + crop))
     return image[:, window[0], window[1]], mask[window], heat[window]
+
+
+class DatasetCrops:
+    """A training.loop.BatchSource over a SegmentationDataset (built with `crop`): each pass over
+    the frames is a fresh permutation, and the dataset's per-(seed, epoch, index) randomness gives
+    every pass new augmentations."""
+
+    def __init__(self, dataset: SegmentationDataset) -> None:
+        if not dataset.crop:
+            raise ConfigError("DatasetCrops needs a SegmentationDataset built with crop= (batches stack equal sizes)")
+        self.dataset = dataset
+        self.epoch, self.order, self.cursor = 0, np.zeros(0, np.int64), 0
+
+    def batch(self, rng: np.random.Generator, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        items = []
+        for _ in range(size):
+            if self.cursor >= len(self.order):
+                self.epoch += 1
+                self.dataset.set_epoch(self.epoch)
+                self.order, self.cursor = rng.permutation(len(self.dataset)), 0
+            items.append(self.dataset[int(self.order[self.cursor])])
+            self.cursor += 1
+        heat = torch.stack([it["centres"] for it in items]) if self.dataset.centres else None
+        return torch.stack([it["image"] for it in items]), torch.stack([it["mask"] for it in items]), heat
+
+    def describe(self) -> dict[str, Any]:
+        return self.dataset.source.describe()

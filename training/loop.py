@@ -1,60 +1,94 @@
-"""The segmentation training loop: seeded, time-boxed, checkpointed, resumable, with metrics.
+"""The one segmentation training loop: seeded, budgeted, checkpointed, resumable, with metrics.
 
-Each epoch trains on random crops, then validates on whole frames and reports per-class Dice/IoU.
-`last.pt` is written every epoch and `best.pt` whenever the mean cell-class Dice improves, so an
-interrupted run resumes from `last.pt` and export takes `best.pt`.
+Every step draws a batch of random crops from a `BatchSource` (cached real smears or synthetic
+frames), so the loop knows nothing of where the pixels come from. The budget is a number of steps,
+a wall-clock time, or both (whichever ends first); the learning rate warms up, then follows a cosine
+over the fraction of the budget spent, so a time-boxed run on a busy CPU still finishes its
+schedule. Validation runs on whole frames every `val_every_min` minutes or `val_every_steps` steps
+and at the end; `last.pt` is written each time and `best.pt` when the mean per-class Dice
+(background included) improves. `--resume last.pt` continues the same schedule where it stopped.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import click
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from runtime.classes import NUM_CLASSES
 from runtime.errors import ConfigError, DataError, ModelError
 from runtime.preprocess import IGNORE_INDEX, PreprocessParams
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.losses import SegmentationLoss, centre_focal_loss
+from training.losses import SegmentationLoss, centre_heatmap_loss
 from training.metrics import ConfusionMeter, mean_dice
 from training.unet import build_model
+
+
+class BatchSource(Protocol):
+    """Where training crops come from: `batch` returns (images NxCxHxW float32, masks NxHxW int64
+    with IGNORE_INDEX, centre heat-maps NxHxW float32 or None when the source has no centre labels)."""
+
+    def batch(self, rng: np.random.Generator, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings (recorded in the checkpoint)."""
 
-    epochs: int = 30
+    steps: int | None = None
+    """Stop after this many optimiser steps."""
     minutes: float | None = None
-    """Wall-clock budget for this run; training stops after the step that exceeds it."""
+    """Stop after this much wall-clock time (the schedule runs over elapsed time)."""
     batch_size: int = 8
     lr: float = 3e-3
     weight_decay: float = 1e-4
+    warmup: float = 0.03
+    """Fraction of the budget over which the learning rate ramps up linearly."""
     seed: int = 0
     class_weights: tuple[float, ...] | None = None
     dice_weight: float = 1.0
     centre_weight: float = 1.0
     threads: int = 2
-    workers: int = 0
+    val_every_min: float | None = 5.0
+    val_every_steps: int | None = None
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
+        if self.steps is None and self.minutes is None:
+            raise ConfigError("training needs a budget: steps, minutes or both")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"steps must be at least 1, got {self.steps}")
         if self.minutes is not None and self.minutes <= 0:
             raise ConfigError(f"minutes must be positive, got {self.minutes}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
-        if self.class_weights is not None and len(self.class_weights) != NUM_CLASSES:
-            raise ConfigError(f"class weights: need {NUM_CLASSES} values, got {len(self.class_weights)}")
+        if self.class_weights is not None and len(self.class_weights) != 4:
+            raise ConfigError(f"class weights: need 4 values, got {len(self.class_weights)}")
+        if self.val_every_min is None and self.val_every_steps is None:
+            raise ConfigError("validation needs a period: val_every_min or val_every_steps")
+
+    def budget_fraction(self, step: int, elapsed_s: float) -> float:
+        """How much of the budget is spent (0-1): the larger of the step and time fractions."""
+        fractions = []
+        if self.steps:
+            fractions.append(step / self.steps)
+        if self.minutes:
+            fractions.append(elapsed_s / (60.0 * self.minutes))
+        return min(1.0, max(fractions))
+
+    def learning_rate(self, fraction: float) -> float:
+        warm = min(1.0, fraction / self.warmup) if self.warmup > 0 else 1.0
+        return self.lr * warm * 0.5 * (1.0 + math.cos(math.pi * fraction))
 
 
 @dataclass
@@ -62,139 +96,139 @@ class TrainResult:
     best: Path
     last: Path
     history: list[dict[str, Any]] = field(default_factory=list)
-    stopped: str = "epochs"
+    steps: int = 0
 
 
-def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Accept dict batches (training.datasets) or (image, mask[, centres]) tuples."""
-    if isinstance(batch, dict):
-        return batch["image"], batch["mask"], batch.get("centres"), batch.get("has_centres")
-    image, mask, *rest = batch
-    centres = rest[0] if rest else None
-    has = torch.ones(image.shape[0], dtype=torch.bool) if centres is not None else None
-    return image, mask, centres, has
-
-
-def _split_outputs(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+def split_outputs(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The U-Net returns logits, or (logits, centres) with a centre head."""
     return (out[0], out[1]) if isinstance(out, tuple) else (out, None)
 
 
 def evaluate_model(model: torch.nn.Module, data: Dataset) -> dict[str, Any]:
-    """Per-class Dice/IoU of a model on a dataset of whole frames (batch size 1)."""
+    """Per-class Dice/IoU on whole frames (batch size 1, network grid); `mean_dice` averages all
+    four classes, background included, and is the checkpoint-selection score."""
     meter = ConfusionMeter()
+    was_training = model.training
     model.eval()
     with torch.inference_mode():
         for item in DataLoader(data, batch_size=1):
-            image, mask, _, _ = _unpack(item)
-            logits, _ = _split_outputs(model(image))
-            meter.update(logits.argmax(1).numpy(), mask.numpy())
+            logits, _ = split_outputs(model(item["image"]))
+            meter.update(logits.argmax(1).numpy(), item["mask"].numpy())
+    model.train(was_training)
     scores = meter.scores()
-    return {"per_class": scores, "mean_dice": round(mean_dice(scores), 6)}
+    return {"per_class": scores, "mean_dice": round(mean_dice(scores, skip=()), 6)}
 
 
 def train_segmentation(
     model_spec: dict[str, Any],
     params: PreprocessParams,
-    train_data: Dataset,
+    batches: BatchSource,
     val_data: Dataset,
     config: TrainConfig,
     out_dir: str | Path,
     *,
     resume: str | Path | None = None,
+    init: str | Path | None = None,
     training_data: dict[str, Any] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = click.echo,
 ) -> TrainResult:
-    """Train `build_model(model_spec["name"], **model_spec["kwargs"])`; write last.pt and best.pt in out_dir."""
+    """Train `build_model(model_spec["name"], **model_spec["kwargs"])`; write last.pt and best.pt in out_dir.
+
+    `resume` continues a run (weights, optimiser, step, elapsed time, best score); `init` starts a
+    new schedule from another checkpoint's weights (fine-tuning).
+    """
+    if resume is not None and init is not None:
+        raise ConfigError("give either resume (continue a run) or init (start from weights), not both")
     out_dir = _writable_dir(out_dir)
-    torch.set_num_threads(max(1, config.threads))
     torch.manual_seed(config.seed)
-    np.random.seed(config.seed % 2**32)
+    torch.set_num_threads(max(1, config.threads))
+    rng = np.random.default_rng(config.seed)
     model = build_model(model_spec["name"], **model_spec.get("kwargs", {}))
     stride = getattr(model, "stride", 1)
     if params.stride % stride:
         raise ConfigError(f"preprocess stride {params.stride} is not a multiple of the model's stride {stride}")
+    if len(val_data) == 0:
+        raise DataError("validation data is empty")
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     criterion = SegmentationLoss(config.class_weights, config.dice_weight)
-    state = {"epoch": 0, "step": 0, "best_score": -1.0, "history": []}
+    state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "best_score": -1.0, "history": []}
     if resume is not None:
         state = _resume(resume, model, optimizer, model_spec, params)
-        log(f"resumed from {resume} at epoch {state['epoch']}")
-    if len(train_data) == 0:
-        raise DataError("training data is empty")
+        rng = np.random.default_rng([config.seed, state["step"]])  # fresh draws, not a replay of the first steps
+        log(f"resumed from {resume} at step {state['step']} ({state['elapsed_s'] / 60:.1f} min)")
+    elif init is not None:
+        model.load_state_dict(_compatible(init, model_spec, params).state_dict)
+        log(f"weights from {init}")
 
-    steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    budget_s = config.minutes * 60 if config.minutes else None
-    started = time.monotonic()
     best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
-    stopped = "epochs"
-    while state["epoch"] < config.epochs:
-        epoch = state["epoch"] + 1
-        if hasattr(train_data, "set_epoch"):
-            train_data.set_epoch(epoch)
-        loader = DataLoader(
-            train_data, batch_size=config.batch_size, shuffle=True, drop_last=False, num_workers=config.workers,
-            generator=torch.Generator().manual_seed(config.seed * 10_007 + epoch),
-        )
-        model.train()
-        t0, losses = time.monotonic(), []
-        out_of_time = False
-        bar = click.progressbar(length=len(loader), label=f"epoch {epoch}/{config.epochs}", file=sys.stderr) if progress else None
-        try:
-            for batch in loader:
-                frac = state["step"] / total_steps
-                if budget_s:
-                    frac = max(frac, (time.monotonic() - started) / budget_s)
-                for group in optimizer.param_groups:
-                    group["lr"] = config.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
-                loss = _train_step(model, optimizer, criterion, batch, config)
-                losses.append(loss)
-                state["step"] += 1
-                if bar is not None:
-                    bar.update(1)
-                if budget_s and time.monotonic() - started >= budget_s:
-                    out_of_time = True
-                    break
-        finally:
+    started = time.monotonic() - state["elapsed_s"]
+    last_val_t, last_val_step = time.monotonic(), state["step"]
+    bar = _ProgressBar(config, state) if progress else None
+    model.train()
+    try:
+        while True:
+            elapsed = time.monotonic() - started
+            fraction = config.budget_fraction(state["step"], elapsed)
+            if fraction >= 1.0:
+                break
+            lr = config.learning_rate(fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = _train_step(model, optimizer, criterion, batches.batch(rng, config.batch_size), config)
+            state["step"] += 1
+            state["elapsed_s"] = time.monotonic() - started
             if bar is not None:
-                bar.render_finish()
-        val = evaluate_model(model, val_data)
-        state["epoch"] = epoch
-        record = {
-            "epoch": epoch, "steps": state["step"], "train_loss": round(float(np.mean(losses)), 5) if losses else None,
-            "val": val, "seconds": round(time.monotonic() - t0, 2),
-        }
-        state["history"].append(record)
-        improved = val["mean_dice"] > state["best_score"]
-        if improved:
-            state["best_score"] = val["mean_dice"]
-        payload = _payload(model, optimizer, model_spec, params, config, state, val, training_data)
-        save_checkpoint(last_path, payload)
-        if improved:
-            save_checkpoint(best_path, payload)
-        log(_epoch_line(record, improved))
-        if out_of_time:
-            stopped = "time budget"
-            break
-    if not best_path.exists():  # resumed a finished run: nothing new, the old best stands
-        raise ModelError(f"{out_dir}: no best.pt; nothing was trained (epochs already reached?)")
-    return TrainResult(best=best_path, last=last_path, history=state["history"], stopped=stopped)
+                bar.advance(state)
+            due = ((config.val_every_min is not None and time.monotonic() - last_val_t >= 60.0 * config.val_every_min)
+                   or (config.val_every_steps is not None and state["step"] - last_val_step >= config.val_every_steps))
+            if due and config.budget_fraction(state["step"], state["elapsed_s"]) < 1.0:
+                _validate(model, optimizer, model_spec, params, config, state, val_data, training_data, loss,
+                          best_path, last_path, log)
+                last_val_t, last_val_step = time.monotonic(), state["step"]
+    finally:
+        if bar is not None:
+            bar.finish()
+    if state["step"] > last_val_step or not best_path.exists():
+        _validate(model, optimizer, model_spec, params, config, state, val_data, training_data, None,
+                  best_path, last_path, log)
+    return TrainResult(best=best_path, last=last_path, history=state["history"], steps=state["step"])
 
 
-def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion: SegmentationLoss, batch: Any,
-                config: TrainConfig) -> float:
-    image, mask, centres, has_centres = _unpack(batch)
-    logits, centre_logits = _split_outputs(model(image))
+def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion: SegmentationLoss,
+                batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None], config: TrainConfig) -> float:
+    image, mask, heat = batch
+    logits, centre_logits = split_outputs(model(image))
     loss = criterion(logits, mask)
-    if centre_logits is not None and centres is not None and config.centre_weight > 0:
-        valid = (mask != IGNORE_INDEX) & has_centres.view(-1, 1, 1)
-        if valid.any():
-            loss = loss + config.centre_weight * centre_focal_loss(centre_logits, centres, valid)
+    if centre_logits is not None and heat is not None and config.centre_weight > 0:
+        loss = loss + config.centre_weight * centre_heatmap_loss(centre_logits, heat)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return float(loss.detach())
+
+
+def _validate(model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_spec: dict[str, Any],
+              params: PreprocessParams, config: TrainConfig, state: dict[str, Any], val_data: Dataset,
+              training_data: dict[str, Any] | None, loss: float | None, best_path: Path, last_path: Path,
+              log: Callable[[str], None]) -> None:
+    t0 = time.monotonic()
+    val = evaluate_model(model, val_data)
+    record = {"step": state["step"], "minutes": round(state["elapsed_s"] / 60.0, 2),
+              "train_loss": None if loss is None else round(loss, 5), "val": val,
+              "val_seconds": round(time.monotonic() - t0, 2)}
+    improved = val["mean_dice"] > state["best_score"]
+    if improved:
+        state["best_score"] = val["mean_dice"]
+    record["best"] = improved
+    state["history"].append(record)
+    payload = _payload(model, optimizer, model_spec, params, config, state, val, training_data)
+    save_checkpoint(last_path, payload)
+    if improved:
+        save_checkpoint(best_path, payload)
+    with open(best_path.parent / "log.jsonl", "a") as fh:
+        fh.write(json.dumps({k: v for k, v in record.items()}) + "\n")
+    log(_record_line(record))
 
 
 def _payload(model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_spec: dict[str, Any],
@@ -205,41 +239,66 @@ def _payload(model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_spe
         "state_dict": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "preprocess": params.to_dict(),
-        "epoch": state["epoch"],
+        "epoch": state["step"],
         "step": state["step"],
+        "elapsed_s": state["elapsed_s"],
         "best_score": state["best_score"],
         "history": state["history"],
-        "metrics": {"val": val},
+        "metrics": {"val": val, "steps": state["step"]},
         "training_data": training_data or {},
         "train_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
     }
 
 
-def _resume(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_spec: dict[str, Any],
-            params: PreprocessParams) -> dict[str, Any]:
+def _compatible(path: str | Path, model_spec: dict[str, Any], params: PreprocessParams):
     ckpt = load_checkpoint(path)
     if ckpt.model_name != model_spec["name"] or ckpt.model_kwargs != dict(model_spec.get("kwargs", {})):
         raise ConfigError(f"{path}: checkpoint was trained as {ckpt.model_name} {ckpt.model_kwargs}, "
                           f"not {model_spec['name']} {model_spec.get('kwargs', {})}")
     if ckpt.preprocess != params:
         raise ConfigError(f"{path}: checkpoint's preprocessing differs from this run's")
+    return ckpt
+
+
+def _resume(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_spec: dict[str, Any],
+            params: PreprocessParams) -> dict[str, Any]:
+    ckpt = _compatible(path, model_spec, params)
     model.load_state_dict(ckpt.state_dict)
     if "optimizer" in ckpt.raw:
         optimizer.load_state_dict(ckpt.raw["optimizer"])
     return {
-        "epoch": ckpt.epoch, "step": int(ckpt.raw.get("step", 0)),
+        "step": int(ckpt.raw.get("step", ckpt.epoch)), "elapsed_s": float(ckpt.raw.get("elapsed_s", 0.0)),
         "best_score": float(ckpt.raw.get("best_score", -1.0)), "history": list(ckpt.raw.get("history", [])),
     }
 
 
-def _epoch_line(record: dict[str, Any], improved: bool) -> str:
+class _ProgressBar:
+    """A click progress bar over the budget (steps, or seconds for a time budget)."""
+
+    def __init__(self, config: TrainConfig, state: dict[str, Any]) -> None:
+        self.config = config
+        self.bar = click.progressbar(length=1000, label="training", file=sys.stderr, show_percent=True)
+        self.shown = 0
+        self.advance(state)
+
+    def advance(self, state: dict[str, Any]) -> None:
+        target = int(1000 * self.config.budget_fraction(state["step"], state["elapsed_s"]))
+        if target > self.shown:
+            self.bar.update(target - self.shown)
+            self.shown = target
+
+    def finish(self) -> None:
+        self.bar.render_finish()
+
+
+def _record_line(record: dict[str, Any]) -> str:
     per = record["val"]["per_class"]
     parts = " ".join(
         f"{name} {v['dice']:.3f}/{v['iou']:.3f}" if v["dice"] is not None else f"{name} -" for name, v in per.items()
     )
-    mark = " *best" if improved else ""
-    return (f"epoch {record['epoch']}: loss {record['train_loss']} | val mean Dice {record['val']['mean_dice']:.3f} "
-            f"| Dice/IoU {parts} | {record['seconds']}s{mark}")
+    mark = " *best" if record["best"] else ""
+    return (f"step {record['step']} ({record['minutes']:.1f} min): loss {record['train_loss']} | val mean Dice "
+            f"{record['val']['mean_dice']:.3f} | Dice/IoU {parts}{mark}")
 
 
 def _writable_dir(path: str | Path) -> Path:

@@ -5,6 +5,7 @@ so each training image is resampled once, through the one preprocessing's geomet
 size a little above the network's target (`CACHE_OVERSIZE`). A sample is then a random crop of
 that cache, shrunk by a random factor (scale augmentation), with its masks drawn from the boxes at
 the final scale (so they are exact at any scale). The tensor comes from runtime.preprocess.normalize.
+`CachedCrops` serves these crops to the training loop (training.loop.BatchSource).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from runtime.classes import PLATELET
+from runtime.errors import ConfigError, DataError
 from runtime.preprocess import PreprocessParams, normalize, plan_geometry, resample_frame
 from training.labels import boxes_to_mask, centre_heatmap
 from training.txl_pbc import Box, list_samples, load_sample, median_rbc_diameter_px
@@ -122,3 +125,47 @@ def make_crop(item: CachedImage, params: PreprocessParams, crop: int, rng: np.ra
             image, mask, heat = image.transpose(1, 0, 2), mask.T, heat.T
     tensor = normalize(np.ascontiguousarray(image), params)
     return tensor, np.ascontiguousarray(mask), np.ascontiguousarray(heat)
+
+
+class CachedCrops:
+    """A training.loop.BatchSource of random crops of cached TXL-PBC images.
+
+    Platelets are rare (about one image in two has any), so images with a platelet box are drawn
+    `platelet_boost` times as often as the others.
+    """
+
+    def __init__(self, items: list[CachedImage], params: PreprocessParams, crop: int, *,
+                 augment: Augment = Augment(), platelet_boost: float = 2.0, description: dict | None = None) -> None:
+        if not items:
+            raise DataError("no cached training images (no image of the split has a red-cell box)")
+        if crop <= 0 or crop % params.stride:
+            raise ConfigError(f"crop must be a positive multiple of the stride ({params.stride}), got {crop}")
+        self.items, self.params, self.crop, self.augment = items, params, crop, augment
+        weights = np.array([platelet_boost if any(b.cls == PLATELET for b in it.boxes) else 1.0 for it in items])
+        self.sampling = weights / weights.sum()
+        self.description = description or {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def batch(self, rng: np.random.Generator, size: int):
+        import torch
+
+        picks = rng.choice(len(self.items), size=size, p=self.sampling)
+        crops = [make_crop(self.items[int(i)], self.params, self.crop, rng, self.augment) for i in picks]
+        return tuple(torch.from_numpy(np.stack([c[k] for c in crops])) for k in range(3))
+
+    def describe(self) -> dict:
+        return {**self.description, "cache": f"red cells {CACHE_OVERSIZE:g}x the target, crops {self.crop} px",
+                "augment": {"scale_range": list(self.augment.scale_range), "flip": self.augment.flip,
+                            "colour_jitter": self.augment.colour_jitter,
+                            "ignore_ring_px": self.augment.ignore_ring_px}}
+
+
+def cached_crops(root: str | Path, params: PreprocessParams, crop: int, cache_dir: str | Path, *,
+                 split: str = "train", augment: Augment = Augment()) -> CachedCrops:
+    """CachedCrops over a TXL-PBC split, building the cache on first use."""
+    from training.txl_pbc import TxlPbcSource
+
+    items = load_cache(build_cache(root, split, params, cache_dir))
+    return CachedCrops(items, params, crop, augment=augment, description=TxlPbcSource(root, split).describe())

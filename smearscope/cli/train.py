@@ -1,4 +1,4 @@
-"""`smearscope train segmentation`: train the U-Net on synthetic smears or a labelled data folder."""
+"""`smearscope train segmentation`: train the U-Net on real smears (TXL-PBC) or synthetic ones."""
 
 from __future__ import annotations
 
@@ -14,76 +14,105 @@ def train() -> None:
 
 @train.command("segmentation")
 @click.option("--data", required=True, metavar="synthetic|PATH",
-              help="'synthetic' for generated smears, or a labelled data folder (TXL-PBC layout: "
-                   "images/{train,val}, labels/{train,val}).")
-@click.option("--format", "data_format", default="txl_pbc", show_default=True,
-              help="Layout of a data folder (a registered source name).")
+              help="'synthetic' for generated smears, or a TXL-PBC data folder (images/{train,val}, "
+                   "labels/{train,val}); only the train split updates weights, val picks the checkpoint.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for last.pt, best.pt and metrics.json.")
-@click.option("--epochs", default=30, show_default=True, type=click.IntRange(1), help="Maximum number of epochs.")
-@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), help="Wall-clock budget; stops after it.")
+              help="Folder for last.pt, best.pt, log.jsonl and metrics.json.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True),
+              help="Wall-clock budget; the learning-rate schedule runs over it.")
+@click.option("--steps", type=click.IntRange(1), help="Step budget (with --minutes, whichever ends first).")
 @click.option("--base-width", default=16, show_default=True, type=click.IntRange(1), help="Channels of the first level.")
 @click.option("--depth", default=4, show_default=True, type=click.IntRange(1, 4), help="Down-samplings (stride 2**depth <= 16).")
-@click.option("--centre-head/--no-centre-head", default=False, show_default=True,
+@click.option("--centre-head/--no-centre-head", default=True, show_default=True,
               help="Also learn a red-cell centre heat-map (output 'centres') for counting touching cells.")
-@click.option("--crop", default=256, show_default=True, type=click.IntRange(16), help="Training crop side on the network grid (multiple of 16).")
+@click.option("--crop", default=192, show_default=True, type=click.IntRange(16),
+              help="Training crop side on the network grid (multiple of 16).")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (cosine decay).")
-@click.option("--target-rbc-px", default=40.0, show_default=True, type=click.FloatRange(min=4),
+@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Peak learning rate (linear warm-up, then cosine decay over the budget).")
+@click.option("--weight-decay", default=1e-4, show_default=True, type=click.FloatRange(min=0))
+@click.option("--class-weights", nargs=4, type=float, default=(1.0, 1.0, 1.0, 2.0), show_default=True,
+              help="Cross-entropy weights for background, RBC, WBC, platelet.")
+@click.option("--centre-weight", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Weight of the centre heat-map loss.")
+@click.option("--target-rbc-px", default=32.0, show_default=True, type=click.FloatRange(min=4),
               help="Red-cell diameter at the network input (stored in the model card).")
+@click.option("--val-every-min", default=5.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Validate (and write last.pt, best.pt on improvement) this often.")
+@click.option("--val-images", default=96, show_default=True, type=click.IntRange(1),
+              help="Validation frames, evenly spaced over the val split.")
 @click.option("--synthetic-frames", default=256, show_default=True, type=click.IntRange(1),
               help="Training frames when --data synthetic (validation uses a quarter as many, other seeds).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where resampled training images are cached (default: cache/ beside --out).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1), help="CPU threads for torch.")
-@click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), help="Continue from a checkpoint (last.pt).")
-@click.option("--progress/--no-progress", default=True, help="Show a progress bar per epoch.")
-def segmentation(data: str, data_format: str, out_dir: Path, epochs: int, minutes: float | None, base_width: int,
-                 depth: int, centre_head: bool, crop: int, batch_size: int, lr: float, target_rbc_px: float,
-                 synthetic_frames: int, seed: int, threads: int, resume: Path | None, progress: bool) -> None:
-    """Train the segmentation U-Net; writes OUT/last.pt every epoch and OUT/best.pt on improvement.
+@click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), help="Continue a run from its last.pt.")
+@click.option("--init", type=click.Path(dir_okay=False, path_type=Path),
+              help="Start a new schedule from a checkpoint's weights (fine-tuning).")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar over the budget.")
+def segmentation(**options) -> None:
+    """Train the segmentation U-Net; writes OUT/last.pt at each validation and OUT/best.pt on improvement.
 
     \b
-    Examples:
+    The shipped model (docs/segmentation.md):
+      smearscope train segmentation --data ../shared/data/txl_pbc --out runs/seg --minutes 80
+    A quick run on generated smears:
       smearscope train segmentation --data synthetic --out runs/syn --minutes 10
-      smearscope train segmentation --data ../shared/data/txl_pbc --out runs/txl --epochs 40 --centre-head
     """
     from runtime.errors import SmearscopeError
 
     try:
-        _train(**click.get_current_context().params)
+        _train(**options)
     except SmearscopeError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
-def _train(data: str, data_format: str, out_dir: Path, epochs: int, minutes: float | None, base_width: int,
-           depth: int, centre_head: bool, crop: int, batch_size: int, lr: float, target_rbc_px: float,
-           synthetic_frames: int, seed: int, threads: int, resume: Path | None, progress: bool) -> None:
+def _train(data: str, out_dir: Path, minutes: float | None, steps: int | None, base_width: int, depth: int,
+           centre_head: bool, crop: int, batch_size: int, lr: float, weight_decay: float,
+           class_weights: tuple[float, ...], centre_weight: float, target_rbc_px: float, val_every_min: float,
+           val_images: int, synthetic_frames: int, cache_dir: Path | None, seed: int, threads: int,
+           resume: Path | None, init: Path | None, progress: bool) -> None:
     import json
 
+    from torch.utils.data import Subset
+
+    from runtime.errors import ConfigError
     from runtime.preprocess import PreprocessParams
-    from training.datasets import Augment, SegmentationDataset, build_source
+    from training.datasets import Augment, DatasetCrops, SegmentationDataset, build_source
     from training.loop import TrainConfig, train_segmentation
 
+    if minutes is None and steps is None:
+        raise ConfigError("give a budget: --minutes, --steps or both")
+    if crop % 16:
+        raise ConfigError(f"--crop must be a multiple of 16, got {crop}")
     params = PreprocessParams(target_rbc_diameter_px=target_rbc_px, stride=16)
-    config = TrainConfig(epochs=epochs, minutes=minutes, batch_size=batch_size, lr=lr, seed=seed, threads=threads)
+    config = TrainConfig(steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                         seed=seed, class_weights=tuple(class_weights), centre_weight=centre_weight,
+                         threads=threads, val_every_min=val_every_min)
     if data == "synthetic":
-        # 320 px frames at 0.15-0.3 µm/px still cover a 256 px crop after scale normalisation.
+        # 320 px frames at 0.15-0.3 µm/px still cover the crop after scale normalisation.
         size = {"height": 320, "width": 320}
         train_src = build_source("synthetic", None, "train", count=synthetic_frames, seed=seed, **size)
         val_src = build_source("synthetic", None, "val", count=max(4, synthetic_frames // 4), seed=seed, **size)
+        batches = DatasetCrops(SegmentationDataset(train_src, params, augment=Augment(), crop=crop, seed=seed,
+                                                   centres=centre_head))
     else:
-        train_src = build_source(data_format, data, "train")
-        val_src = build_source(data_format, data, "val")
+        from training.txl_crops import cached_crops
+
+        val_src = build_source("txl_pbc", data, "val")
+        batches = cached_crops(data, params, crop, cache_dir or out_dir.parent / "cache")
+    val_ds = SegmentationDataset(val_src, params)
+    picked = list(range(len(val_ds)))[:: max(1, len(val_ds) // val_images)][:val_images]
     spec = {"name": "unet", "kwargs": {"base_width": base_width, "depth": depth, "centre_head": centre_head}}
-    train_ds = SegmentationDataset(train_src, params, augment=Augment(), crop=crop, seed=seed, centres=centre_head)
-    val_ds = SegmentationDataset(val_src, params, centres=centre_head)
-    click.echo(f"training unet {spec['kwargs']} on {len(train_src)} {train_src.name} frames "
-               f"(validation: {len(val_src)}), output {out_dir}")
+    train_info = {**batches.describe(), "trainer": "smearscope train segmentation"}
+    click.echo(f"training unet {spec['kwargs']} on {train_info.get('frames', '?')} {train_info.get('name', data)} "
+               f"frames (validation: {len(picked)} of {len(val_src)}), output {out_dir}")
     result = train_segmentation(
-        spec, params, train_ds, val_ds, config, out_dir, resume=resume, progress=progress,
-        training_data={"train": train_src.describe(), "val": val_src.describe()},
+        spec, params, batches, Subset(val_ds, picked), config, out_dir, resume=resume, init=init,
+        progress=progress, training_data={"train": train_info, "val": val_src.describe()},
     )
     (out_dir / "metrics.json").write_text(json.dumps(result.history, indent=2) + "\n")
     best = max(result.history, key=lambda r: r["val"]["mean_dice"]) if result.history else None
-    summary = f"best mean Dice {best['val']['mean_dice']:.3f} (epoch {best['epoch']})" if best else "no new epochs"
-    click.echo(f"done ({result.stopped}): {summary}; best checkpoint {result.best}")
+    summary = f"best mean Dice {best['val']['mean_dice']:.3f} (step {best['step']})" if best else "nothing new"
+    click.echo(f"done after {result.steps} steps: {summary}; best checkpoint {result.best}")
