@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import click
 
 from export.card import write_card
 from export.onnx_export import DEFAULT_OPSET, export_segmentation
 from export.quantize import Frame, PreprocessedFrames, quantize_int8
+from export.scale_fit import fit_measured_diameter_ratio, fitted_plan
 from export.validate import Tolerances, ValidationReport, validate_export
 from runtime.errors import ConfigError
 from runtime.modelcard import ModelCard, sha256_file
@@ -44,9 +45,14 @@ def export_checkpoint(
     calibration_method: str = "minmax",
     tolerances: Tolerances = Tolerances(),
     opset: int = DEFAULT_OPSET,
+    scale_fit: Iterable[Sample] | None = None,
+    scale_fit_info: dict[str, Any] | None = None,
+    flip_average: bool = False,
     log: Callable[[str], None] = click.echo,
 ) -> ExportResult:
-    """Export, simplify, quantize and validate a segmentation checkpoint; write both models and cards."""
+    """Export, simplify, quantize and validate a segmentation checkpoint; fit each model's
+    inference plan on `scale_fit` (labelled training frames, export.scale_fit); write both models
+    and cards."""
     if not name or any(c in name for c in "/\\") or name.startswith("."):
         raise ConfigError(f"model name {name!r}: use a plain file name such as 'seg-unet'")
     ckpt = load_checkpoint(checkpoint)
@@ -60,15 +66,18 @@ def export_checkpoint(
     for path in (fp32_path, int8_path):
         _check_writable(path)
 
-    log(f"[1/4] exporting {ckpt.model_name} {ckpt.model_kwargs} to ONNX (opset {opset}) and simplifying")
+    log(f"[1/5] exporting {ckpt.model_name} {ckpt.model_kwargs} to ONNX (opset {opset}) and simplifying")
     export_segmentation(model, ckpt.preprocess, fp32_path, opset=opset)
-    log(f"[2/4] preprocessing {len(calibration)} calibration frames")
+    log(f"[2/5] preprocessing {len(calibration)} calibration frames")
     reader = PreprocessedFrames(calibration, ckpt.preprocess)
-    log(f"[3/4] quantizing to int8 (QDQ, {calibration_method} calibration)")
+    log(f"[3/5] quantizing to int8 (QDQ, {calibration_method} calibration)")
     quantization = quantize_int8(fp32_path, int8_path, reader, calibration_method)
     quantization["calibration_data"] = calibration_info
-    log(f"[4/4] validating PyTorch / fp32 / int8 on {len(validation)} frames")
+    log(f"[4/5] validating PyTorch / fp32 / int8 on {len(validation)} frames")
     report = validate_export(model, fp32_path, int8_path, validation, ckpt.preprocess, tolerances)
+    fits = _fit_plans(fp32_path, int8_path, ckpt.preprocess, scale_fit, log)
+    plans = {kind: fitted_plan(fits.get(kind), flip_average=flip_average).to_dict() for kind in ("fp32", "int8")}
+    fit_info = {"data": scale_fit_info or {}} if fits else {"data": None, "note": "no labelled frames: ratio 1.0"}
 
     common = {
         "version": version,
@@ -87,13 +96,14 @@ def export_checkpoint(
         metrics={"validation": {**validation_common, "per_class": report.dice_vs_truth["fp32"],
                                 "max_abs_diff_vs_pytorch": report.fp32_vs_pytorch_max_abs_diff},
                  "training_validation": ckpt.metrics.get("val", {})},
-        extra=extra, **common,
+        extra={**extra, "inference": plans["fp32"], "inference_fit": {**fit_info, **fits.get("fp32", {})}}, **common,
     )
     int8_card = write_card(
         int8_path, name=name, quantization=quantization,
         metrics={"validation": {**validation_common, "per_class": report.dice_vs_truth["int8"]},
                  "training_validation": ckpt.metrics.get("val", {})},
-        extra={**extra, "fp32_to_int8": {
+        extra={**extra, "inference": plans["int8"], "inference_fit": {**fit_info, **fits.get("int8", {})},
+               "fp32_to_int8": {
             "dice_change": report.int8_dice_change(),
             "max_abs_diff": report.int8_vs_fp32_max_abs_diff,
             "agreement_dice": report.agreement["int8_vs_fp32"],
@@ -104,6 +114,25 @@ def export_checkpoint(
         **common,
     )
     return ExportResult(fp32_path, int8_path, fp32_card, int8_card, report)
+
+
+def _fit_plans(fp32_path: Path, int8_path: Path, params, frames: Iterable[Sample] | None,
+               log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    if frames is None:
+        log("[5/5] no labelled frames for the scale fit: cards keep measured_diameter_ratio 1.0")
+        return {}
+    log("[5/5] fitting each model's measured red-cell size on labelled frames at their labelled scale")
+    from runtime.onnx_session import SessionOptions, create_session
+
+    runs = {}
+    for kind, path in (("fp32", fp32_path), ("int8", int8_path)):
+        session = create_session(path, SessionOptions(providers=("cpu",), warmup=False))
+        runs[kind] = lambda tensor, s=session: dict(zip([o.name for o in s.get_outputs()], s.run(None, {"image": tensor})))
+    fits = fit_measured_diameter_ratio(runs, params, frames)
+    for kind, fit in fits.items():
+        log(f"  {kind}: red cells on its masks measure {fit['measured_diameter_ratio']:.3f}x the labelled size "
+            f"({fit['frames']} frames, mean deviation {100 * fit['mean_abs_deviation']:.1f} %)")
+    return fits
 
 
 def _check_writable(path: Path) -> None:

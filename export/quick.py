@@ -67,5 +67,6 @@ def build_tiny_model(
         calibration=[calibration[i] for i in range(len(calibration))],
         validation=[validation[i] for i in range(len(validation))],
         calibration_info=calibration.describe(), validation_info=validation.describe(),
-        tolerances=tolerances, log=log,
+        tolerances=tolerances, scale_fit=[calibration[i] for i in range(len(calibration))],
+        scale_fit_info=calibration.describe(), log=log,
     )

@@ -115,10 +115,10 @@ class Analyzer:
         """The network on `prepared`, then, unless the frame is calibrated, at the other scales of
         runtime.postprocess.search_scale (those passes' resampling is timed here too)."""
         first = self.model.predict(prepared)
-        return search_scale(self.model.run, frame, self.model.params, first)
+        return search_scale(self.model.run, frame, self.model.params, first, self.model.plan)
 
     def postprocess(self, passes: list[NetworkPass]) -> tuple[Segmentation, dict[str, int], dict[str, float]]:
-        """The most confident pass -> frame-sized segmentation, per-class counts (with the centre
+        """The scale search's final pass -> frame-sized segmentation, per-class counts (with the centre
         heat-map and the measured red-cell size) and area percentages: as runtime.postprocess.analyse_frame."""
         seg = to_segmentation(passes)
         return seg, count_segmentation(seg), area_percentages(seg.mask)

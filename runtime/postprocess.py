@@ -14,14 +14,17 @@ from the mask) so they hold at any magnification:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
 from runtime.classes import CELL_CLASSES, CLASS_NAMES, NUM_CLASSES, PLATELET, RBC, WBC
+from runtime.errors import ConfigError
 from runtime.preprocess import PreprocessParams, Prepared, ScaleDecision, decide_scale, preprocess, scores_to_frame
 
 
@@ -253,6 +256,7 @@ class Segmentation:
     rbc_diameter_px: float | None
     """Red-cell diameter in frame pixels as measured on the prediction (None without red cells)."""
     passes: int
+    """Network runs it took."""
 
 
 @dataclass(frozen=True)
@@ -267,11 +271,63 @@ class NetworkPass:
     measured: float | None
     """Red-cell diameter in frame pixels measured on this pass's mask."""
     confidence: float
-    """Mean top-class probability inside the frame: highest when cells appear at the learnt size."""
+    """Mean top-class probability inside the frame: higher when cells appear near the learnt size."""
+    runs: int = 1
+    """Network runs behind these outputs (3 when flip-averaged)."""
 
     @property
     def decision(self) -> ScaleDecision:
         return self.prepared.scale
+
+
+@dataclass(frozen=True)
+class InferencePlan:
+    """How a model's passes are planned on a frame; stored in the model card (`inference`).
+
+    `measured_diameter_ratio` is the red-cell diameter this model's masks show (as
+    `rbc_diameter_from_mask` measures it) over the labelled diameter, with the frame at the right
+    scale: each model draws cells a little larger or smaller, so the measurement is divided by it
+    before it sets the scale (fitted on training frames at export, export.scale_fit).
+    """
+
+    measured_diameter_ratio: float = 1.0
+    candidates: tuple[float, ...] = (1.0, 2.0)
+    """Multiples of the classical guess tried first; the most confident of them is refined."""
+    tolerance: float = 0.05
+    """A refinement pass runs when the corrected measurement differs from the assumed diameter by more."""
+    refinements: int = 2
+    flip_average: bool = False
+    """Average the final pass's outputs with its horizontally and vertically flipped runs."""
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.measured_diameter_ratio <= 2.0:
+            raise ConfigError(f"inference.measured_diameter_ratio: must be 0.5-2, got {self.measured_diameter_ratio}")
+        if not self.candidates or any(c <= 0 for c in self.candidates) or self.candidates[0] != 1.0:
+            raise ConfigError(f"inference.candidates: positive factors starting with 1.0, got {list(self.candidates)}")
+        if self.tolerance < 0 or self.refinements < 0:
+            raise ConfigError("inference.tolerance and inference.refinements must not be negative")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["candidates"] = list(self.candidates)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "InferencePlan":
+        """From a card's `inference` section (absent: the defaults); unknown keys are an error."""
+        if not data:
+            return cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"inference: unknown key(s) {', '.join(unknown)}")
+        values = dict(data)
+        if "candidates" in values:
+            values["candidates"] = tuple(float(c) for c in values["candidates"])
+        return cls(**values)
+
+
+DEFAULT_PLAN = InferencePlan()
 
 
 def run_pass(run: Run, prepared: Prepared) -> NetworkPass:
@@ -282,6 +338,10 @@ def run_pass(run: Run, prepared: Prepared) -> NetworkPass:
     heat = None
     if centres is not None:
         heat = 1.0 / (1.0 + np.exp(-np.asarray(centres, np.float32)[0].reshape(1, *logits.shape[1:])))
+    return _read_pass(prepared, logits, heat, runs=1)
+
+
+def _read_pass(prepared: Prepared, logits: np.ndarray, heat: np.ndarray | None, runs: int) -> NetworkPass:
     rh, rw = prepared.geometry.resized_hw
     inside = logits[:, :rh, :rw].astype(np.float32)
     grid_mask = inside.argmax(axis=0).astype(np.uint8)
@@ -289,7 +349,21 @@ def run_pass(run: Run, prepared: Prepared) -> NetworkPass:
     measured = None if diameter is None else diameter / prepared.geometry.scale
     shifted = np.exp(inside - inside.max(axis=0, keepdims=True))
     confidence = float((1.0 / shifted.sum(axis=0)).mean())
-    return NetworkPass(prepared, logits, heat, measured, confidence)
+    return NetworkPass(prepared, logits, heat, measured, confidence, runs)
+
+
+def flip_averaged(run: Run, plain: NetworkPass) -> NetworkPass:
+    """`plain` averaged with the network's left-right and up-down flipped runs (each flipped back):
+    the mean of three views smooths the class boundaries and centre peaks the network draws."""
+    logits = plain.logits.astype(np.float32).copy()
+    heat = None if plain.heat is None else plain.heat.astype(np.float32).copy()
+    for axis in (-1, -2):
+        pass_ = run_pass(run, dataclasses.replace(plain.prepared,
+                                                  tensor=np.ascontiguousarray(np.flip(plain.prepared.tensor, axis=axis))))
+        logits += np.flip(pass_.logits, axis=axis)
+        if heat is not None and pass_.heat is not None:
+            heat += np.flip(pass_.heat, axis=axis)
+    return _read_pass(plain.prepared, logits / 3.0, None if heat is None else heat / 3.0, runs=plain.runs + 2)
 
 
 def _at_diameter(params: PreprocessParams, diameter: float, source: str) -> ScaleDecision:
@@ -297,50 +371,60 @@ def _at_diameter(params: PreprocessParams, diameter: float, source: str) -> Scal
     return ScaleDecision(scale=scale, source=source, rbc_diameter_px=float(diameter))  # type: ignore[arg-type]
 
 
-def search_scale(run: Run, frame: np.ndarray, params: PreprocessParams, first: NetworkPass, *,
-                 refine_scale: bool = True, tolerance: float = 0.1,
-                 candidates: tuple[float, ...] = (1.0, 2.0)) -> list[NetworkPass]:
-    """Every pass of the scale search, `first` (the pass at decide_scale's decision) included.
+def search_scale(run: Run, frame: np.ndarray, params: PreprocessParams, first: NetworkPass,
+                 plan: InferencePlan = DEFAULT_PLAN) -> list[NetworkPass]:
+    """Every pass of the scale search, `first` (the pass at decide_scale's decision) included; the
+    last one is the pass the frame's segmentation comes from.
 
     The classical estimate (preprocess) is only a first guess, and it errs mostly low (sub-cell
     texture looks like small cells), where the network, shown cells several times too large,
-    agrees with it. So with `refine_scale` the network also runs at the other `candidates` times
-    the guess; the pass with the most confident output (mean top-class probability) wins; the
-    red-cell size measured on its mask, if it differs from the one assumed by more than
-    `tolerance`, gets one more pass. A calibrated frame, or one with no estimate, runs once.
+    agrees with it. So the network also runs at the plan's other `candidates` times the guess,
+    and the most confident pass settles the coarse scale. Confidence is no fine measure (it
+    rises as cells grow), so the scale is then set by the red-cell size measured on that pass's
+    mask (divided by the model's measured_diameter_ratio): a pass at that size, repeated up to
+    `refinements` times while the size moves by more than `tolerance`. A calibrated frame, or one
+    with no estimate, runs once.
     """
     decision = first.decision
-    if not refine_scale or decision.source == "calibration" or decision.rbc_diameter_px is None:
-        return [first]
+    if decision.source == "calibration" or decision.rbc_diameter_px is None:
+        return [_final(run, first, plan)]
     guess = decision.rbc_diameter_px
     passes = [first if f == 1.0 else run_pass(run, preprocess(frame, params, scale=_at_diameter(params, guess * f, "estimated")))
-              for f in candidates]
-    best = max(passes, key=lambda p: p.confidence)
-    assumed = params.target_rbc_diameter_px / best.decision.scale
-    if best.measured is not None and abs(best.measured / assumed - 1.0) > tolerance:
-        passes.append(run_pass(run, preprocess(frame, params, scale=_at_diameter(params, best.measured, "measured"))))
-    return passes
+              for f in plan.candidates]
+    current = max(passes, key=lambda p: p.confidence)
+    for _ in range(plan.refinements):
+        if current.measured is None:
+            break
+        estimate = current.measured / plan.measured_diameter_ratio
+        assumed = params.target_rbc_diameter_px / current.decision.scale
+        if abs(estimate / assumed - 1.0) <= plan.tolerance:
+            break
+        current = run_pass(run, preprocess(frame, params, scale=_at_diameter(params, estimate, "measured")))
+        passes.append(current)
+    passes = [p for p in passes if p is not current]
+    return passes + [_final(run, current, plan)]
+
+
+def _final(run: Run, chosen: NetworkPass, plan: InferencePlan) -> NetworkPass:
+    return flip_averaged(run, chosen) if plan.flip_average else chosen
 
 
 def to_segmentation(passes: list[NetworkPass]) -> Segmentation:
-    """The most confident pass, mapped to the frame's own size."""
-    best = max(passes, key=lambda p: p.confidence)
-    geometry = best.prepared.geometry
-    mask = scores_to_frame(best.logits, geometry).argmax(axis=0).astype(np.uint8)
-    centres = scores_to_frame(best.heat, geometry)[0] if best.heat is not None else None
-    return Segmentation(mask=mask, centres=centres, scale=best.decision, rbc_diameter_px=best.measured,
-                        passes=len(passes))
+    """The scale search's final pass (the last of `passes`), mapped to the frame's own size."""
+    final = passes[-1]
+    geometry = final.prepared.geometry
+    mask = scores_to_frame(final.logits, geometry).argmax(axis=0).astype(np.uint8)
+    centres = scores_to_frame(final.heat, geometry)[0] if final.heat is not None else None
+    return Segmentation(mask=mask, centres=centres, scale=final.decision, rbc_diameter_px=final.measured,
+                        passes=sum(p.runs for p in passes))
 
 
 def segment_frame(run: Run, frame: np.ndarray, params: PreprocessParams, *, um_per_px: float | None = None,
-                  refine_scale: bool = True, tolerance: float = 0.1,
-                  candidates: tuple[float, ...] = (1.0, 2.0)) -> Segmentation:
+                  plan: InferencePlan = DEFAULT_PLAN) -> Segmentation:
     """Segment a frame; without a µm/px calibration, find the red-cell size with the network itself
-    (first pass at decide_scale's decision, then search_scale, then the most confident pass)."""
+    (first pass at decide_scale's decision, then search_scale's passes)."""
     first = run_pass(run, preprocess(frame, params, scale=decide_scale(params, frame, um_per_px=um_per_px)))
-    passes = search_scale(run, frame, params, first, refine_scale=refine_scale, tolerance=tolerance,
-                          candidates=candidates)
-    return to_segmentation(passes)
+    return to_segmentation(search_scale(run, frame, params, first, plan))
 
 
 def count_segmentation(seg: Segmentation, rules: CountRules = DEFAULT_RULES) -> dict[str, int]:
@@ -349,7 +433,7 @@ def count_segmentation(seg: Segmentation, rules: CountRules = DEFAULT_RULES) -> 
 
 
 def analyse_frame(run: Run, frame: np.ndarray, params: PreprocessParams, *, um_per_px: float | None = None,
-                  refine_scale: bool = True, rules: CountRules = DEFAULT_RULES) -> tuple[Segmentation, dict[str, int]]:
+                  plan: InferencePlan = DEFAULT_PLAN, rules: CountRules = DEFAULT_RULES) -> tuple[Segmentation, dict[str, int]]:
     """segment_frame + count_cells with the measured red-cell size: what a device reports per frame."""
-    seg = segment_frame(run, frame, params, um_per_px=um_per_px, refine_scale=refine_scale)
+    seg = segment_frame(run, frame, params, um_per_px=um_per_px, plan=plan)
     return seg, count_segmentation(seg, rules)

@@ -13,10 +13,10 @@ import numpy as np
 
 from runtime.classes import NUM_CLASSES
 from runtime.config import ModelConfig
-from runtime.errors import ModelError
+from runtime.errors import ConfigError, ModelError
 from runtime.modelcard import ModelCard, default_models_dir
 from runtime.onnx_session import LoadedModel, SessionOptions, load_model
-from runtime.postprocess import NetworkPass, run_pass
+from runtime.postprocess import InferencePlan, NetworkPass, run_pass
 from runtime.preprocess import PreprocessParams, Prepared, ScaleDecision, decide_scale, preprocess
 
 DEFAULT_MODEL_NAME = "segmentation.int8.onnx"
@@ -38,6 +38,8 @@ class SegmentationModel:
 
     loaded: LoadedModel
     params: PreprocessParams
+    plan: InferencePlan = InferencePlan()
+    """How frames are searched for their scale (and flip-averaged), from the card's `inference`."""
 
     @classmethod
     def load(cls, path: str | Path | None = None, options: SessionOptions | None = None) -> "SegmentationModel":
@@ -49,7 +51,11 @@ class SegmentationModel:
             raise ModelError(f"{path}: model card has no preprocess parameters; re-export the model")
         if len(card.classes) != NUM_CLASSES:
             raise ModelError(f"{path}: card lists {len(card.classes)} classes, the device expects {NUM_CLASSES}")
-        return cls(loaded=loaded, params=card.preprocess)
+        try:
+            plan = InferencePlan.from_dict(card.extra.get("inference"))
+        except (ConfigError, TypeError) as exc:
+            raise ModelError(f"{path}: model card: {exc}") from exc
+        return cls(loaded=loaded, params=card.preprocess, plan=plan)
 
     @property
     def card(self) -> ModelCard:

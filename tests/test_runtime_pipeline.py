@@ -61,7 +61,8 @@ def test_analyzer_is_analyse_frame(analyzer, um_per_px):
     """The device's stages and the evaluated path (runtime.postprocess.analyse_frame) are one."""
     frame = generate_smear(21, 220, 260, UM_PER_PX).image
     whole = analyzer.analyze(frame, um_per_px=um_per_px)
-    seg, counts = analyse_frame(analyzer.model.run, frame, analyzer.model.params, um_per_px=um_per_px)
+    seg, counts = analyse_frame(analyzer.model.run, frame, analyzer.model.params, um_per_px=um_per_px,
+                                 plan=analyzer.model.plan)
     assert whole.model_ran and whole.counts == counts
     assert np.array_equal(whole.mask, seg.mask) and whole.scale == seg.scale
     assert whole.quality_dict()["scale"]["source"] == seg.scale.source

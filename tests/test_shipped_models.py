@@ -88,7 +88,8 @@ def shipped_analyzer(repo_root):
 
 def _agree(analyzer, image, um_per_px=None):
     whole = analyzer.analyze(image, um_per_px=um_per_px)
-    seg, counts = analyse_frame(analyzer.model.run, image, analyzer.model.params, um_per_px=um_per_px)
+    seg, counts = analyse_frame(analyzer.model.run, image, analyzer.model.params, um_per_px=um_per_px,
+                                 plan=analyzer.model.plan)
     assert whole.model_ran
     assert whole.counts == counts, (whole.counts, counts)
     assert np.array_equal(whole.mask, seg.mask) and whole.scale == seg.scale

@@ -12,6 +12,7 @@ images whose labels the label checks flag (training.label_checks), with the flag
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,20 +36,18 @@ class Method:
     analyse: Callable[[np.ndarray], tuple[np.ndarray, dict[str, int], float | None]]
 
 
-def onnx_method(model_path: str | Path, name: str | None = None, refine_scale: bool = True, threads: int = 2) -> Method:
-    """A shipped model through the device's code path (sha256 checked against its card)."""
-    from runtime.onnx_session import SessionOptions, load_model
+def onnx_method(model_path: str | Path, name: str | None = None, threads: int = 2, **plan_changes: Any) -> Method:
+    """A shipped model through the device's code path (sha256 checked against its card), with the
+    card's inference plan (`plan_changes` override its fields, e.g. flip_average=False)."""
+    from runtime.onnx_session import SessionOptions
+    from runtime.segmenter import SegmentationModel
 
-    loaded = load_model(model_path, SessionOptions(intra_op_threads=threads, warmup=False))
-    params = loaded.card.preprocess
-    input_name = loaded.card.input_name
-
-    def run(tensor: np.ndarray) -> dict[str, np.ndarray]:
-        return loaded.run({input_name: tensor})
+    model = SegmentationModel.load(model_path, SessionOptions(intra_op_threads=threads, warmup=False))
+    plan = dataclasses.replace(model.plan, **plan_changes)
 
     def analyse(frame: np.ndarray) -> tuple[np.ndarray, dict[str, int], float | None]:
-        seg, counts = analyse_frame(run, frame, params, refine_scale=refine_scale)  # what the device runs
-        return seg.mask, counts, seg.rbc_diameter_px
+        seg, counts = analyse_frame(model.run, frame, model.params, plan=plan)  # what the device runs
+        return seg.mask, counts, seg.scale.rbc_diameter_px
 
     return Method(name or Path(model_path).name, analyse)
 

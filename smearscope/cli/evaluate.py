@@ -23,14 +23,14 @@ _REPO = Path(__file__).resolve().parents[2]
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate an evenly spaced subset of N images.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Also run the classical baseline (thresholds + watershed) on the same images.")
-@click.option("--refine-scale/--no-refine-scale", default=True, show_default=True,
-              help="Measure the red-cell size on a first pass and re-run at the measured scale when it differs.")
+@click.option("--flip-average/--no-flip-average", default=None,
+              help="Override the card's inference plan: average the final pass with its flipped runs, or not.")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="ONNX Runtime threads.")
 @click.option("--update-cards", is_flag=True,
               help="Write the results into each model's card (metrics.txl_pbc_evaluation; an int8 model whose "
                    ".fp32.onnx sibling was evaluated too also gets its change from fp32). Needs the whole split.")
 def evaluate(split: str, models: tuple[Path, ...], data_dir: Path, json_path: Path | None, limit: int | None,
-             baseline: bool, refine_scale: bool, threads: int, update_cards: bool) -> None:
+             baseline: bool, flip_average: bool | None, threads: int, update_cards: bool) -> None:
     """Score models (and the classical baseline) against the box-derived masks and box counts.
 
     Per-class Dice is pooled over all pixels of the split; counts are compared per image with the
@@ -63,7 +63,8 @@ def evaluate(split: str, models: tuple[Path, ...], data_dir: Path, json_path: Pa
     try:
         if not (data_dir / "images" / split).is_dir():
             raise DataError(f"{data_dir}: no images/{split} folder (pass --data, the TXL-PBC folder)")
-        methods = [onnx_method(p, name=p.name, refine_scale=refine_scale, threads=threads) for p in models]
+        changes = {} if flip_average is None else {"flip_average": flip_average}
+        methods = [onnx_method(p, name=p.name, threads=threads, **changes) for p in models]
         if baseline:
             methods.append(baseline_method())
         flagged = check_split(data_dir, split)

@@ -28,15 +28,22 @@ import click
 @click.option("--validation-frames", default=16, show_default=True, type=click.IntRange(1))
 @click.option("--max-dice-change", default=0.02, show_default=True, type=click.FloatRange(min=0),
               help="Largest allowed per-class Dice change from fp32 to int8.")
+@click.option("--scale-fit-frames", default=200, show_default=True, type=click.IntRange(0),
+              help="Labelled calibration-data frames (TXL-PBC train split, or synthetic) on which each model's "
+                   "measured red-cell size is fitted for the scale search (card: inference); 0 skips the fit.")
+@click.option("--flip-average/--no-flip-average", default=True, show_default=True,
+              help="Record in the cards that the device averages each frame's final pass with its flipped runs "
+                   "(two more network runs per frame).")
 def export(checkpoint: Path, out_dir: Path, name: str, model_version: str, calibration_data: str | None,
            calibration_frames: int, calibration_method: str, um_per_px: float | None, validation_data: str | None,
-           validation_frames: int, max_dice_change: float) -> None:
+           validation_frames: int, max_dice_change: float, scale_fit_frames: int, flip_average: bool) -> None:
     """Export a trained segmentation model to ONNX, quantize it to int8 and validate both.
 
     \b
     Steps: torch -> ONNX (opset 17) -> onnxsim -> quant_pre_process -> static QDQ int8
     (calibrated on frames through the one preprocessing) -> PyTorch / fp32 / int8 comparison
-    on labelled frames not used for calibration. Cards are written only if every check passes.
+    on labelled frames not used for calibration -> each model's red-cell size fit for the
+    scale search. Cards are written only if every check passes.
 
     \b
     Example:
@@ -52,7 +59,9 @@ def export(checkpoint: Path, out_dir: Path, name: str, model_version: str, calib
 
 def _export(checkpoint: Path, out_dir: Path, name: str, model_version: str, calibration_data: str | None,
             calibration_frames: int, calibration_method: str, um_per_px: float | None, validation_data: str | None,
-            validation_frames: int, max_dice_change: float) -> None:
+            validation_frames: int, max_dice_change: float, scale_fit_frames: int, flip_average: bool) -> None:
+    import numpy as np
+
     from export.pipeline import export_checkpoint
     from export.quantize import frames_from_folder, frames_from_source
     from export.validate import Tolerances
@@ -72,12 +81,15 @@ def _export(checkpoint: Path, out_dir: Path, name: str, model_version: str, cali
                             "--calibration-data (a folder of frames like the ones the device will see)")
     validation_data = validation_data or calibration_data
 
+    fit_src = None
     if calibration_data == "synthetic":
         cal_src = build_source("synthetic", None, "calibration", count=calibration_frames)
         calibration, cal_info = frames_from_source(cal_src, calibration_frames), cal_src.describe()
+        fit_src = build_source("synthetic", None, "calibration", count=max(1, scale_fit_frames))
     elif (Path(calibration_data) / "images" / "train").is_dir():
         cal_src = build_source("txl_pbc", calibration_data, "train")
         calibration, cal_info = frames_from_source(cal_src, calibration_frames), cal_src.describe()
+        fit_src = cal_src
     else:
         calibration = frames_from_folder(calibration_data, calibration_frames, um_per_px)
         cal_info = {"name": "folder", "path": str(calibration_data), "frames": len(calibration), "um_per_px": um_per_px}
@@ -90,11 +102,17 @@ def _export(checkpoint: Path, out_dir: Path, name: str, model_version: str, cali
         raise DataError(f"{validation_data}: validation needs labelled frames: pass --validation-data synthetic "
                         "or a TXL-PBC folder")
     validation = frames_from_source(val_src, validation_frames)
+    scale_fit, fit_info = None, None
+    if fit_src is not None and scale_fit_frames > 0:
+        picks = np.unique(np.linspace(0, len(fit_src) - 1, min(scale_fit_frames, len(fit_src))).round().astype(int))
+        scale_fit = (fit_src[int(i)] for i in picks)  # read one at a time
+        fit_info = {**fit_src.describe(), "frames_used": int(picks.size)}
 
     result = export_checkpoint(
         checkpoint, out_dir, name, calibration=calibration, validation=validation,
         calibration_info=cal_info, validation_info=val_src.describe(), version=model_version,
         calibration_method=calibration_method, tolerances=Tolerances(max_int8_dice_change=max_dice_change),
+        scale_fit=scale_fit, scale_fit_info=fit_info, flip_average=flip_average,
     )
     report = result.report
     click.echo(f"fp32 vs PyTorch max |Δ|: {report.fp32_vs_pytorch_max_abs_diff}")

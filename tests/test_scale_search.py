@@ -1,0 +1,99 @@
+"""The inference plan: scale search refined by the measured red-cell size (corrected by the model's
+fitted ratio), flip averaging of the final pass, the plan's card section and its fit at export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from model_fixtures import tiny_model  # noqa: F401  (session fixture)
+from runtime.errors import ConfigError, ModelError
+from runtime.modelcard import card_path_for
+from runtime.postprocess import InferencePlan, flip_averaged, run_pass, search_scale, segment_frame
+from runtime.preprocess import PreprocessParams, decide_scale, preprocess
+from runtime.segmenter import SegmentationModel
+from runtime.synthetic import generate_smear
+
+PARAMS = PreprocessParams(target_rbc_diameter_px=24.0, stride=16)
+
+
+def test_plan_round_trips_and_refuses_bad_sections():
+    plan = InferencePlan(measured_diameter_ratio=1.07, flip_average=True)
+    assert InferencePlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+    assert InferencePlan.from_dict(None) == InferencePlan()
+    with pytest.raises(ConfigError, match="unknown key"):
+        InferencePlan.from_dict({"ratio": 1.0})
+    with pytest.raises(ConfigError, match="measured_diameter_ratio"):
+        InferencePlan(measured_diameter_ratio=3.0)
+    with pytest.raises(ConfigError, match="candidates"):
+        InferencePlan(candidates=(2.0,))
+
+
+def _position_dependent_run(tensor: np.ndarray) -> dict[str, np.ndarray]:
+    """A stand-in network whose output depends on where a pixel is (not flip-equivariant)."""
+    _, _, h, w = tensor.shape
+    ramp = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :].repeat(h, 0)
+    logits = np.stack([tensor[0, 0], tensor[0, 1] + ramp, tensor[0, 2], -tensor[0, 0]])[None]
+    return {"logits": logits, "centres": (tensor[0, :1] + ramp)[None]}
+
+
+def _pointwise_run(tensor: np.ndarray) -> dict[str, np.ndarray]:
+    """A stand-in network that maps each pixel on its own: flipping commutes with it."""
+    logits = np.concatenate([tensor, -tensor[:, :1]], axis=1)
+    return {"logits": logits, "centres": tensor[:, 1:2] * 0.5}
+
+
+def test_flip_average_is_the_mean_of_three_flipped_back_views():
+    frame = generate_smear(3, 96, 128, 0.3).image
+    prepared = preprocess(frame, PARAMS, um_per_px=0.3)
+    plain = run_pass(_pointwise_run, prepared)
+    averaged = flip_averaged(_pointwise_run, plain)
+    assert averaged.runs == 3
+    np.testing.assert_allclose(averaged.logits, plain.logits, atol=1e-5)  # equivariant: unchanged
+    np.testing.assert_allclose(averaged.heat, plain.heat, atol=1e-6)
+
+    plain = run_pass(_position_dependent_run, prepared)
+    averaged = flip_averaged(_position_dependent_run, plain)
+    x = prepared.tensor
+    views = [_position_dependent_run(x)["logits"][0],
+             np.flip(_position_dependent_run(np.ascontiguousarray(np.flip(x, -1)))["logits"][0], -1),
+             np.flip(_position_dependent_run(np.ascontiguousarray(np.flip(x, -2)))["logits"][0], -2)]
+    np.testing.assert_allclose(averaged.logits, np.mean(views, axis=0), atol=1e-5)
+    assert not np.allclose(averaged.logits, plain.logits)
+
+
+def test_search_refines_by_the_corrected_measurement_and_ends_on_the_chosen_pass(tiny_model):
+    model = SegmentationModel.load(tiny_model.int8)
+    frame = generate_smear(11, 240, 280, 0.25).image
+    first = run_pass(model.run, preprocess(frame, model.params, scale=decide_scale(model.params, frame)))
+    for ratio in (0.9, 1.0, 1.15):
+        plan = InferencePlan(measured_diameter_ratio=ratio, tolerance=0.02, refinements=3)
+        passes = search_scale(model.run, frame, model.params, first, plan)
+        refined = [p for p in passes if p.decision.source == "measured"]
+        coarse = max(passes[:len(plan.candidates)], key=lambda p: p.confidence)
+        assert passes[-1] in refined or passes[-1] is coarse
+        if refined:  # each refinement ran at the previous pass's measurement divided by the ratio
+            chain = [coarse, *refined]
+            for before, after in zip(chain, chain[1:]):
+                assert after.decision.rbc_diameter_px == pytest.approx(before.measured / ratio)
+    calibrated = segment_frame(model.run, frame, model.params, um_per_px=0.25, plan=InferencePlan(flip_average=True))
+    assert calibrated.passes == 3 and calibrated.scale.source == "calibration"
+
+
+def test_export_fits_the_ratio_and_the_runtime_reads_it(tiny_model, tmp_path):
+    card = json.loads(card_path_for(tiny_model.int8).read_text())
+    ratio = card["inference"]["measured_diameter_ratio"]
+    assert 0.5 <= ratio <= 2.0 and ratio != 1.0  # fitted, not the default
+    assert card["inference_fit"]["frames"] == 8 and card["inference_fit"]["data"]["name"] == "synthetic"
+    assert SegmentationModel.load(tiny_model.int8).plan.measured_diameter_ratio == ratio
+
+    import shutil
+
+    copy = tmp_path / tiny_model.int8.name
+    shutil.copy(tiny_model.int8, copy)
+    card["inference"]["typo"] = 1
+    card_path_for(copy).write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="unknown key"):
+        SegmentationModel.load(copy)
