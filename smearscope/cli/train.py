@@ -56,7 +56,7 @@ def segmentation(**options) -> None:
 
     \b
     The shipped model (docs/segmentation.md):
-      smearscope train segmentation --data ../shared/data/txl_pbc --out runs/seg --minutes 80
+      smearscope train segmentation --data ../shared/data/txl_pbc --out runs/seg --minutes 105
     A quick run on generated smears:
       smearscope train segmentation --data synthetic --out runs/syn --minutes 10
     """
