@@ -67,7 +67,7 @@ def build_device(
     device = Device(
         device_id=config.device_id,
         camera=camera,
-        model=ModelHolder(config.model.path, session_options(config.model)),
+        model=ModelHolder(config.model.path, session_options(config.model), config.model.flip_average),
         publisher=publisher,
         samples=samples or SampleTracker.from_config(config.sample),
         quality=config.quality,

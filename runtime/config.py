@@ -47,6 +47,8 @@ class ModelConfig:
     providers: tuple[ProviderName, ...] = ("tensorrt", "cuda", "cpu")
     threads: int = 0  # 0: ONNX Runtime's default (one per core)
     warmup: bool = True
+    flip_average: bool | None = None
+    """None: as the model card's inference plan says; false saves two network runs per field."""
 
     def __post_init__(self) -> None:
         _require(self.threads >= 0, "threads", f"must be 0 (automatic) or a positive count, got {self.threads}")

@@ -46,13 +46,13 @@ class CaptureOutcome:
 class ModelHolder:
     """Loads the segmentation model on first use and again after a failure (never caches a failure)."""
 
-    def __init__(self, path: str | Path | None, options: SessionOptions) -> None:
-        self.path, self.options = path, options
+    def __init__(self, path: str | Path | None, options: SessionOptions, flip_average: bool | None = None) -> None:
+        self.path, self.options, self.flip_average = path, options, flip_average
         self._model: SegmentationModel | None = None
 
     def get(self) -> SegmentationModel:
         if self._model is None:
-            self._model = SegmentationModel.load(self.path, self.options)
+            self._model = SegmentationModel.load(self.path, self.options, flip_average=self.flip_average)
             log.info("model %s %s loaded on %s", self._model.card.name, self._model.card.version,
                      ", ".join(self._model.loaded.providers))
         return self._model

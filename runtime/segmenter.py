@@ -6,6 +6,7 @@ feeds the network exactly the tensor it was trained and calibrated on.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +43,11 @@ class SegmentationModel:
     """How frames are searched for their scale (and flip-averaged), from the card's `inference`."""
 
     @classmethod
-    def load(cls, path: str | Path | None = None, options: SessionOptions | None = None) -> "SegmentationModel":
-        """Load and verify (sha256 against the card), then warm up. Raises ModelError/ModelIntegrityError."""
+    def load(cls, path: str | Path | None = None, options: SessionOptions | None = None, *,
+             flip_average: bool | None = None) -> "SegmentationModel":
+        """Load and verify (sha256 against the card), then warm up. Raises ModelError/ModelIntegrityError.
+
+        `flip_average` overrides the card's inference plan (None keeps it)."""
         path = Path(path) if path is not None else default_model_path()
         loaded = load_model(path, options)
         card = loaded.card
@@ -55,6 +59,8 @@ class SegmentationModel:
             plan = InferencePlan.from_dict(card.extra.get("inference"))
         except (ConfigError, TypeError) as exc:
             raise ModelError(f"{path}: model card: {exc}") from exc
+        if flip_average is not None:
+            plan = dataclasses.replace(plan, flip_average=flip_average)
         return cls(loaded=loaded, params=card.preprocess, plan=plan)
 
     @property

@@ -97,3 +97,16 @@ def test_export_fits_the_ratio_and_the_runtime_reads_it(tiny_model, tmp_path):
     card_path_for(copy).write_text(json.dumps(card))
     with pytest.raises(ModelError, match="unknown key"):
         SegmentationModel.load(copy)
+
+
+def test_device_config_can_override_flip_averaging(tiny_model):
+    from runtime.config import config_from_dict as parse_config
+    from runtime.device import ModelHolder
+    from runtime.onnx_session import SessionOptions
+
+    assert SegmentationModel.load(tiny_model.int8).plan.flip_average is False  # as its card says
+    config = parse_config({"device_id": "scope-t", "model": {"path": str(tiny_model.int8), "flip_average": True}})
+    holder = ModelHolder(config.model.path, SessionOptions(providers=("cpu",)), config.model.flip_average)
+    assert holder.get().plan.flip_average is True
+    with pytest.raises(ConfigError, match="model.flip_average"):
+        parse_config({"device_id": "scope-t", "model": {"flip_average": "often"}})
