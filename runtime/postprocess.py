@@ -379,7 +379,7 @@ def search_scale(run: Run, frame: np.ndarray, params: PreprocessParams, first: N
     The classical estimate (preprocess) is only a first guess, and it errs mostly low (sub-cell
     texture looks like small cells), where the network, shown cells several times too large,
     agrees with it. So the network also runs at the plan's other `candidates` times the guess,
-    and the most confident pass settles the coarse scale. Confidence is no fine measure (it
+    and the most confident pass that found red cells settles the coarse scale. Confidence is no fine measure (it
     rises as cells grow), so the scale is then set by the red-cell size measured on that pass's
     mask (divided by the model's measured_diameter_ratio): a pass at that size, repeated up to
     `refinements` times while the size moves by more than `tolerance`. A calibrated frame, or one
@@ -391,7 +391,7 @@ def search_scale(run: Run, frame: np.ndarray, params: PreprocessParams, first: N
     guess = decision.rbc_diameter_px
     passes = [first if f == 1.0 else run_pass(run, preprocess(frame, params, scale=_at_diameter(params, guess * f, "estimated")))
               for f in plan.candidates]
-    current = max(passes, key=lambda p: p.confidence)
+    current = coarse_choice(passes)
     for _ in range(plan.refinements):
         if current.measured is None:
             break
@@ -403,6 +403,12 @@ def search_scale(run: Run, frame: np.ndarray, params: PreprocessParams, first: N
         passes.append(current)
     passes = [p for p in passes if p is not current]
     return passes + [_final(run, current, plan)]
+
+
+def coarse_choice(passes: list[NetworkPass]) -> NetworkPass:
+    """The most confident pass that found red cells. A pass at a scale where cells are too small
+    to recognise is confidently all plasma: it wins only when no pass found a red cell."""
+    return max(passes, key=lambda p: (p.measured is not None, p.confidence))
 
 
 def _final(run: Run, chosen: NetworkPass, plan: InferencePlan) -> NetworkPass:

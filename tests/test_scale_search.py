@@ -110,3 +110,18 @@ def test_device_config_can_override_flip_averaging(tiny_model):
     assert holder.get().plan.flip_average is True
     with pytest.raises(ConfigError, match="model.flip_average"):
         parse_config({"device_id": "scope-t", "model": {"flip_average": "often"}})
+
+
+def test_coarse_choice_never_prefers_a_pass_that_saw_no_red_cell():
+    """Regression: shown cells at a quarter of their size, the network is confidently all plasma;
+    that pass used to win the coarse search and the frame came out empty."""
+    from runtime.postprocess import NetworkPass, coarse_choice
+
+    prepared = preprocess(generate_smear(1, 64, 64, 0.3).image, PARAMS, um_per_px=0.3)
+    logits = np.zeros((4, 64, 64), np.float32)
+    saw_cells = NetworkPass(prepared, logits, None, measured=60.0, confidence=0.86)
+    saw_plasma = NetworkPass(prepared, logits, None, measured=None, confidence=0.93)
+    sharper = NetworkPass(prepared, logits, None, measured=70.0, confidence=0.90)
+    assert coarse_choice([saw_cells, saw_plasma]) is saw_cells
+    assert coarse_choice([saw_cells, saw_plasma, sharper]) is sharper
+    assert coarse_choice([saw_plasma]) is saw_plasma
