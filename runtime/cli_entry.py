@@ -29,10 +29,11 @@ def run_console_script(command: click.Command) -> None:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
     except ModuleNotFoundError as exc:
-        if exc.name not in WORKSTATION_PACKAGES:
+        package = (exc.name or "").split(".")[0]  # torch.utils.data -> torch
+        if package not in WORKSTATION_PACKAGES:
             raise
         click.secho(
-            f"error: this command needs {exc.name}, which a device install leaves out; "
+            f"error: this command needs {package}, which a device install leaves out; "
             "on a workstation: pip install torch==2.13.0 && pip install 'smearscope[train]'",
             fg="red",
             err=True,

@@ -75,12 +75,11 @@ def _train(data: str, out_dir: Path, minutes: float | None, steps: int | None, b
            resume: Path | None, init: Path | None, progress: bool) -> None:
     import json
 
-    from torch.utils.data import Subset
-
     from runtime.errors import ConfigError
     from runtime.preprocess import PreprocessParams
     from training.datasets import Augment, DatasetCrops, SegmentationDataset, build_source
     from training.loop import TrainConfig, train_segmentation
+    from torch.utils.data import Subset
 
     if minutes is None and steps is None:
         raise ConfigError("give a budget: --minutes, --steps or both")
