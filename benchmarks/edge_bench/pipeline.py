@@ -129,8 +129,8 @@ def analysis_stages(analyzer: Any, um_per_px: float | None) -> list[Stage]:
     return [
         Stage("quality", f"scale decision ({scale_note}) + focus/exposure/coverage", quality),
         Stage("preprocess", "resample, pad, normalise (runtime.preprocess)", preprocess),
-        Stage("inference", "ONNX Runtime session.run; uncalibrated: scale search, 2-3 passes", infer),
-        Stage("postprocess", "best pass -> frame-size mask + centres, cell counts (runtime.postprocess), area %",
+        Stage("inference", "ONNX Runtime session.run: the card's inference plan (uncalibrated: scale search, 3-4 passes; flip-averaged final pass: +2)", infer),
+        Stage("postprocess", "final pass -> frame-size mask + centres, cell counts (runtime.postprocess), area %",
               postprocess),
     ]
 
