@@ -332,13 +332,19 @@ DEFAULT_PLAN = InferencePlan()
 
 def run_pass(run: Run, prepared: Prepared) -> NetworkPass:
     """Run the network on one prepared tensor and read what the scale search needs from its outputs."""
-    outputs = run(prepared.tensor)
+    logits, heat = _network_outputs(run, prepared.tensor)
+    return _read_pass(prepared, logits, heat, runs=1)
+
+
+def _network_outputs(run: Run, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(CxHxW class scores, 1xHxW centre heat-map in [0, 1] or None) of one network run."""
+    outputs = run(tensor)
     logits = np.asarray(outputs["logits"] if "logits" in outputs else next(iter(outputs.values())))[0]
     centres = outputs.get("centres")
     heat = None
     if centres is not None:
         heat = 1.0 / (1.0 + np.exp(-np.asarray(centres, np.float32)[0].reshape(1, *logits.shape[1:])))
-    return _read_pass(prepared, logits, heat, runs=1)
+    return logits, heat
 
 
 def _read_pass(prepared: Prepared, logits: np.ndarray, heat: np.ndarray | None, runs: int) -> NetworkPass:
@@ -358,11 +364,11 @@ def flip_averaged(run: Run, plain: NetworkPass) -> NetworkPass:
     logits = plain.logits.astype(np.float32).copy()
     heat = None if plain.heat is None else plain.heat.astype(np.float32).copy()
     for axis in (-1, -2):
-        pass_ = run_pass(run, dataclasses.replace(plain.prepared,
-                                                  tensor=np.ascontiguousarray(np.flip(plain.prepared.tensor, axis=axis))))
-        logits += np.flip(pass_.logits, axis=axis)
-        if heat is not None and pass_.heat is not None:
-            heat += np.flip(pass_.heat, axis=axis)
+        flipped = np.ascontiguousarray(np.flip(plain.prepared.tensor, axis=axis))
+        flipped_logits, flipped_heat = _network_outputs(run, flipped)
+        logits += np.flip(flipped_logits, axis=axis)
+        if heat is not None and flipped_heat is not None:
+            heat += np.flip(flipped_heat, axis=axis)
     return _read_pass(plain.prepared, logits / 3.0, None if heat is None else heat / 3.0, runs=plain.runs + 2)
 
 
