@@ -20,27 +20,18 @@ from runtime.preprocess import PreprocessParams, preprocess
 from training.datasets import Sample
 
 
-def labelled_diameter_px(sample: Sample, params: PreprocessParams) -> float | None:
-    """The frame's red-cell diameter in pixels from its labels: the measured box size, or the
-    nominal red cell at the calibrated µm/px."""
-    if sample.rbc_diameter_px:
-        return float(sample.rbc_diameter_px)
-    if sample.um_per_px:
-        return params.nominal_rbc_diameter_um / sample.um_per_px
-    return None
-
-
 def fit_measured_diameter_ratio(runs: Mapping[str, Run], params: PreprocessParams,
                                 frames: Iterable[Sample]) -> dict[str, dict[str, Any]]:
     """For each named model: the median of (diameter measured on its mask) / (labelled diameter)
-    over `frames` (read once), each run at its labelled scale, with the spread, so a card shows
-    how far one frame may stray."""
+    over `frames` (read once), each run at its labelled scale (the box size, or the nominal red
+    cell at the calibrated µm/px, as runtime.preprocess.decide_scale turns it into a diameter),
+    with the spread, so a card shows how far one frame may stray."""
     ratios: dict[str, list[float]] = {name: [] for name in runs}
     for sample in frames:
-        truth = labelled_diameter_px(sample, params)
-        if truth is None:
-            continue
-        prepared = preprocess(sample.image, params, rbc_diameter_px=truth, source=sample.key or "frame")
+        if not (sample.um_per_px or sample.rbc_diameter_px):
+            continue  # no labelled scale: the preprocessing would estimate one
+        prepared = preprocess(sample.image, params, source=sample.key or "frame", **sample.scale_kwargs())
+        truth = prepared.scale.rbc_diameter_px
         for name, run in runs.items():
             measured = run_pass(run, prepared).measured
             if measured is not None:
