@@ -129,7 +129,8 @@ def _fit_plans(fp32_path: Path, int8_path: Path, params, frames: Iterable[Sample
     runs = {}
     for kind, path in (("fp32", fp32_path), ("int8", int8_path)):
         session = create_session(path, SessionOptions(providers=("cpu",), warmup=False))
-        runs[kind] = lambda tensor, s=session: dict(zip([o.name for o in s.get_outputs()], s.run(None, {"image": tensor})))
+        names, input_name = [o.name for o in session.get_outputs()], session.get_inputs()[0].name
+        runs[kind] = lambda tensor, s=session, n=names, i=input_name: dict(zip(n, s.run(n, {i: tensor})))
     fits = fit_measured_diameter_ratio(runs, params, frames)
     for kind, fit in fits.items():
         log(f"  {kind}: red cells on its masks measure {fit['measured_diameter_ratio']:.3f}x the labelled size "

@@ -58,6 +58,11 @@ class ImageFrame:
         return {"um_per_px": self.um_per_px, "rbc_diameter_px": None}
 
 
+def evenly_spaced(count: int, limit: int) -> np.ndarray:
+    """Up to `limit` distinct indices into `count` items, spread evenly from the first to the last."""
+    return np.unique(np.linspace(0, count - 1, min(limit, count)).round().astype(int))
+
+
 def frames_from_folder(folder: str | Path, limit: int, um_per_px: float | None = None) -> list[ImageFrame]:
     """Up to `limit` images from a folder (sorted by name, spread evenly over it)."""
     folder = Path(folder)
@@ -66,7 +71,7 @@ def frames_from_folder(folder: str | Path, limit: int, um_per_px: float | None =
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) for calibration")
-    picks = np.unique(np.linspace(0, len(files) - 1, min(limit, len(files))).round().astype(int))
+    picks = evenly_spaced(len(files), limit)
     return [ImageFrame(read_image(files[i]), key=str(files[i]), um_per_px=um_per_px) for i in picks]
 
 
@@ -74,8 +79,7 @@ def frames_from_source(source: Sequence[Frame], limit: int) -> list[Frame]:
     """Up to `limit` frames of a source, spread evenly over it."""
     if len(source) == 0:
         raise DataError("calibration source is empty")
-    picks = np.unique(np.linspace(0, len(source) - 1, min(limit, len(source))).round().astype(int))
-    return [source[int(i)] for i in picks]
+    return [source[int(i)] for i in evenly_spaced(len(source), limit)]
 
 
 class PreprocessedFrames(CalibrationDataReader):

@@ -60,10 +60,8 @@ def export(checkpoint: Path, out_dir: Path, name: str, model_version: str, calib
 def _export(checkpoint: Path, out_dir: Path, name: str, model_version: str, calibration_data: str | None,
             calibration_frames: int, calibration_method: str, um_per_px: float | None, validation_data: str | None,
             validation_frames: int, max_dice_change: float, scale_fit_frames: int, flip_average: bool) -> None:
-    import numpy as np
-
     from export.pipeline import export_checkpoint
-    from export.quantize import frames_from_folder, frames_from_source
+    from export.quantize import evenly_spaced, frames_from_folder, frames_from_source
     from export.validate import Tolerances
     from runtime.errors import DataError
     from training.checkpoint import load_checkpoint
@@ -104,7 +102,7 @@ def _export(checkpoint: Path, out_dir: Path, name: str, model_version: str, cali
     validation = frames_from_source(val_src, validation_frames)
     scale_fit, fit_info = None, None
     if fit_src is not None and scale_fit_frames > 0:
-        picks = np.unique(np.linspace(0, len(fit_src) - 1, min(scale_fit_frames, len(fit_src))).round().astype(int))
+        picks = evenly_spaced(len(fit_src), scale_fit_frames)
         scale_fit = (fit_src[int(i)] for i in picks)  # read one at a time
         fit_info = {**fit_src.describe(), "frames_used": int(picks.size)}
 
