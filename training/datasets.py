@@ -250,6 +250,12 @@ def centre_targets(instances: np.ndarray, mask: np.ndarray, geometry: Geometry) 
     return centre_heatmap(boxes, geometry.padded_hw, classes=(RBC,))
 
 
+def check_crop(crop: int, params: PreprocessParams) -> None:
+    """A training crop must tile the network's stride (the U-Net halves it `depth` times)."""
+    if crop <= 0 or crop % params.stride:
+        raise ConfigError(f"crop must be a positive multiple of the stride ({params.stride}), got {crop}")
+
+
 class SegmentationDataset(Dataset):
     """Torch view of a source: dict(image CxHxW float32, mask HxW int64, centres HxW float32, has_centres).
 
@@ -268,8 +274,8 @@ class SegmentationDataset(Dataset):
         seed: int = 0,
         centres: bool = False,
     ) -> None:
-        if crop is not None and (crop <= 0 or crop % params.stride):
-            raise ConfigError(f"crop must be a positive multiple of the stride ({params.stride}), got {crop}")
+        if crop is not None:
+            check_crop(crop, params)
         if len(source) == 0:
             raise DataError(f"data source {source.name!r} is empty")
         self.source, self.params = source, params

@@ -10,6 +10,7 @@ the final scale (so they are exact at any scale). The tensor comes from runtime.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,9 @@ import cv2
 import numpy as np
 
 from runtime.classes import PLATELET
-from runtime.errors import ConfigError, DataError
+from runtime.errors import DataError
 from runtime.preprocess import PreprocessParams, normalize, plan_geometry, resample_frame
+from training.datasets import check_crop
 from training.labels import boxes_to_mask, centre_heatmap
 from training.txl_pbc import Box, list_samples, load_sample, median_rbc_diameter_px
 
@@ -138,8 +140,7 @@ class CachedCrops:
                  augment: Augment = Augment(), platelet_boost: float = 2.0, description: dict | None = None) -> None:
         if not items:
             raise DataError("no cached training images (no image of the split has a red-cell box)")
-        if crop <= 0 or crop % params.stride:
-            raise ConfigError(f"crop must be a positive multiple of the stride ({params.stride}), got {crop}")
+        check_crop(crop, params)
         self.items, self.params, self.crop, self.augment = items, params, crop, augment
         weights = np.array([platelet_boost if any(b.cls == PLATELET for b in it.boxes) else 1.0 for it in items])
         self.sampling = weights / weights.sum()
@@ -157,9 +158,7 @@ class CachedCrops:
 
     def describe(self) -> dict:
         return {**self.description, "cache": f"red cells {CACHE_OVERSIZE:g}x the target, crops {self.crop} px",
-                "augment": {"scale_range": list(self.augment.scale_range), "flip": self.augment.flip,
-                            "colour_jitter": self.augment.colour_jitter,
-                            "ignore_ring_px": self.augment.ignore_ring_px}}
+                "augment": dataclasses.asdict(self.augment)}
 
 
 def cached_crops(root: str | Path, params: PreprocessParams, crop: int, cache_dir: str | Path, *,
@@ -167,5 +166,6 @@ def cached_crops(root: str | Path, params: PreprocessParams, crop: int, cache_di
     """CachedCrops over a TXL-PBC split, building the cache on first use."""
     from training.txl_pbc import TxlPbcSource
 
+    check_crop(crop, params)  # before the cache is built, not after
     items = load_cache(build_cache(root, split, params, cache_dir))
     return CachedCrops(items, params, crop, augment=augment, description=TxlPbcSource(root, split).describe())

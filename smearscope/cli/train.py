@@ -83,8 +83,6 @@ def _train(data: str, out_dir: Path, minutes: float | None, steps: int | None, b
 
     if minutes is None and steps is None:
         raise ConfigError("give a budget: --minutes, --steps or both")
-    if crop % 16:
-        raise ConfigError(f"--crop must be a multiple of 16, got {crop}")
     params = PreprocessParams(target_rbc_diameter_px=target_rbc_px, stride=16)
     config = TrainConfig(steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                          seed=seed, class_weights=tuple(class_weights), centre_weight=centre_weight,
