@@ -45,6 +45,15 @@ def test_ignore_ring_marks_outlines_only():
     assert 0.05 < changed.sum() / (plain == RBC).sum() < 0.6
 
 
+def test_ignore_ring_only_on_the_chosen_classes():
+    boxes = [Box(RBC, 30, 40, 40, 40), Box(PLATELET, 70, 40, 12, 12)]
+    plain = boxes_to_mask(boxes, (80, 100))
+    ringed = boxes_to_mask(boxes, (80, 100), ignore_ring_px=2, ring_classes=(RBC,))
+    assert (ringed[:, :52] == IGNORE_INDEX).any()  # the red cell's outline is skipped
+    assert np.array_equal(ringed[:, 55:], plain[:, 55:])  # the platelet keeps its full extent
+    assert (ringed[:, 55:] == PLATELET).sum() == (plain == PLATELET).sum() > 0
+
+
 def test_centre_heatmap_has_one_peak_per_red_cell():
     boxes = [Box(RBC, 20, 20, 20, 20), Box(RBC, 38, 20, 20, 20), Box(WBC, 60, 60, 30, 30)]
     heat = centre_heatmap(boxes, (90, 90))

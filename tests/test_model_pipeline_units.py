@@ -3,6 +3,8 @@ datasets, checkpoints and a short resumable training run."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -186,6 +188,22 @@ def test_cached_crops_favour_platelet_images_and_match_the_network_grid():
         CachedCrops([plain], PARAMS, 50)
     with pytest.raises(DataError, match="no cached training images"):
         CachedCrops([], PARAMS, 64)
+
+
+def test_cached_crop_rings_only_the_chosen_classes():
+    from training.txl_crops import Augment as CropAugment, CachedImage, make_crop
+    from training.txl_pbc import Box
+
+    item = CachedImage("x", np.full((96, 96, 3), 200, np.uint8),  # the crop is the whole image
+                       [Box(RBC, 35, 48, 50, 50), Box(PLATELET, 80, 48, 16, 16)])
+    ringed = CropAugment(scale_range=(1.4, 1.4), flip=False, colour_jitter=0.0, ignore_ring_px=2,
+                         ring_classes=("rbc", "wbc"))
+    _, mask, _ = make_crop(item, PARAMS, 96, np.random.default_rng(0), ringed)
+    _, plain, _ = make_crop(item, PARAMS, 96, np.random.default_rng(0), dataclasses.replace(ringed, ignore_ring_px=0))
+    assert (mask == 255).any()
+    assert (mask == PLATELET).sum() == (plain == PLATELET).sum() > 0  # no platelet pixel skipped
+    with pytest.raises(ConfigError, match="unknown plasma"):
+        CropAugment(ring_classes=("rbc", "plasma"))
 
 
 def test_real_smear_source_through_the_dataset(shared_data):

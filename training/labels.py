@@ -7,7 +7,7 @@ around every ellipse's outline keeps the loss off the pixels a box cannot place 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import cv2
 import numpy as np
@@ -28,11 +28,14 @@ def _draw_ellipse(canvas: np.ndarray, box: Box, value: int, thickness: int) -> N
     cv2.ellipse(canvas, centre, axes, 0, 0, 360, int(value), thickness, cv2.LINE_8, _SHIFT)
 
 
-def boxes_to_mask(boxes: Iterable[Box], shape: tuple[int, int], ignore_ring_px: int = 0) -> np.ndarray:
+def boxes_to_mask(boxes: Iterable[Box], shape: tuple[int, int], ignore_ring_px: int = 0,
+                  ring_classes: Collection[int] | None = None) -> np.ndarray:
     """HxW uint8 class mask of filled ellipses inscribed in `boxes`, painted RBC < platelet < WBC.
 
-    With `ignore_ring_px` > 0 a band of that width centred on every ellipse outline is set to
-    IGNORE_INDEX (the loss skips it); the evaluation masks use 0.
+    With `ignore_ring_px` > 0 a band of that width centred on the ellipse outline of every box whose
+    class is in `ring_classes` (None: all) is set to IGNORE_INDEX (the loss skips it); the
+    evaluation masks use 0. On a cell a few pixels across (a platelet) the band is a large share of
+    its area, and the network left free there draws it too small.
     """
     boxes = list(boxes)
     mask = np.full(shape, BACKGROUND, dtype=np.uint8)
@@ -43,7 +46,8 @@ def boxes_to_mask(boxes: Iterable[Box], shape: tuple[int, int], ignore_ring_px: 
     if ignore_ring_px > 0:
         ring = np.zeros(shape, dtype=np.uint8)
         for box in boxes:
-            _draw_ellipse(ring, box, 1, int(ignore_ring_px))
+            if ring_classes is None or box.cls in ring_classes:
+                _draw_ellipse(ring, box, 1, int(ignore_ring_px))
         mask[ring > 0] = IGNORE_INDEX
     return mask
 

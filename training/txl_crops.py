@@ -18,8 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.classes import PLATELET
-from runtime.errors import DataError
+from runtime.classes import CLASS_NAMES, PLATELET
+from runtime.errors import ConfigError, DataError
 from runtime.preprocess import PreprocessParams, normalize, plan_geometry, resample_frame
 from training.datasets import check_crop
 from training.labels import boxes_to_mask, centre_heatmap
@@ -86,6 +86,17 @@ class Augment:
     flip: bool = True
     colour_jitter: float = 0.08
     ignore_ring_px: int = 2
+    ring_classes: tuple[str, ...] = ("rbc", "wbc", "platelet")
+    """Classes whose outlines get the ignore ring (training.labels.boxes_to_mask)."""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.ring_classes) - set(CLASS_NAMES[1:]))
+        if unknown:
+            raise ConfigError(f"ring classes: unknown {', '.join(unknown)} (choose from {', '.join(CLASS_NAMES[1:])})")
+
+    @property
+    def ring_class_ids(self) -> tuple[int, ...]:
+        return tuple(CLASS_NAMES.index(name) for name in self.ring_classes)
 
     @classmethod
     def none(cls) -> "Augment":
@@ -110,7 +121,7 @@ def make_crop(item: CachedImage, params: PreprocessParams, crop: int, rng: np.ra
     x0 = int(rng.integers(0, image.shape[1] - crop + 1))
     image = image[y0:y0 + crop, x0:x0 + crop]
     boxes = [Box(b.cls, b.cx - x0, b.cy - y0, b.w, b.h) for b in boxes]
-    mask = boxes_to_mask(boxes, (crop, crop), augment.ignore_ring_px).astype(np.int64)
+    mask = boxes_to_mask(boxes, (crop, crop), augment.ignore_ring_px, augment.ring_class_ids).astype(np.int64)
     mask[max(0, h - y0):, :] = 255
     mask[:, max(0, w - x0):] = 255
     heat = centre_heatmap(boxes, (crop, crop))

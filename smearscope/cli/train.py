@@ -37,6 +37,10 @@ def train() -> None:
               help="Weight of the centre heat-map loss.")
 @click.option("--target-rbc-px", default=32.0, show_default=True, type=click.FloatRange(min=4),
               help="Red-cell diameter at the network input (stored in the model card).")
+@click.option("--ignore-ring", default=2, show_default=True, type=click.IntRange(0),
+              help="TXL-PBC: width (network px) of the band around box outlines the loss skips.")
+@click.option("--ring-classes", default="rbc,wbc,platelet", show_default=True, metavar="LIST",
+              help="TXL-PBC: comma-separated classes whose outlines get that band.")
 @click.option("--val-every-min", default=5.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Validate (and write last.pt, best.pt on improvement) this often.")
 @click.option("--val-images", default=96, show_default=True, type=click.IntRange(1),
@@ -70,7 +74,8 @@ def segmentation(**options) -> None:
 
 def _train(data: str, out_dir: Path, minutes: float | None, steps: int | None, base_width: int, depth: int,
            centre_head: bool, crop: int, batch_size: int, lr: float, weight_decay: float,
-           class_weights: tuple[float, ...], centre_weight: float, target_rbc_px: float, val_every_min: float,
+           class_weights: tuple[float, ...], centre_weight: float, target_rbc_px: float, ignore_ring: int,
+           ring_classes: str, val_every_min: float,
            val_images: int, synthetic_frames: int, cache_dir: Path | None, seed: int, threads: int,
            resume: Path | None, init: Path | None, progress: bool) -> None:
     import json
@@ -95,10 +100,12 @@ def _train(data: str, out_dir: Path, minutes: float | None, steps: int | None, b
         batches = DatasetCrops(SegmentationDataset(train_src, params, augment=Augment(), crop=crop, seed=seed,
                                                    centres=centre_head))
     else:
-        from training.txl_crops import cached_crops
+        from training.txl_crops import Augment as CropAugment, cached_crops
 
+        rings = tuple(name.strip() for name in ring_classes.split(",") if name.strip())
+        augment = CropAugment(ignore_ring_px=ignore_ring, ring_classes=rings)
         val_src = build_source("txl_pbc", data, "val")
-        batches = cached_crops(data, params, crop, cache_dir or out_dir.parent / "cache")
+        batches = cached_crops(data, params, crop, cache_dir or out_dir.parent / "cache", augment=augment)
     val_ds = SegmentationDataset(val_src, params)
     picked = list(range(len(val_ds)))[:: max(1, len(val_ds) // val_images)][:val_images]
     spec = {"name": "unet", "kwargs": {"base_width": base_width, "depth": depth, "centre_head": centre_head}}
