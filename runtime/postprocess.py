@@ -41,6 +41,10 @@ class CountRules:
 
     rbc_min_area: float = 0.2
     wbc_min_area: float = 0.25
+    wbc_border_min_area: float = 0.02
+    """A white cell cut by the frame's border may show only a sliver: a white component touching
+    the border counts from this area (chosen on the 1008 TXL-PBC train images, version-2 model:
+    0.01-0.25 tried; the white-cell exact-count rate rose from 96.8 % to 97.3 % at 0.01-0.02)."""
     platelet_min_area: float = 0.015
     platelet_max_area: float = 0.8
     centre_threshold: float = 0.5
@@ -113,18 +117,27 @@ def label_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, rbc_diam
     cell_area = math.pi * d * d / 4.0
     out = {
         "wbc": _split_touching(mask == WBC, rules.wbc_peak_min * d, rules.wbc_peak_spacing * d,
-                               rules.wbc_min_area * cell_area),
+                               rules.wbc_min_area * cell_area, rules.wbc_border_min_area * cell_area),
         "platelet": _components(mask == PLATELET, rules.platelet_min_area * cell_area, rules.platelet_max_area * cell_area),
         "rbc": _red_cells(mask, centres, d, cell_area, rules),
     }
     return {name: out[name] for name in CELL_CLASSES}
 
 
-def _components(binary: np.ndarray, min_area: float, max_area: float | None) -> np.ndarray:
+def _components(binary: np.ndarray, min_area: float, max_area: float | None,
+                border_min_area: float | None = None) -> np.ndarray:
+    """Connected components within the area limits, relabelled 1..N; with `border_min_area`,
+    components touching the frame's border count from that (smaller) area."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
     areas = stats[:, cv2.CC_STAT_AREA]
     keep = np.zeros(n, bool)
     keep[1:] = areas[1:] >= min_area
+    if border_min_area is not None:
+        x, y = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
+        right, bottom = x + stats[1:, cv2.CC_STAT_WIDTH], y + stats[1:, cv2.CC_STAT_HEIGHT]
+        h, w = binary.shape
+        on_border = (x == 0) | (y == 0) | (right >= w) | (bottom >= h)
+        keep[1:] |= on_border & (areas[1:] >= border_min_area)
     if max_area is not None:
         keep[1:] &= areas[1:] <= max_area
     relabel = np.zeros(n, np.int32)
@@ -132,9 +145,11 @@ def _components(binary: np.ndarray, min_area: float, max_area: float | None) -> 
     return relabel[labels]
 
 
-def _split_touching(binary: np.ndarray, min_peak: float, spacing: float, min_area: float) -> np.ndarray:
-    """Components of `binary` (>= min_area px), split by a distance-transform watershed."""
-    comps = _components(binary, min_area, None)
+def _split_touching(binary: np.ndarray, min_peak: float, spacing: float, min_area: float,
+                    border_min_area: float | None = None) -> np.ndarray:
+    """Components of `binary` (>= min_area px, or >= border_min_area px on the frame's border),
+    split by a distance-transform watershed."""
+    comps = _components(binary, min_area, None, border_min_area)
     if comps.max() == 0:
         return comps
     keep = comps > 0

@@ -75,6 +75,15 @@ def test_border_cells_count_and_field_edge_rule_drops_right_and_bottom():
     assert count_cells_field_edge(mask, rbc_diameter_px=D) == {"rbc": 2, "wbc": 0, "platelet": 0}
 
 
+def test_a_white_cell_sliver_on_the_border_counts_but_not_the_same_fragment_inside():
+    mask = np.zeros((100, 160), np.uint8)
+    mask[92:100, 20:30] = WBC  # 80 px (0.11 of a red cell) cut by the bottom edge: a white cell there
+    mask[40:48, 80:90] = WBC  # the same fragment inside the frame is too small to be one
+    assert count_cells(mask, rbc_diameter_px=D)["wbc"] == 1
+    mask[96:100, 100:103] = WBC  # 12 px on the border (0.017): below even the border minimum
+    assert count_cells(mask, rbc_diameter_px=D)["wbc"] == 1
+
+
 def test_labels_are_consecutive_instances():
     mask = np.zeros((100, 160), np.uint8)
     disc(mask, 30, 50, D // 2, RBC)
