@@ -15,7 +15,7 @@ import click
 from export.card import write_card
 from export.onnx_export import DEFAULT_OPSET, export_segmentation
 from export.quantize import Frame, PreprocessedFrames, quantize_int8
-from export.scale_fit import fit_measured_diameter_ratio, fitted_plan
+from export.scale_fit import fit_inference, fitted_plan
 from export.validate import Tolerances, ValidationReport, validate_export
 from runtime.errors import ConfigError
 from runtime.modelcard import ModelCard, sha256_file
@@ -75,7 +75,7 @@ def export_checkpoint(
     quantization["calibration_data"] = calibration_info
     log(f"[4/5] validating PyTorch / fp32 / int8 on {len(validation)} frames")
     report = validate_export(model, fp32_path, int8_path, validation, ckpt.preprocess, tolerances)
-    fits = _fit_plans(fp32_path, int8_path, ckpt.preprocess, scale_fit, log)
+    fits = _fit_plans(fp32_path, int8_path, ckpt.preprocess, scale_fit, log, flip_average)
     plans = {kind: fitted_plan(fits.get(kind), flip_average=flip_average).to_dict() for kind in ("fp32", "int8")}
     fit_info = {"data": scale_fit_info or {}} if fits else {"data": None, "note": "no labelled frames: ratio 1.0"}
 
@@ -119,11 +119,11 @@ def export_checkpoint(
 
 
 def _fit_plans(fp32_path: Path, int8_path: Path, params, frames: Iterable[Sample] | None,
-               log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+               log: Callable[[str], None], flip_average: bool) -> dict[str, dict[str, Any]]:
     if frames is None:
         log("[5/5] no labelled frames for the scale fit: cards keep measured_diameter_ratio 1.0")
         return {}
-    log("[5/5] fitting each model's measured red-cell size on labelled frames at their labelled scale")
+    log("[5/5] fitting each model's measured red-cell size and platelet growth on labelled frames at their labelled scale")
     from runtime.onnx_session import SessionOptions, create_session
 
     runs = {}
@@ -131,10 +131,11 @@ def _fit_plans(fp32_path: Path, int8_path: Path, params, frames: Iterable[Sample
         session = create_session(path, SessionOptions(providers=("cpu",), warmup=False))
         names, input_name = [o.name for o in session.get_outputs()], session.get_inputs()[0].name
         runs[kind] = lambda tensor, s=session, n=names, i=input_name: dict(zip(n, s.run(n, {i: tensor})))
-    fits = fit_measured_diameter_ratio(runs, params, frames)
+    fits = fit_inference(runs, params, frames, flip_average=flip_average)
     for kind, fit in fits.items():
         log(f"  {kind}: red cells on its masks measure {fit['measured_diameter_ratio']:.3f}x the labelled size "
-            f"({fit['frames']} frames, mean deviation {100 * fit['mean_abs_deviation']:.1f} %)")
+            f"({fit['frames']} frames, mean deviation {100 * fit['mean_abs_deviation']:.1f} %); platelets grow "
+            f"{fit['platelet_grow_px']:g} grid px (platelet Dice by growth: {fit['platelet_dice_by_grow_px']})")
     return fits
 
 

@@ -1,10 +1,13 @@
-"""Fit a model's inference plan: how large its masks draw red cells, on frames of known scale.
+"""Fit a model's inference plan on labelled training frames at their labelled scale (never val).
 
-Without a µm/px calibration the device sets the scale from the red-cell size measured on the
-network's own mask (runtime.postprocess.search_scale). Each model draws cells a little larger or
-smaller than the boxes it was trained on, so a raw measurement would settle every frame at a
-slightly wrong scale. The ratio measured/labelled, taken at the labelled scale on training frames
-(never val), goes into the card's `inference` section and the runtime divides by it.
+- Red-cell size: without a µm/px calibration the device sets the scale from the red-cell size
+  measured on the network's own mask (runtime.postprocess.search_scale). Each model draws cells a
+  little larger or smaller than the boxes it was trained on, so a raw measurement would settle
+  every frame at a slightly wrong scale: the ratio measured/labelled goes into the card's
+  `inference` section and the runtime divides by it.
+- Platelet growth: platelets are a few network pixels across, and a model may draw them a pixel
+  small; the growth (in grid pixels) that gives the best pooled platelet Dice on the same frames
+  goes into the plan too (runtime.postprocess.grow_platelets).
 """
 
 from __future__ import annotations
@@ -14,40 +17,64 @@ from typing import Any
 
 import numpy as np
 
+from runtime.classes import PLATELET
 from runtime.errors import DataError
-from runtime.postprocess import InferencePlan, Run, run_pass
-from runtime.preprocess import PreprocessParams, preprocess
+from runtime.postprocess import InferencePlan, Run, flip_averaged, grow_platelets, run_pass
+from runtime.preprocess import PreprocessParams, preprocess, scores_to_frame
 from training.datasets import Sample
 
+GROW_GRID_PX: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+"""Platelet growths tried (network-grid pixels)."""
 
-def fit_measured_diameter_ratio(runs: Mapping[str, Run], params: PreprocessParams,
-                                frames: Iterable[Sample]) -> dict[str, dict[str, Any]]:
-    """For each named model: the median of (diameter measured on its mask) / (labelled diameter)
-    over `frames` (read once), each run at its labelled scale (the box size, or the nominal red
-    cell at the calibrated µm/px, as runtime.preprocess.decide_scale turns it into a diameter),
-    with the spread, so a card shows how far one frame may stray."""
+
+def fit_inference(runs: Mapping[str, Run], params: PreprocessParams, frames: Iterable[Sample], *,
+                  flip_average: bool = False, grow_grid: tuple[float, ...] = GROW_GRID_PX) -> dict[str, dict[str, Any]]:
+    """For each named model, over `frames` (read once), each run at its labelled scale (the box
+    size, or the nominal red cell at the calibrated µm/px, as runtime.preprocess.decide_scale turns
+    it into a diameter) and flip-averaged as the plan will be:
+    - `measured_diameter_ratio`: the median of (diameter measured on its mask) / (labelled
+      diameter), with the spread, so a card shows how far one frame may stray;
+    - `platelet_grow_px`: the growth of `grow_grid` with the best pooled platelet Dice against the
+      frames' masks (0 when no frame has a platelet), with the Dice of each."""
     ratios: dict[str, list[float]] = {name: [] for name in runs}
+    platelet = {name: np.zeros((len(grow_grid), 3), np.int64) for name in runs}  # TP, FP, FN per growth
     for sample in frames:
         if not (sample.um_per_px or sample.rbc_diameter_px):
             continue  # no labelled scale: the preprocessing would estimate one
         prepared = preprocess(sample.image, params, source=sample.key or "frame", **sample.scale_kwargs())
         truth = prepared.scale.rbc_diameter_px
+        true_platelet = sample.mask == PLATELET
         for name, run in runs.items():
-            measured = run_pass(run, prepared).measured
-            if measured is not None:
-                ratios[name].append(measured / truth)
+            result = run_pass(run, prepared)
+            if result.measured is not None:
+                ratios[name].append(result.measured / truth)
+            if flip_average:
+                result = flip_averaged(run, result)
+            mask = scores_to_frame(result.logits, prepared.geometry).argmax(axis=0).astype(np.uint8)
+            for i, grow in enumerate(grow_grid):
+                predicted = grow_platelets(mask, grow / prepared.geometry.scale) == PLATELET
+                platelet[name][i] += ((predicted & true_platelet).sum(), (predicted & ~true_platelet).sum(),
+                                      (~predicted & true_platelet).sum())
     fits = {}
     for name, values in ratios.items():
         if not values:
             raise DataError(f"scale fit ({name}): no frame with a labelled red-cell size and red cells in the mask")
         arr = np.asarray(values)
         ratio = float(np.clip(np.median(arr), 0.5, 2.0))
+        tp, fp, fn = platelet[name].T
+        dice = np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+        best = int(np.argmax(dice)) if (tp > 0).any() else 0
         fits[name] = {"measured_diameter_ratio": round(ratio, 4), "frames": int(arr.size),
-                      "mean_abs_deviation": round(float(np.mean(np.abs(arr / ratio - 1.0))), 4)}
+                      "mean_abs_deviation": round(float(np.mean(np.abs(arr / ratio - 1.0))), 4),
+                      "platelet_grow_px": float(grow_grid[best]),
+                      "platelet_dice_by_grow_px": {f"{g:g}": round(float(d), 4) for g, d in zip(grow_grid, dice)}}
     return fits
 
 
 def fitted_plan(fit: dict[str, Any] | None, *, flip_average: bool) -> InferencePlan:
-    """The plan a card records: the fitted ratio (1.0 without a fit) and the flip-averaging choice."""
-    ratio = fit["measured_diameter_ratio"] if fit else 1.0
-    return InferencePlan(measured_diameter_ratio=ratio, flip_average=flip_average)
+    """The plan a card records: the fitted ratio and platelet growth (1.0 and 0 without a fit) and
+    the flip-averaging choice."""
+    if not fit:
+        return InferencePlan(flip_average=flip_average)
+    return InferencePlan(measured_diameter_ratio=fit["measured_diameter_ratio"], flip_average=flip_average,
+                         platelet_grow_px=fit.get("platelet_grow_px", 0.0))

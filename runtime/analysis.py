@@ -120,7 +120,7 @@ class Analyzer:
     def postprocess(self, passes: list[NetworkPass]) -> tuple[Segmentation, dict[str, int], dict[str, float]]:
         """The scale search's final pass -> frame-sized segmentation, per-class counts (with the centre
         heat-map and the measured red-cell size) and area percentages: as runtime.postprocess.analyse_frame."""
-        seg = to_segmentation(passes)
+        seg = to_segmentation(passes, self.model.plan)
         return seg, count_segmentation(seg), area_percentages(seg.mask)
 
     def diagnose(self, sample: SampleField | None, smear: SampleSummary) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from runtime.classes import CELL_CLASSES, CLASS_NAMES, NUM_CLASSES, PLATELET, RBC, WBC
+from runtime.classes import BACKGROUND, CELL_CLASSES, CLASS_NAMES, NUM_CLASSES, PLATELET, RBC, WBC
 from runtime.errors import ConfigError
 from runtime.preprocess import PreprocessParams, Prepared, ScaleDecision, decide_scale, preprocess, scores_to_frame
 
@@ -313,6 +313,10 @@ class InferencePlan:
     refinements: int = 2
     flip_average: bool = False
     """Average the final pass's outputs with its horizontally and vertically flipped runs."""
+    platelet_grow_px: float = 0.0
+    """Platelets grow into the plasma around them by this many network-grid pixels. A platelet
+    is a few grid pixels across and the network, trained with an ignore band on box outlines,
+    draws it a little small; fitted on training frames at export (export.scale_fit)."""
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.measured_diameter_ratio <= 2.0:
@@ -321,6 +325,8 @@ class InferencePlan:
             raise ConfigError(f"inference.candidates: positive factors starting with 1.0, got {list(self.candidates)}")
         if self.tolerance < 0 or self.refinements < 0:
             raise ConfigError("inference.tolerance and inference.refinements must not be negative")
+        if not 0.0 <= self.platelet_grow_px <= 4.0:
+            raise ConfigError(f"inference.platelet_grow_px: must be 0-4, got {self.platelet_grow_px}")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -436,11 +442,24 @@ def _final(run: Run, chosen: NetworkPass, plan: InferencePlan) -> NetworkPass:
     return flip_averaged(run, chosen) if plan.flip_average else chosen
 
 
-def to_segmentation(passes: list[NetworkPass]) -> Segmentation:
-    """The scale search's final pass (the last of `passes`), mapped to the frame's own size."""
+def grow_platelets(mask: np.ndarray, radius_px: float) -> np.ndarray:
+    """`mask` with plasma pixels within `radius_px` of a platelet pixel turned platelet."""
+    platelet = mask == PLATELET
+    if radius_px <= 0 or not platelet.any():
+        return mask
+    distance = cv2.distanceTransform((~platelet).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    grown = mask.copy()
+    grown[(mask == BACKGROUND) & (distance <= radius_px)] = PLATELET
+    return grown
+
+
+def to_segmentation(passes: list[NetworkPass], plan: InferencePlan = DEFAULT_PLAN) -> Segmentation:
+    """The scale search's final pass (the last of `passes`), mapped to the frame's own size, with
+    the plan's platelet growth."""
     final = passes[-1]
     geometry = final.prepared.geometry
     mask = scores_to_frame(final.logits, geometry).argmax(axis=0).astype(np.uint8)
+    mask = grow_platelets(mask, plan.platelet_grow_px / geometry.scale)
     centres = scores_to_frame(final.heat, geometry)[0] if final.heat is not None else None
     return Segmentation(mask=mask, centres=centres, scale=final.decision, rbc_diameter_px=final.measured,
                         passes=sum(p.runs for p in passes))
@@ -451,7 +470,7 @@ def segment_frame(run: Run, frame: np.ndarray, params: PreprocessParams, *, um_p
     """Segment a frame; without a µm/px calibration, find the red-cell size with the network itself
     (first pass at decide_scale's decision, then search_scale's passes)."""
     first = run_pass(run, preprocess(frame, params, scale=decide_scale(params, frame, um_per_px=um_per_px)))
-    return to_segmentation(search_scale(run, frame, params, first, plan))
+    return to_segmentation(search_scale(run, frame, params, first, plan), plan)
 
 
 def count_segmentation(seg: Segmentation, rules: CountRules = DEFAULT_RULES) -> dict[str, int]:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
 from model_fixtures import tiny_model  # noqa: F401  (session fixture)
 from runtime.errors import ConfigError, ModelError
 from runtime.modelcard import card_path_for
-from runtime.postprocess import InferencePlan, flip_averaged, run_pass, search_scale, segment_frame
+from runtime.classes import BACKGROUND, PLATELET, RBC
+from runtime.postprocess import InferencePlan, flip_averaged, grow_platelets, run_pass, search_scale, segment_frame
 from runtime.preprocess import PreprocessParams, decide_scale, preprocess
 from runtime.segmenter import SegmentationModel
 from runtime.synthetic import generate_smear
@@ -29,6 +31,19 @@ def test_plan_round_trips_and_refuses_bad_sections():
         InferencePlan(measured_diameter_ratio=3.0)
     with pytest.raises(ConfigError, match="candidates"):
         InferencePlan(candidates=(2.0,))
+    with pytest.raises(ConfigError, match="platelet_grow_px"):
+        InferencePlan(platelet_grow_px=-1.0)
+
+
+def test_platelets_grow_into_plasma_only():
+    mask = np.zeros((40, 60), np.uint8)
+    cv2.circle(mask, (20, 20), 4, PLATELET, -1)
+    mask[:, 26:] = RBC  # a red cell 2 px from the platelet's edge
+    grown = grow_platelets(mask, 2.0)
+    assert np.array_equal(grown[:, 26:], mask[:, 26:])  # never over another cell
+    assert grown[20, 24:26].tolist() == [PLATELET, PLATELET] and grown[20, 14] == PLATELET
+    assert grown[20, 13] == BACKGROUND and (grown == PLATELET).sum() > 1.5 * (mask == PLATELET).sum()
+    assert grow_platelets(mask, 0.0) is mask
 
 
 def _position_dependent_run(tensor: np.ndarray) -> dict[str, np.ndarray]:
@@ -88,6 +103,8 @@ def test_export_fits_the_ratio_and_the_runtime_reads_it(tiny_model, tmp_path):
     assert 0.5 <= ratio <= 2.0 and ratio != 1.0  # fitted, not the default
     assert card["inference_fit"]["frames"] == 8 and card["inference_fit"]["data"]["name"] == "synthetic"
     assert SegmentationModel.load(tiny_model.int8).plan.measured_diameter_ratio == ratio
+    by_grow = card["inference_fit"]["platelet_dice_by_grow_px"]  # the growth is the best one tried
+    assert by_grow[f"{card['inference']['platelet_grow_px']:g}"] == max(by_grow.values())
 
     import shutil
 
