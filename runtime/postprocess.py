@@ -311,6 +311,9 @@ class InferencePlan:
     tolerance: float = 0.05
     """A refinement pass runs when the corrected measurement differs from the assumed diameter by more."""
     refinements: int = 2
+    max_refinement_step: float = 2.0
+    """A refinement moves the assumed red-cell diameter by at most this factor: the coarse choice
+    has settled the order of magnitude, and a frame with few whole cells can measure fragments."""
     flip_average: bool = False
     """Average the final pass's outputs with its horizontally and vertically flipped runs."""
     platelet_grow_px: float = 0.0
@@ -325,6 +328,8 @@ class InferencePlan:
             raise ConfigError(f"inference.candidates: positive factors starting with 1.0, got {list(self.candidates)}")
         if self.tolerance < 0 or self.refinements < 0:
             raise ConfigError("inference.tolerance and inference.refinements must not be negative")
+        if self.max_refinement_step < 1.0:
+            raise ConfigError(f"inference.max_refinement_step: must be >= 1, got {self.max_refinement_step}")
         if not 0.0 <= self.platelet_grow_px <= 4.0:
             raise ConfigError(f"inference.platelet_grow_px: must be 0-4, got {self.platelet_grow_px}")
 
@@ -408,8 +413,9 @@ def search_scale(run: Run, frame: np.ndarray, params: PreprocessParams, first: N
     agrees with it. So the network also runs at the plan's other `candidates` times the guess,
     and the most confident pass that found red cells settles the coarse scale. Confidence is no fine measure (it
     rises as cells grow), so the scale is then set by the red-cell size measured on that pass's
-    mask (divided by the model's measured_diameter_ratio): a pass at that size, repeated up to
-    `refinements` times while the size moves by more than `tolerance`. A calibrated frame, or one
+    mask (divided by the model's measured_diameter_ratio, and within `max_refinement_step` of
+    the size it was run at): a pass at that size, repeated up to `refinements` times while the
+    size moves by more than `tolerance`. A calibrated frame, or one
     with no estimate, runs once.
     """
     decision = first.decision
@@ -422,8 +428,9 @@ def search_scale(run: Run, frame: np.ndarray, params: PreprocessParams, first: N
     for _ in range(plan.refinements):
         if current.measured is None:
             break
-        estimate = current.measured / plan.measured_diameter_ratio
         assumed = params.target_rbc_diameter_px / current.decision.scale
+        step = plan.max_refinement_step
+        estimate = float(np.clip(current.measured / plan.measured_diameter_ratio, assumed / step, assumed * step))
         if abs(estimate / assumed - 1.0) <= plan.tolerance:
             break
         current = run_pass(run, preprocess(frame, params, scale=_at_diameter(params, estimate, "measured")))

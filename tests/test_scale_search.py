@@ -97,6 +97,32 @@ def test_search_refines_by_the_corrected_measurement_and_ends_on_the_chosen_pass
     assert calibrated.passes == 3 and calibrated.scale.source == "calibration"
 
 
+def _fragments_run(tensor: np.ndarray) -> dict[str, np.ndarray]:
+    """A stand-in network that sees red cells 7 grid px across at any scale (fragments)."""
+    _, _, h, w = tensor.shape
+    red = np.zeros((h, w), np.uint8)
+    for y in range(10, h - 10, 20):
+        for x in range(10, w - 10, 20):
+            cv2.circle(red, (x, y), 3, 1, -1)
+    logits = 5.0 * np.stack([1 - red, red, np.zeros_like(red), np.zeros_like(red)]).astype(np.float32)
+    return {"logits": logits[None]}
+
+
+@pytest.mark.parametrize("step", [2.0, 1.5])
+def test_a_refinement_moves_the_scale_by_at_most_its_step(step):
+    frame = generate_smear(5, 240, 280, 0.25).image
+    first = run_pass(_fragments_run, preprocess(frame, PARAMS, scale=decide_scale(PARAMS, frame)))
+    plan = InferencePlan(candidates=(1.0,), refinements=2, max_refinement_step=step)
+    passes = search_scale(_fragments_run, frame, PARAMS, first, plan)
+    chain = [first, *[p for p in passes if p.decision.source == "measured"]]
+    assert len(chain) == 3
+    for before, after in zip(chain, chain[1:]):
+        assert before.measured / before.decision.rbc_diameter_px < 0.5  # the mask says: far smaller
+        assert after.decision.rbc_diameter_px == pytest.approx(before.decision.rbc_diameter_px / step)
+    with pytest.raises(ConfigError, match="max_refinement_step"):
+        InferencePlan(max_refinement_step=0.5)
+
+
 def test_export_fits_the_ratio_and_the_runtime_reads_it(tiny_model, tmp_path):
     card = json.loads(card_path_for(tiny_model.int8).read_text())
     ratio = card["inference"]["measured_diameter_ratio"]
