@@ -89,7 +89,8 @@ def export_checkpoint(
         "architecture": {"name": ckpt.model_name, **ckpt.model_kwargs},
         "checkpoint": {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint), "epoch": ckpt.epoch},
         "training": {"config": ckpt.raw.get("train_config") or {}, "steps": ckpt.raw.get("step"),
-                     "minutes": round(float(ckpt.raw.get("elapsed_s", 0.0)) / 60.0, 1)},
+                     "minutes": round(float(ckpt.raw.get("elapsed_s", 0.0)) / 60.0, 1),
+                     "init": ckpt.raw.get("init")},
         "validation_checks": {"tolerances": vars(tolerances), "passed": True},
     }
     validation_common = {"data": validation_info, "frames": report.frames}

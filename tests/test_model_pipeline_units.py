@@ -132,6 +132,7 @@ def test_corrupt_missing_and_foreign_checkpoints(tmp_path):
 def test_training_writes_checkpoints_and_resumes(tmp_path):
     from training.checkpoint import load_checkpoint
     from training.datasets import DatasetCrops
+    from runtime.modelcard import sha256_file
     from training.loop import TrainConfig, train_segmentation
 
     spec = {"name": "unet", "kwargs": {"base_width": 4, "depth": 2}}
@@ -157,6 +158,11 @@ def test_training_writes_checkpoints_and_resumes(tmp_path):
     with pytest.raises(ConfigError, match="trained as"):
         train_segmentation({"name": "unet", "kwargs": {"base_width": 8, "depth": 2}}, PARAMS, train, val,
                            config(6), tmp_path, resume=first.last, progress=False)
+    # a fine-tune starts a new schedule from the weights and records where they came from
+    tuned = train_segmentation(spec, PARAMS, train, val, config(2), tmp_path / "ft", init=first.last, progress=False)
+    init = load_checkpoint(tuned.last).raw["init"]
+    assert tuned.steps == 2 and init == {"file": "last.pt", "sha256": sha256_file(first.last)}
+    assert load_checkpoint(first.last).raw["init"] is None
     with pytest.raises(ConfigError, match="budget"):
         TrainConfig()
 

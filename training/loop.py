@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from runtime.errors import ConfigError, DataError, ModelError
+from runtime.modelcard import sha256_file
 from runtime.preprocess import IGNORE_INDEX, PreprocessParams
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.losses import SegmentationLoss, centre_heatmap_loss
@@ -159,6 +160,7 @@ def train_segmentation(
         log(f"resumed from {resume} at step {state['step']} ({state['elapsed_s'] / 60:.1f} min)")
     elif init is not None:
         model.load_state_dict(_compatible(init, model_spec, params).state_dict)
+        state["init"] = {"file": Path(init).name, "sha256": sha256_file(init)}  # the card's lineage
         log(f"weights from {init}")
 
     best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
@@ -247,6 +249,7 @@ def _payload(model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_spe
         "metrics": {"val": val, "steps": state["step"]},
         "training_data": training_data or {},
         "train_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
+        "init": state.get("init"),
     }
 
 
@@ -269,6 +272,7 @@ def _resume(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Opt
     return {
         "step": int(ckpt.raw.get("step", ckpt.epoch)), "elapsed_s": float(ckpt.raw.get("elapsed_s", 0.0)),
         "best_score": float(ckpt.raw.get("best_score", -1.0)), "history": list(ckpt.raw.get("history", [])),
+        "init": ckpt.raw.get("init"),
     }
 
 
