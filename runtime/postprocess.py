@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from runtime.classes import BACKGROUND, CELL_CLASSES, CLASS_NAMES, NUM_CLASSES, PLATELET, RBC, WBC
+from runtime.card_sections import section_from_dict
 from runtime.errors import ConfigError
 from runtime.preprocess import PreprocessParams, Prepared, ScaleDecision, decide_scale, preprocess, scores_to_frame
 
@@ -344,14 +345,7 @@ class InferencePlan:
         """From a card's `inference` section (absent: the defaults); unknown keys are an error."""
         if not data:
             return cls()
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"inference: unknown key(s) {', '.join(unknown)}")
-        values = dict(data)
-        if "candidates" in values:
-            values["candidates"] = tuple(float(c) for c in values["candidates"])
-        return cls(**values)
+        return section_from_dict(cls, data, "inference", float_tuples=("candidates",))
 
 
 DEFAULT_PLAN = InferencePlan()

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from runtime.card_sections import section_from_dict
 from runtime.errors import ConfigError, ImageError
 from runtime.imageio import check_frame
 
@@ -66,15 +67,8 @@ class PreprocessParams:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PreprocessParams":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"preprocess: unknown key(s) {', '.join(unknown)}")
-        values = dict(data)
-        for key in ("mean", "std"):
-            if key in values:
-                values[key] = tuple(float(v) for v in values[key])
-        return cls(**values)
+        """From a card's `preprocess` section; unknown keys are an error."""
+        return section_from_dict(cls, data, "preprocess", float_tuples=("mean", "std"))
 
 
 @dataclass(frozen=True)
