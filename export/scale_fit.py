@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from runtime.classes import PLATELET
 from runtime.errors import DataError
 from runtime.postprocess import InferencePlan, Run, flip_averaged, grow_platelets, run_pass
 from runtime.preprocess import PreprocessParams, preprocess, scores_to_frame
 from training.datasets import Sample
+from training.metrics import ConfusionMeter
 
 GROW_GRID_PX: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 """Platelet growths tried (network-grid pixels)."""
@@ -37,13 +37,12 @@ def fit_inference(runs: Mapping[str, Run], params: PreprocessParams, frames: Ite
     - `platelet_grow_px`: the growth of `grow_grid` with the best pooled platelet Dice against the
       frames' masks (0 when no frame has a platelet), with the Dice of each."""
     ratios: dict[str, list[float]] = {name: [] for name in runs}
-    platelet = {name: np.zeros((len(grow_grid), 3), np.int64) for name in runs}  # TP, FP, FN per growth
+    meters = {name: [ConfusionMeter() for _ in grow_grid] for name in runs}  # one per growth
     for sample in frames:
         if not (sample.um_per_px or sample.rbc_diameter_px):
             continue  # no labelled scale: the preprocessing would estimate one
         prepared = preprocess(sample.image, params, source=sample.key or "frame", **sample.scale_kwargs())
         truth = prepared.scale.rbc_diameter_px
-        true_platelet = sample.mask == PLATELET
         for name, run in runs.items():
             result = run_pass(run, prepared)
             if result.measured is not None:
@@ -51,19 +50,16 @@ def fit_inference(runs: Mapping[str, Run], params: PreprocessParams, frames: Ite
             if flip_average:
                 result = flip_averaged(run, result)
             mask = scores_to_frame(result.logits, prepared.geometry).argmax(axis=0).astype(np.uint8)
-            for i, grow in enumerate(grow_grid):
-                predicted = grow_platelets(mask, grow / prepared.geometry.scale) == PLATELET
-                platelet[name][i] += ((predicted & true_platelet).sum(), (predicted & ~true_platelet).sum(),
-                                      (~predicted & true_platelet).sum())
+            for meter, grow in zip(meters[name], grow_grid):
+                meter.update(grow_platelets(mask, grow / prepared.geometry.scale), sample.mask)
     fits = {}
     for name, values in ratios.items():
         if not values:
             raise DataError(f"scale fit ({name}): no frame with a labelled red-cell size and red cells in the mask")
         arr = np.asarray(values)
         ratio = float(np.clip(np.median(arr), 0.5, 2.0))
-        tp, fp, fn = platelet[name].T
-        dice = np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
-        best = int(np.argmax(dice)) if (tp > 0).any() else 0
+        dice = [meter.scores()["platelet"]["dice"] or 0.0 for meter in meters[name]]
+        best = int(np.argmax(dice))  # all 0 without a platelet: no growth
         fits[name] = {"measured_diameter_ratio": round(ratio, 4), "frames": int(arr.size),
                       "mean_abs_deviation": round(float(np.mean(np.abs(arr / ratio - 1.0))), 4),
                       "platelet_grow_px": float(grow_grid[best]),
