@@ -67,6 +67,14 @@ class CountRules:
 DEFAULT_RULES = CountRules()
 
 
+def _on_border(stats: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Per row of cv2.connectedComponentsWithStats' `stats`: does that component touch the frame's border?"""
+    x, y = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+    right, bottom = x + stats[:, cv2.CC_STAT_WIDTH], y + stats[:, cv2.CC_STAT_HEIGHT]
+    h, w = shape
+    return (x == 0) | (y == 0) | (right >= w) | (bottom >= h)
+
+
 def rbc_diameter_from_mask(mask: np.ndarray) -> float | None:
     """Typical red-cell diameter (px) in a class mask: median equivalent diameter of the red-cell
     components that look like one whole cell (convex, away from the border), else twice the
@@ -75,11 +83,11 @@ def rbc_diameter_from_mask(mask: np.ndarray) -> float | None:
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if n <= 1:
         return None
-    h, w = mask.shape
+    on_border = _on_border(stats, mask.shape)
     singles = []
     for i in range(1, n):
         x, y, bw, bh, area = stats[i]
-        if area < 20 or x == 0 or y == 0 or x + bw >= w or y + bh >= h:
+        if area < 20 or on_border[i]:
             continue
         contours, _ = cv2.findContours((labels[y:y + bh, x:x + bw] == i).astype(np.uint8), cv2.RETR_EXTERNAL,
                                        cv2.CHAIN_APPROX_SIMPLE)
@@ -135,11 +143,7 @@ def _components(binary: np.ndarray, min_area: float, max_area: float | None,
     keep = np.zeros(n, bool)
     keep[1:] = areas[1:] >= min_area
     if border_min_area is not None:
-        x, y = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
-        right, bottom = x + stats[1:, cv2.CC_STAT_WIDTH], y + stats[1:, cv2.CC_STAT_HEIGHT]
-        h, w = binary.shape
-        on_border = (x == 0) | (y == 0) | (right >= w) | (bottom >= h)
-        keep[1:] |= on_border & (areas[1:] >= border_min_area)
+        keep[1:] |= _on_border(stats[1:], binary.shape) & (areas[1:] >= border_min_area)
     if max_area is not None:
         keep[1:] &= areas[1:] <= max_area
     relabel = np.zeros(n, np.int32)
