@@ -60,6 +60,7 @@ def test_white_cells_platelets_and_min_area():
     disc(mask, 100, 80, 28, WBC)  # two touching white cells
     disc(mask, 180, 40, 5, PLATELET)
     mask[150, 150] = PLATELET  # a one-pixel speck is noise, not a platelet
+    mask[120:125, 60:65] = PLATELET  # 25 px, 0.035 of a red cell (about 1.5 µm across): debris too
     mask[100:103, 200:203] = WBC  # nor is a tiny white fragment a white cell
     counts = count_cells(mask, rbc_diameter_px=D)
     assert counts == {"rbc": 0, "wbc": 2, "platelet": 1}
