@@ -210,7 +210,10 @@ def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray) -> n
         return np.zeros(red.shape, np.int32)
     seeds = np.where(markers > 0, markers + 1, 0).astype(np.int32)
     seeds[~red & (markers == 0)] = 1  # everything that is not red is one "outside" basin
-    relief = np.clip(255.0 * (1.0 - landscape), 0, 255).astype(np.uint8)
+    # cv2.watershed floods along small intensity steps between neighbours, not by altitude: the
+    # outside basin sits a full step above every cell pixel, so it cannot creep into a cell while
+    # the cell's own seeds flood it (without the step it took all but a ring around each seed).
+    relief = np.where(red, np.clip(127.0 * (1.0 - landscape), 0, 127), 255).astype(np.uint8)
     cv2.watershed(cv2.merge([relief, relief, relief]), seeds)
     labels = np.where(seeds > 1, seeds - 1, 0).astype(np.int32)
     labels[~red] = 0

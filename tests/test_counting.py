@@ -112,3 +112,17 @@ def test_counts_on_synthetic_smears_with_true_centres():
         counts = count_cells(smear.mask, heat, rbc_diameter_px=7.5 / 0.25)
         assert abs(counts["rbc"] - smear.counts["rbc"]) <= max(1, 0.05 * smear.counts["rbc"])
         assert counts["wbc"] == smear.counts["wbc"]
+
+
+def test_instance_labels_cover_whole_cells_so_the_field_edge_rule_sees_border_contact():
+    big = 120  # red-cell diameter in px, as in a high-magnification frame
+    mask = np.zeros((420, 480), np.uint8)
+    disc(mask, 240, 300, 130, WBC)  # a large white cell cut by the bottom edge, its centre well inside
+    disc(mask, 70, 70, big // 2, RBC)
+    disc(mask, 170, 70, big // 2, RBC)  # two touching red cells, split without a centre head
+    labels = label_cells(mask, rbc_diameter_px=big)
+    assert (labels["wbc"] > 0).sum() == (mask == WBC).sum()
+    assert (labels["rbc"] > 0).sum() == (mask == RBC).sum()
+    assert labels["rbc"].max() == 2
+    assert count_cells(mask, rbc_diameter_px=big)["wbc"] == 1
+    assert count_cells_field_edge(mask, rbc_diameter_px=big)["wbc"] == 0
