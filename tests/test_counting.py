@@ -126,3 +126,17 @@ def test_instance_labels_cover_whole_cells_so_the_field_edge_rule_sees_border_co
     assert labels["rbc"].max() == 2
     assert count_cells(mask, rbc_diameter_px=big)["wbc"] == 1
     assert count_cells_field_edge(mask, rbc_diameter_px=big)["wbc"] == 0
+
+
+def test_two_white_cells_in_contact_that_the_peaks_miss_are_cut_at_their_notches():
+    big = 60  # at this red-cell size neither 25-px disc reaches the 0.45-diameter peak depth
+    mask = np.zeros((200, 260), np.uint8)
+    disc(mask, 80, 100, 25, WBC)
+    disc(mask, 136, 100, 25, WBC)
+    mask[88:112, 80:136] = WBC  # joined by a neck: one region with two deep notches
+    cv2.ellipse(mask, (130, 170), (40, 22), 20, 0, 360, WBC, -1)  # one elongated but convex cell
+    labels = label_cells(mask, rbc_diameter_px=big)["wbc"]
+    assert labels.max() == 3
+    left, right = labels[100, 80], labels[100, 136]
+    assert left > 0 and right > 0 and left != right
+    assert (labels > 0).sum() == (mask == WBC).sum()
