@@ -12,8 +12,16 @@ import pytest
 from model_fixtures import tiny_model  # noqa: F401  (session fixture)
 from runtime.errors import ConfigError, ModelError
 from runtime.modelcard import card_path_for
-from runtime.classes import BACKGROUND, PLATELET, RBC
-from runtime.postprocess import InferencePlan, flip_averaged, grow_platelets, run_pass, search_scale, segment_frame
+from runtime.classes import BACKGROUND, PLATELET, RBC, WBC
+from runtime.postprocess import (
+    InferencePlan,
+    flip_averaged,
+    grow_platelets,
+    run_pass,
+    search_scale,
+    segment_frame,
+    white_cells_at_border,
+)
 from runtime.preprocess import PreprocessParams, decide_scale, preprocess
 from runtime.segmenter import SegmentationModel
 from runtime.synthetic import generate_smear
@@ -33,6 +41,22 @@ def test_plan_round_trips_and_refuses_bad_sections():
         InferencePlan(candidates=(2.0,))
     with pytest.raises(ConfigError, match="platelet_grow_px"):
         InferencePlan(platelet_grow_px=-1.0)
+    with pytest.raises(ConfigError, match="wbc_border"):
+        InferencePlan(wbc_border_min_prob=0.0)
+
+
+def test_weak_white_cell_evidence_counts_only_near_the_frame_edge():
+    scores = np.zeros((4, 50, 60), np.float32)
+    scores[RBC] = 2.0  # red cell everywhere, white cell unlikely except where raised below
+    scores[WBC, :, :] = -5.0
+    scores[WBC, 20:30, 0:6] = 1.0  # softmax gives white 0.22 here: at the left edge
+    scores[WBC, 20:30, 30:36] = 1.0  # the same evidence in the middle of the frame
+    mask = scores.argmax(axis=0).astype(np.uint8)
+    out = white_cells_at_border(mask, scores, band_px=8, min_prob=0.15)
+    assert (out[20:30, 0:6] == WBC).all() and (out[20:30, 30:36] == RBC).all()
+    assert (out[:20] == mask[:20]).all()
+    assert white_cells_at_border(mask, scores, band_px=8, min_prob=0.3)[25, 2] == RBC
+    assert white_cells_at_border(mask, scores, band_px=0, min_prob=0.15) is mask
 
 
 def test_platelets_grow_into_plasma_only():
