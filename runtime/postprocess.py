@@ -244,8 +244,8 @@ def _two_deep_notches(region: np.ndarray, max_solidity: float, min_depth_px: flo
     deepest = defects[np.argsort(defects[:, 3])[::-1][:2]]
     if deepest[1, 3] / 256.0 < min_depth_px:
         return None
-    a, b = (tuple(int(v) for v in contour[f, 0]) for f in deepest[:, 2])
-    return a, b  # type: ignore[return-value]
+    (ax, ay), (bx, by) = contour[deepest[0, 2], 0], contour[deepest[1, 2], 0]
+    return (int(ax), int(ay)), (int(bx), int(by))
 
 
 def _red_cells(mask: np.ndarray, centres: np.ndarray | None, d: float, cell_area: float,
@@ -285,7 +285,8 @@ def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray) -> n
     seeds[~red & (markers == 0)] = 1  # everything that is not red is one "outside" basin
     # cv2.watershed floods along small intensity steps between neighbours, not by altitude: the
     # outside basin sits a full step above every cell pixel, so it cannot creep into a cell while
-    # the cell's own seeds flood it (without the step it took all but a ring around each seed).
+    # the cell's own seeds flood it (without the step, cells 100+ px across kept only a patch
+    # round their seed).
     relief = np.where(red, np.clip(127.0 * (1.0 - landscape), 0, 127), 255).astype(np.uint8)
     cv2.watershed(cv2.merge([relief, relief, relief]), seeds)
     labels = np.where(seeds > 1, seeds - 1, 0).astype(np.int32)
@@ -568,7 +569,7 @@ def grow_platelets(mask: np.ndarray, radius_px: float) -> np.ndarray:
 
 def to_segmentation(passes: list[NetworkPass], plan: InferencePlan = DEFAULT_PLAN) -> Segmentation:
     """The scale search's final pass (the last of `passes`), mapped to the frame's own size, with
-    the plan's platelet growth."""
+    the plan's white cells at the frame edge and platelet growth."""
     final = passes[-1]
     geometry = final.prepared.geometry
     scores = scores_to_frame(final.logits, geometry)
