@@ -112,12 +112,38 @@ def rbc_diameter_from_mask(mask: np.ndarray) -> float | None:
     return float(2.0 * np.percentile(peaks, 90)) if peaks.size else None
 
 
+_MAX_CANDIDATES = 4000
+"""Above this many candidate pixels _disc_maxima dilates the whole surface instead."""
+
+
+def _disc_maxima(surface: np.ndarray, where: np.ndarray, k: int) -> np.ndarray:
+    """Pixels of `where` not below any pixel of `surface` within a k x k elliptical window: the same
+    as comparing with cv2.dilate(surface, ellipse), which takes ~100 ms on a 640x480 frame at
+    k = 105 (a white cell's spacing at high magnification). A pixel only qualifies if it is a
+    maximum of its 4-neighbourhood (inside every ellipse), so the window is tested for those few."""
+    surface = surface.astype(np.float32, copy=False)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    candidates = where & (surface >= cv2.dilate(surface, cross) - 1e-6)
+    ys, xs = np.nonzero(candidates)
+    if ys.size > _MAX_CANDIDATES:
+        return where & (surface >= cv2.dilate(surface, kernel) - 1e-6)
+    r = k // 2
+    h, w = surface.shape
+    inside = kernel.astype(bool)
+    peaks = np.zeros(surface.shape, bool)
+    for y, x in zip(ys.tolist(), xs.tolist()):
+        y0, y1, x0, x1 = max(0, y - r), min(h, y + r + 1), max(0, x - r), min(w, x + r + 1)
+        window = surface[y0:y1, x0:x1][inside[y0 - y + r:y1 - y + r, x0 - x + r:x1 - x + r]]
+        peaks[y, x] = surface[y, x] >= window.max() - 1e-6
+    return peaks
+
+
 def _peak_markers(surface: np.ndarray, allowed: np.ndarray, min_value: float, spacing_px: float) -> tuple[int, np.ndarray]:
     """Local maxima of `surface` >= min_value inside `allowed`, merged within `spacing_px`:
     (count, int32 marker image with ids 1..count)."""
     k = max(3, int(round(spacing_px)) | 1)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    peaks = (surface >= cv2.dilate(surface, kernel) - 1e-6) & (surface >= min_value) & allowed
+    peaks = _disc_maxima(surface, (surface >= min_value) & allowed, k)
     # Plateaus and near-duplicates: grow each peak pixel by half the spacing and merge what touches.
     grown = cv2.dilate(peaks.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(1, k // 2) | 1,) * 2))
     n, markers = cv2.connectedComponents(grown, connectivity=8)

@@ -8,6 +8,7 @@ import pytest
 
 from runtime.classes import PLATELET, RBC, WBC
 from runtime.postprocess import (
+    _disc_maxima,
     area_percentages,
     count_cells,
     count_cells_field_edge,
@@ -140,3 +141,15 @@ def test_two_white_cells_in_contact_that_the_peaks_miss_are_cut_at_their_notches
     left, right = labels[100, 80], labels[100, 136]
     assert left > 0 and right > 0 and left != right
     assert (labels > 0).sum() == (mask == WBC).sum()
+
+
+@pytest.mark.parametrize("k", [3, 5, 31, 105])
+def test_disc_maxima_match_a_full_dilation(k):
+    rng = np.random.default_rng(k)
+    surface = cv2.GaussianBlur(rng.random((160, 200)).astype(np.float32), (0, 0), 4)
+    surface[40:44, 60:64] = surface.max()  # a plateau
+    where = surface >= np.percentile(surface, 30)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    expected = where & (surface >= cv2.dilate(surface, kernel) - 1e-6)
+    assert expected.any()
+    assert np.array_equal(_disc_maxima(surface, where, k), expected)
