@@ -86,3 +86,26 @@ def test_cli_help(cli_runner):
 
     result = cli_runner.invoke(cli, ["evaluate", "--help"])
     assert result.exit_code == 0 and "--split" in result.output and "--update-cards" in result.output
+
+
+def test_cli_rule_and_plan_overrides_change_the_counts_and_are_recorded(cli_runner, tmp_path, repo_root, shared_data):
+    import json
+
+    from smearscope.cli import cli
+
+    model = repo_root / "models" / "segmentation.int8.onnx"
+    if not model.is_file():
+        pytest.skip("no shipped model")
+    base = ["evaluate", "--data", str(shared_data / "txl_pbc"), "--model", str(model), "--limit", "2", "--no-baseline"]
+    result = cli_runner.invoke(cli, base + ["--rule", "wbc_min_area=50", "--rule", "wbc_border_min_area=50",
+                                            "--plan", "wbc_border_band=0", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["overrides"] == {"plan": {"wbc_border_band": 0.0},
+                                   "rules": {"wbc_min_area": 50.0, "wbc_border_min_area": 50.0}}
+    per_image = report["methods"][model.name]["per_image"]  # no white region is 50 red cells large
+    assert sum(r["true"]["wbc"] for r in per_image) > 0 and all(r["pred"]["wbc"] == 0 for r in per_image)
+    bad = cli_runner.invoke(cli, base + ["--rule", "no_such_rule=1"])
+    assert bad.exit_code == 2 and "platelet_min_area" in bad.output
+    refused = cli_runner.invoke(cli, base + ["--rule", "rbc_min_area=0.3", "--update-cards"])
+    assert refused.exit_code != 0 and "drop --plan/--rule" in refused.output

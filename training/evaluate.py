@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.postprocess import analyse_frame, count_cells
+from runtime.postprocess import DEFAULT_RULES, CountRules, analyse_frame, count_cells
 from training.baseline import classical_segment
 from training.labels import boxes_to_mask
 from training.metrics import ConfusionMeter
@@ -36,9 +36,11 @@ class Method:
     analyse: Callable[[np.ndarray], tuple[np.ndarray, dict[str, int], float | None]]
 
 
-def onnx_method(model_path: str | Path, name: str | None = None, threads: int = 2, **plan_changes: Any) -> Method:
+def onnx_method(model_path: str | Path, name: str | None = None, threads: int = 2,
+                rules: CountRules = DEFAULT_RULES, **plan_changes: Any) -> Method:
     """A shipped model through the device's code path (sha256 checked against its card), with the
-    card's inference plan (`plan_changes` override its fields, e.g. flip_average=False)."""
+    card's inference plan (`plan_changes` override its fields, e.g. flip_average=False) and the
+    counting `rules`."""
     from runtime.onnx_session import SessionOptions
     from runtime.segmenter import SegmentationModel
 
@@ -46,20 +48,20 @@ def onnx_method(model_path: str | Path, name: str | None = None, threads: int = 
     plan = dataclasses.replace(model.plan, **plan_changes)
 
     def analyse(frame: np.ndarray) -> tuple[np.ndarray, dict[str, int], float | None]:
-        seg, counts = analyse_frame(model.run, frame, model.params, plan=plan)  # what the device runs
+        seg, counts = analyse_frame(model.run, frame, model.params, plan=plan, rules=rules)  # what the device runs
         return seg.mask, counts, seg.scale.rbc_diameter_px
 
     return Method(name or Path(model_path).name, analyse)
 
 
-def baseline_method() -> Method:
+def baseline_method(rules: CountRules = DEFAULT_RULES) -> Method:
     """Thresholds + watershed (training.baseline), counted by the same rules."""
     from runtime.preprocess import estimate_rbc_diameter_px
 
     def analyse(frame: np.ndarray) -> tuple[np.ndarray, dict[str, int], float | None]:
         diameter = estimate_rbc_diameter_px(frame)
         mask = classical_segment(frame, diameter)
-        return mask, count_cells(mask, rbc_diameter_px=diameter), diameter
+        return mask, count_cells(mask, rbc_diameter_px=diameter, rules=rules), diameter
 
     return Method("classical baseline", analyse)
 

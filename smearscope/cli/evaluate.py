@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from pathlib import Path
 
 import click
 
 _REPO = Path(__file__).resolve().parents[2]
+
+
+def _numeric_overrides(items: tuple[str, ...], section: type, option: str) -> dict[str, float]:
+    """FIELD=VALUE strings -> {field: float} for the numeric fields of a dataclass; anything else is
+    a usage error naming the fields that can be set."""
+    numeric = sorted(f.name for f in dataclasses.fields(section) if f.type in ("float", float))
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in numeric:
+            raise click.BadParameter(f"{item!r}: expected FIELD=NUMBER with FIELD one of {', '.join(numeric)}",
+                                     param_hint=option)
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: {value!r} is not a number", param_hint=option) from None
+    return out
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,12 +44,19 @@ _REPO = Path(__file__).resolve().parents[2]
               help="Also run the classical baseline (thresholds + watershed) on the same images.")
 @click.option("--flip-average/--no-flip-average", default=None,
               help="Override the card's inference plan: average the final pass with its flipped runs, or not.")
+@click.option("--plan", "plan_overrides", multiple=True, metavar="FIELD=VALUE",
+              help="Override a number in the card's inference plan (runtime.postprocess.InferencePlan), "
+                   "e.g. --plan wbc_border_min_prob=0.2; repeatable.")
+@click.option("--rule", "rule_overrides", multiple=True, metavar="FIELD=VALUE",
+              help="Override a counting rule (runtime.postprocess.CountRules), e.g. --rule platelet_min_area=0.015; "
+                   "repeatable. Rules are chosen on --split train; overrides cannot go into the cards.")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="ONNX Runtime threads.")
 @click.option("--update-cards", is_flag=True,
               help="Write the results into each model's card (metrics.txl_pbc_evaluation; an int8 model whose "
                    ".fp32.onnx sibling was evaluated too also gets its change from fp32). Needs the whole split.")
 def evaluate(split: str, models: tuple[Path, ...], data_dir: Path, json_path: Path | None, limit: int | None,
-             baseline: bool, flip_average: bool | None, threads: int, update_cards: bool) -> None:
+             baseline: bool, flip_average: bool | None, plan_overrides: tuple[str, ...], rule_overrides: tuple[str, ...],
+             threads: int, update_cards: bool) -> None:
     """Score models (and the classical baseline) against the box-derived masks and box counts.
 
     Per-class Dice is pooled over all pixels of the split; counts are compared per image with the
@@ -43,6 +69,7 @@ def evaluate(split: str, models: tuple[Path, ...], data_dir: Path, json_path: Pa
     Example:
       smearscope evaluate --split val
       smearscope evaluate --split val --model models/segmentation.int8.onnx --limit 50 --no-baseline
+      smearscope evaluate --split train --no-baseline --rule platelet_min_area=0.015
     """
     import json
 
@@ -55,6 +82,13 @@ def evaluate(split: str, models: tuple[Path, ...], data_dir: Path, json_path: Pa
     except ImportError as exc:
         raise click.ClickException(f"evaluation needs the workstation install ({exc})") from None
 
+    from runtime.postprocess import DEFAULT_RULES, CountRules, InferencePlan
+
+    if update_cards and (plan_overrides or rule_overrides):
+        raise click.ClickException("--update-cards records the shipped plan and rules: drop --plan/--rule")
+    plan_changes = _numeric_overrides(plan_overrides, InferencePlan, "--plan")
+    rule_changes = _numeric_overrides(rule_overrides, CountRules, "--rule")
+    rules = dataclasses.replace(DEFAULT_RULES, **rule_changes)
     if not models:
         models = tuple(p for p in (default_models_dir() / "segmentation.int8.onnx",
                                    default_models_dir() / "segmentation.fp32.onnx") if p.is_file())
@@ -63,15 +97,15 @@ def evaluate(split: str, models: tuple[Path, ...], data_dir: Path, json_path: Pa
     try:
         if not (data_dir / "images" / split).is_dir():
             raise DataError(f"{data_dir}: no images/{split} folder (pass --data, the TXL-PBC folder)")
-        changes = {} if flip_average is None else {"flip_average": flip_average}
-        methods = [onnx_method(p, name=p.name, threads=threads, **changes) for p in models]
+        changes = {**plan_changes, **({} if flip_average is None else {"flip_average": flip_average})}
+        methods = [onnx_method(p, name=p.name, threads=threads, rules=rules, **changes) for p in models]
         if baseline:
-            methods.append(baseline_method())
+            methods.append(baseline_method(rules))
         flagged = check_split(data_dir, split)
         from training.txl_pbc import list_samples
 
         total = len(list_samples(data_dir, split)) if limit is None else limit
-        with click.progressbar(length=total, label=f"evaluating {split}", file=click.get_text_stream("stderr")) as bar:
+        with click.progressbar(length=total, label=f"evaluating {split}", file=sys.stderr) as bar:
             last = [0]
 
             def step(done: int) -> None:
@@ -82,6 +116,7 @@ def evaluate(split: str, models: tuple[Path, ...], data_dir: Path, json_path: Pa
     except SmearscopeError as exc:
         raise click.ClickException(str(exc)) from None
     report["flagged"] = flagged
+    report["overrides"] = {"plan": plan_changes, "rules": rule_changes}
     json_path = json_path or Path(f"evaluation-{split}.json")
     try:
         json_path.write_text(json.dumps(report, indent=1) + "\n")
