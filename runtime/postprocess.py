@@ -238,14 +238,7 @@ def _split_at_notches(labels: np.ndarray, max_solidity: float, min_notch_px: flo
         out[inside] = 0
         out[parts == first] = old_id
         out[parts == second] = next_id
-        rest = inside & (out == 0)  # the cut line and crumbs go to the part they touch
-        while rest.any():
-            grown = cv2.dilate(out.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
-            reached = rest & np.isin(grown, (old_id, next_id))
-            if not reached.any():
-                break
-            out[reached] = grown[reached]
-            rest &= ~reached
+        _grow_labels(out, inside)  # the cut line and crumbs go to the part they touch
         next_id += 1
     return _compact(out, np.zeros_like(out))
 
@@ -257,11 +250,12 @@ def _two_deep_notches(region: np.ndarray, max_solidity: float, min_depth_px: flo
     if not contours:
         return None
     contour = max(contours, key=cv2.contourArea)
-    hull_area = cv2.contourArea(cv2.convexHull(contour))
+    hull = cv2.convexHull(contour, returnPoints=False)
+    hull_area = cv2.contourArea(contour[hull[:, 0]])
     if hull_area <= 0 or region.sum() / hull_area >= max_solidity:
         return None
     try:
-        defects = cv2.convexityDefects(contour, cv2.convexHull(contour, returnPoints=False))
+        defects = cv2.convexityDefects(contour, hull)
     except cv2.error:  # a self-touching outline has no usable hull order
         return None
     if defects is None or len(defects) < 2:
@@ -317,14 +311,24 @@ def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray) -> n
     cv2.watershed(cv2.merge([relief, relief, relief]), seeds)
     labels = np.where(seeds > 1, seeds - 1, 0).astype(np.int32)
     labels[~red] = 0
-    # Watershed lines (-1) and the rim the outside basin reached go to the neighbouring cell.
-    for _ in range(4):
-        unlabelled = red & (labels == 0)
-        if not unlabelled.any():
-            break
-        grown = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
-        labels[unlabelled] = grown[unlabelled]
+    _grow_labels(labels, red, rounds=4)  # watershed lines (-1) and the rim the outside basin reached
     return labels
+
+
+def _grow_labels(labels: np.ndarray, where: np.ndarray, rounds: int | None = None) -> None:
+    """In place: unlabelled pixels of `where` take a neighbouring label (the highest id of their
+    3x3 neighbourhood), one ring per round, for `rounds` rounds or until no pixel is reached."""
+    done = 0
+    while rounds is None or done < rounds:
+        unlabelled = where & (labels == 0)
+        if not unlabelled.any():
+            return
+        grown = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
+        reached = unlabelled & (grown > 0)
+        if not reached.any():
+            return
+        labels[reached] = grown[reached]
+        done += 1
 
 
 def _compact(labels: np.ndarray, markers: np.ndarray) -> np.ndarray:
