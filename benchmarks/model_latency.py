@@ -45,7 +45,7 @@ def main(model_dir: Path | None, fp32: Path | None, int8: Path | None, image: Pa
     from benchmarks.edge_bench.sweep import model_input
     from benchmarks.edge_bench.timing import measure_each, ratio, summarize
     from benchmarks.edge_bench.torch_baseline import BaselineUnavailable, load_torch_eager
-    from runtime.errors import ModelError
+    from runtime.contracts.errors import ModelError
 
     models = {m.variant: m for m in find_models(model_dir, fp32, int8)}
     missing = [v for v in ("int8", "fp32") if v not in models]
@@ -102,7 +102,7 @@ def main(model_dir: Path | None, fp32: Path | None, int8: Path | None, image: Pa
 
 def run() -> None:
     """Entry point with the project's one-line errors."""
-    from runtime.errors import SmearscopeError
+    from runtime.contracts.errors import SmearscopeError
 
     try:
         main.main(standalone_mode=False)

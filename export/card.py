@@ -1,4 +1,4 @@
-"""Model cards for exported ONNX files (runtime.modelcard.ModelCard, written beside the model)."""
+"""Model cards for exported ONNX files (runtime.contracts.modelcard.ModelCard, written beside the model)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import onnx
 
-from runtime.classes import CLASS_NAMES
-from runtime.modelcard import ModelCard, card_path_for, sha256_file
-from runtime.preprocess import PreprocessParams
+from runtime.contracts.classes import CLASS_NAMES
+from runtime.contracts.modelcard import ModelCard, card_path_for, sha256_file
+from runtime.inference.preprocess import PreprocessParams
 
 
 def onnx_io(path: str | Path) -> tuple[str, list[Any], list[str], int]:

@@ -22,9 +22,9 @@ import torch
 from export.card import write_card
 from export.onnx_export import export_onnx
 from runtime.diagnosis.features import CLASSES, FEATURES
-from runtime.errors import ModelError
-from runtime.modelcard import ModelCard, default_models_dir
-from runtime.onnx_session import SessionOptions, create_session
+from runtime.contracts.errors import ModelError
+from runtime.contracts.modelcard import ModelCard, default_models_dir
+from runtime.inference.session import SessionOptions, create_session
 from training.diagnosis.crossval import CVResult, cross_validate, split_calibration
 from training.diagnosis.data import Table, load_tables
 from training.diagnosis.metrics import binary_ece, top_label_ece
@@ -137,7 +137,7 @@ def run(data_dir: Path, out: Path, cfg: NetConfig, folds: int, seed: int) -> Mod
               help="Ensemble size inside the network.")
 def main(data_dir: Path, out: Path, folds: int, seed: int, epochs: int, members: int) -> None:
     """Cross-validate, train, export and card the diabetes diagnosis network."""
-    from runtime.errors import SmearscopeError
+    from runtime.contracts.errors import SmearscopeError
 
     try:
         run(data_dir, out, NetConfig(epochs=epochs, members=members, seed=seed), folds, seed)

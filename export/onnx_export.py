@@ -9,8 +9,8 @@ from typing import Mapping, Sequence
 import onnx
 import torch
 
-from runtime.errors import ModelError
-from runtime.preprocess import PreprocessParams
+from runtime.contracts.errors import ModelError
+from runtime.inference.preprocess import PreprocessParams
 
 DEFAULT_OPSET = 17
 

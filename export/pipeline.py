@@ -17,8 +17,8 @@ from export.onnx_export import DEFAULT_OPSET, export_segmentation
 from export.quantize import Frame, PreprocessedFrames, quantize_int8
 from export.scale_fit import fit_inference, fitted_plan
 from export.validate import Tolerances, ValidationReport, validate_export
-from runtime.errors import ConfigError
-from runtime.modelcard import ModelCard, sha256_file
+from runtime.contracts.errors import ConfigError
+from runtime.contracts.modelcard import ModelCard, sha256_file
 from training.checkpoint import load_checkpoint
 from training.datasets import Sample
 
@@ -125,7 +125,7 @@ def _fit_plans(fp32_path: Path, int8_path: Path, params, frames: Iterable[Sample
         log("[5/5] no labelled frames for the scale fit: cards keep measured_diameter_ratio 1.0")
         return {}
     log("[5/5] fitting each model's measured red-cell size and platelet growth on labelled frames at their labelled scale")
-    from runtime.onnx_session import SessionOptions, create_session
+    from runtime.inference.session import SessionOptions, create_session
 
     runs = {}
     for kind, path in (("fp32", fp32_path), ("int8", int8_path)):

@@ -2,7 +2,7 @@
 
 Steps: onnxruntime's quant_pre_process (shape inference + graph optimisation), then quantize_static
 in QDQ format with per-channel symmetric int8 weights and uint8 asymmetric activations (the fast
-path of ONNX Runtime's x86 and Arm kernels). The calibration reader calls runtime.preprocess.preprocess,
+path of ONNX Runtime's x86 and Arm kernels). The calibration reader calls runtime.inference.preprocess.preprocess,
 exactly as the device does, so the activation ranges are measured on what the model will see.
 """
 
@@ -25,9 +25,9 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from runtime.errors import ConfigError, DataError, ModelError
-from runtime.imageio import read_image
-from runtime.preprocess import PreprocessParams, preprocess
+from runtime.contracts.errors import ConfigError, DataError, ModelError
+from runtime.contracts.imageio import read_image
+from runtime.inference.preprocess import PreprocessParams, preprocess
 
 CALIBRATION_METHODS = {
     "minmax": CalibrationMethod.MinMax,

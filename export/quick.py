@@ -13,8 +13,8 @@ from typing import Callable
 
 from export.pipeline import ExportResult, export_checkpoint
 from export.validate import Tolerances
-from runtime.preprocess import PreprocessParams
-from runtime.synthetic import SmearStyle
+from runtime.inference.preprocess import PreprocessParams
+from runtime.capture.synthetic import SmearStyle
 from training.datasets import Augment, DatasetCrops, SegmentationDataset, SyntheticSource
 from training.loop import TrainConfig, train_segmentation
 

@@ -1,13 +1,13 @@
 """Fit a model's inference plan on labelled training frames at their labelled scale (never val).
 
 - Red-cell size: without a µm/px calibration the device sets the scale from the red-cell size
-  measured on the network's own mask (runtime.postprocess.search_scale). Each model draws cells a
+  measured on the network's own mask (runtime.analysis.scale_search.search_scale). Each model draws cells a
   little larger or smaller than the boxes it was trained on, so a raw measurement would settle
   every frame at a slightly wrong scale: the ratio measured/labelled goes into the card's
   `inference` section and the runtime divides by it.
 - Platelet growth: platelets are a few network pixels across, and a model may draw them a pixel
   small; the growth (in grid pixels) that gives the best pooled platelet Dice on the same frames
-  goes into the plan too (runtime.postprocess.grow_platelets).
+  goes into the plan too (runtime.analysis.scale_search.grow_platelets).
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import DataError
-from runtime.postprocess import InferencePlan, Run, flip_averaged, grow_platelets, run_pass
-from runtime.preprocess import PreprocessParams, preprocess, scores_to_frame
+from runtime.contracts.errors import DataError
+from runtime.analysis.scale_search import grow_platelets
+from runtime.contracts.card_sections import InferencePlan
+from runtime.inference.passes import FunctionNetwork, Run
+from runtime.inference.preprocess import PreprocessParams, preprocess, scores_to_frame
 from training.datasets import Sample
 from training.metrics import ConfusionMeter
 
@@ -30,7 +32,7 @@ GROW_GRID_PX: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 def fit_inference(runs: Mapping[str, Run], params: PreprocessParams, frames: Iterable[Sample], *,
                   flip_average: bool = False, grow_grid: tuple[float, ...] = GROW_GRID_PX) -> dict[str, dict[str, Any]]:
     """For each named model, over `frames` (read once), each run at its labelled scale (the box
-    size, or the nominal red cell at the calibrated µm/px, as runtime.preprocess.decide_scale turns
+    size, or the nominal red cell at the calibrated µm/px, as runtime.inference.preprocess.decide_scale turns
     it into a diameter) and flip-averaged as the plan will be:
     - `measured_diameter_ratio`: the median of (diameter measured on its mask) / (labelled
       diameter), with the spread, so a card shows how far one frame may stray;
@@ -44,11 +46,12 @@ def fit_inference(runs: Mapping[str, Run], params: PreprocessParams, frames: Ite
         prepared = preprocess(sample.image, params, source=sample.key or "frame", **sample.scale_kwargs())
         truth = prepared.scale.rbc_diameter_px
         for name, run in runs.items():
-            result = run_pass(run, prepared)
+            network = FunctionNetwork(run, params)
+            result = network.predict(prepared)
             if result.measured is not None:
                 ratios[name].append(result.measured / truth)
             if flip_average:
-                result = flip_averaged(run, result)
+                result = network.flip_averaged(result)
             mask = scores_to_frame(result.logits, prepared.geometry).argmax(axis=0).astype(np.uint8)
             for meter, grow in zip(meters[name], grow_grid):
                 meter.update(grow_platelets(mask, grow / prepared.geometry.scale), sample.mask)

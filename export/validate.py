@@ -18,10 +18,10 @@ import numpy as np
 import onnx
 import torch
 
-from runtime.classes import CLASS_NAMES
-from runtime.errors import ModelError
-from runtime.onnx_session import SessionOptions, create_session
-from runtime.preprocess import IGNORE_INDEX, PreprocessParams
+from runtime.contracts.classes import CLASS_NAMES
+from runtime.contracts.errors import ModelError
+from runtime.inference.session import SessionOptions, create_session
+from runtime.inference.preprocess import IGNORE_INDEX, PreprocessParams
 from training.datasets import Sample, prepare_sample
 from training.metrics import ConfusionMeter
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from runtime.errors import ConfigError
-from runtime.mqtt.connection import MqttSettings, TlsFiles
+from runtime.contracts.errors import ConfigError
+from runtime.delivery.connection import MqttSettings, TlsFiles
 
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 

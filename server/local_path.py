@@ -4,7 +4,7 @@
         loop(publisher=path.publisher)          # any code that calls publish(result), and close()
     print(path.summary)                          # after exit: every result drained and stored
 
-No system packages are needed (the broker is runtime.mqtt.broker); the server's SQLite database is
+No system packages are needed (the broker is runtime.delivery.broker); the server's SQLite database is
 `<out_dir>/server.sqlite3` and the device's outbox `<out_dir>/outbox.sqlite3`.
 
 The path owns the MQTT publisher (`path.mqtt`). The device gets `path.publisher`, whose `close()`
@@ -20,11 +20,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from runtime.errors import SmearscopeError
-from runtime.mqtt.broker import EmbeddedBroker
-from runtime.mqtt.connection import MqttSettings
-from runtime.mqtt.publisher import MqttPublisher
-from runtime.outbox import Outbox
+from runtime.contracts.errors import SmearscopeError
+from runtime.delivery.broker import EmbeddedBroker
+from runtime.delivery.connection import MqttSettings
+from runtime.delivery.publisher import MqttPublisher
+from runtime.delivery.outbox import Outbox
 from server.config import ServerConfig
 from server.service import ResultServer
 

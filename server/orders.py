@@ -12,11 +12,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from runtime.errors import SmearscopeError
-from runtime.ids import uuid7
-from runtime.mqtt.connection import ResilientClient
-from runtime.mqtt.topics import topic
-from runtime.schema import validate
+from runtime.contracts.errors import SmearscopeError
+from runtime.contracts.ids import uuid7
+from runtime.delivery.connection import ResilientClient
+from runtime.delivery.topics import topic
+from runtime.contracts.schema import validate
 from server.config import ServerConfig
 
 

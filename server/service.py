@@ -18,8 +18,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from runtime.mqtt.connection import ResilientClient
-from runtime.mqtt.topics import results_filter, topic
+from runtime.delivery.connection import ResilientClient
+from runtime.delivery.topics import results_filter, topic
 from server.config import ServerConfig
 from server.orders import build_order, publish_order
 from server.store import Outcome, Store

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import ConfigError
+from runtime.contracts.errors import ConfigError
 from server.validation import Accepted, Rejected
 
 _TABLES = """

@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.mqtt.topics import Topic, TopicError, parse
-from runtime.schema import RESULT_SCHEMA, schema_errors
+from runtime.delivery.topics import Topic, TopicError, parse
+from runtime.contracts.schema import RESULT_SCHEMA, schema_errors
 
 SCHEMA_VERSION = "result/1"
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

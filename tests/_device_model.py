@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 UM_PER_PX = 0.25
-"""Scale of the synthetic frames the device tests make (runtime.synthetic's µm per pixel)."""
+"""Scale of the synthetic frames the device tests make (runtime.capture.synthetic's µm per pixel)."""
 
 
 def trained_model_path() -> Path:

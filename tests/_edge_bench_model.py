@@ -11,7 +11,7 @@ from pathlib import Path
 
 def tiny_model_files() -> dict[str, Path]:
     from model_fixtures import tiny_model_result
-    from runtime.modelcard import load_card
+    from runtime.contracts.modelcard import load_card
 
     result = tiny_model_result()
     checkpoint_name = load_card(result.fp32).extra["checkpoint"]["file"]

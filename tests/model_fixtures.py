@@ -6,7 +6,7 @@ Built once per test process. Use it from any test module:
     from model_fixtures import tiny_model        # noqa: F401  (a session-wide pytest fixture)
 
     def test_something(tiny_model):
-        tiny_model.int8, tiny_model.fp32          # paths; cards beside them (runtime.modelcard.load_card)
+        tiny_model.int8, tiny_model.fp32          # paths; cards beside them (runtime.contracts.modelcard.load_card)
 
 or call `tiny_model_result()` directly. Set SMEARSCOPE_TINY_MODEL_DIR to keep the model between
 runs (it is rebuilt whenever the training/export/preprocessing code changes).
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 TRAIN_STEPS = 200
-_CODE = ("training", "export", "runtime/preprocess.py", "runtime/synthetic.py")
+_CODE = ("training", "export", "runtime/inference/preprocess.py", "runtime/capture/synthetic.py")
 
 
 def _code_hash(root: Path) -> str:

@@ -54,7 +54,7 @@ def make_certs(out: Path, devices: list[str]) -> Path:
 def make_result(device_id: str, seq: int, *, patient_id: str | None = None, labs: dict[str, Any] | None = None,
                 created_at: str | None = None, sample_id: str | None = None) -> dict[str, Any]:
     """A valid result/1 message (checked against the schema by the caller's publish path)."""
-    from runtime.ids import uuid7
+    from runtime.contracts.ids import uuid7
 
     sample: dict[str, Any] = {"sample_id": sample_id or f"S-{seq:06d}", "field_index": 0}
     if patient_id is not None:
@@ -136,7 +136,7 @@ class Mosquitto:
 
 
 def tls_settings(certs: Path, name: str, port: int, client_id: str | None = None, **kw: Any):
-    from runtime.mqtt.connection import MqttSettings, TlsFiles
+    from runtime.delivery.connection import MqttSettings, TlsFiles
 
     return MqttSettings(host="127.0.0.1", port=port, client_id=client_id or name,
                         tls=TlsFiles(certs / "ca.crt", certs / f"{name}.crt", certs / f"{name}.key"),
@@ -266,8 +266,8 @@ def device_main(argv: list[str]) -> int:
     parser.add_argument("--resend-after", type=float, default=3.0)
     args = parser.parse_args(argv)
 
-    from runtime.mqtt.publisher import MqttPublisher
-    from runtime.outbox import Outbox
+    from runtime.delivery.publisher import MqttPublisher
+    from runtime.delivery.outbox import Outbox
 
     outbox = Outbox(args.outbox)
     publisher = MqttPublisher(tls_settings(Path(args.certs), args.device, args.port), site=SITE,

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from _device_model import UM_PER_PX, trained_model_path
-from runtime.modelcard import card_path_for
-from runtime.synthetic import generate_smear
+from runtime.contracts.modelcard import card_path_for
+from runtime.capture.synthetic import generate_smear
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.errors import ModelError, SchemaError
-from runtime.ids import uuid7
-from runtime.onnx_session import resolve_providers
-from runtime.schema import schema_errors, validate
+from runtime.contracts.errors import ModelError, SchemaError
+from runtime.contracts.ids import uuid7
+from runtime.inference.session import resolve_providers
+from runtime.contracts.schema import schema_errors, validate
 
 
 def test_uuid7_is_version_7_and_ordered():

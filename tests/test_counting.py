@@ -6,16 +6,16 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.classes import PLATELET, RBC, WBC
-from runtime.postprocess import (
+from runtime.contracts.classes import PLATELET, RBC, WBC
+from runtime.analysis.counting import (
     _disc_maxima,
-    area_percentages,
     count_cells,
     count_cells_field_edge,
     label_cells,
-    rbc_diameter_from_mask,
 )
-from runtime.synthetic import generate_smear
+from runtime.contracts.classes import area_percentages
+from runtime.inference.cell_size import rbc_diameter_from_mask
+from runtime.capture.synthetic import generate_smear
 from training.labels import boxes_from_instances, centre_heatmap
 
 D = 30  # red-cell diameter of the drawn masks

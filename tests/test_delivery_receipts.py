@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from mqtt_helpers import make_result, wait_for
-from runtime.mqtt.broker import Connection, EmbeddedBroker, Reader
-from runtime.mqtt.connection import MqttSettings
-from runtime.mqtt.publisher import MqttPublisher
-from runtime.outbox import Outbox
+from runtime.delivery.broker import Connection, EmbeddedBroker, Reader
+from runtime.delivery.connection import MqttSettings
+from runtime.delivery.publisher import MqttPublisher
+from runtime.delivery.outbox import Outbox
 from server.config import ServerConfig
 from server.service import ResultServer
 

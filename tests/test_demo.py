@@ -12,8 +12,8 @@ import cv2
 import pytest
 
 from _device_model import trained_model_path
-from runtime.publish import StdoutSink
-from runtime.schema import validate
+from runtime.delivery.sinks import StdoutSink
+from runtime.contracts.schema import validate
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +69,7 @@ def test_demo_takes_any_publisher(model_path, tmp_path):
 
 def test_demo_with_the_shipped_models(repo_root, tmp_path):
     """What a fresh clone runs: no options but an output folder (skipped until the model ships)."""
-    from runtime.segmenter import default_model_path
+    from runtime.inference.model import default_model_path
 
     if not default_model_path().is_file():
         pytest.skip(f"{default_model_path()} is not in this checkout")

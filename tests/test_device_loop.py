@@ -15,16 +15,16 @@ import cv2
 import pytest
 
 from _device_model import UM_PER_PX, trained_model_path
-from runtime.cameras import FolderCamera, OpenCVCamera, SyntheticCamera
-from runtime.config import FolderCameraConfig, OpenCVCameraConfig, SyntheticCameraConfig
-from runtime.device import Device, ModelHolder
-from runtime.modelcard import card_path_for
-from runtime.onnx_session import SessionOptions
-from runtime.publish import FileSink
-from runtime.sample_context import SampleContext, SampleTracker
-from runtime.schema import validate
-from runtime.synthetic import generate_smear
-from runtime.triggers import ManualTrigger, RecordingStatus, StdinTrigger
+from runtime.capture.cameras import FolderCamera, OpenCVCamera, SyntheticCamera
+from runtime.contracts.config import FolderCameraConfig, OpenCVCameraConfig, SyntheticCameraConfig
+from runtime.device.loop import Device, ModelHolder
+from runtime.contracts.modelcard import card_path_for
+from runtime.inference.session import SessionOptions
+from runtime.delivery.sinks import FileSink
+from runtime.contracts.sample import SampleContext, SampleTracker
+from runtime.contracts.schema import validate
+from runtime.capture.synthetic import generate_smear
+from runtime.capture.triggers import ManualTrigger, RecordingStatus, StdinTrigger
 
 OPTIONS = SessionOptions(providers=("cpu",), intra_op_threads=2)
 
@@ -79,7 +79,7 @@ def _published(tmp_path) -> list[dict]:
 def test_button_press_on_simulated_controller_to_valid_result(model_path, tmp_path):
     """End to end: CAPTURE on the controller simulator (real pty, real protocol) -> result/1 files."""
     from firmware_bridge import open_bridge
-    from runtime.bridge_trigger import BridgeStatus, BridgeTrigger
+    from runtime.capture.bridge_trigger import BridgeStatus, BridgeTrigger
 
     bridge = open_bridge({"type": "simulator"})
     assert bridge.wait_connected(10.0)

@@ -1,6 +1,6 @@
 """The device with the MQTT publisher from its config: an order from the server switches the sample,
 the result reaches the server's database, and the sequence continues after a restart.
-Real broker (runtime.mqtt.broker, in-process), real server, real SQLite, real ONNX Runtime."""
+Real broker (runtime.delivery.broker, in-process), real server, real SQLite, real ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import time
 import pytest
 
 from _device_model import trained_model_path
-from runtime.assembly import build_device
-from runtime.config import config_from_dict
-from runtime.triggers import ManualTrigger
+from runtime.device.assembly import build_device
+from runtime.contracts.config import config_from_dict
+from runtime.capture.triggers import ManualTrigger
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +23,7 @@ def model_path():
 
 @pytest.fixture()
 def delivery(tmp_path):
-    from runtime.mqtt.broker import EmbeddedBroker
+    from runtime.delivery.broker import EmbeddedBroker
     from server.config import ServerConfig
     from server.service import ResultServer
 

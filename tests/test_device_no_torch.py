@@ -11,7 +11,7 @@ import cv2
 import pytest
 
 from _device_model import UM_PER_PX, trained_model_path
-from runtime.synthetic import generate_smear
+from runtime.capture.synthetic import generate_smear
 
 WORKSTATION_ONLY = ("torch", "onnx", "onnxsim", "onnxscript", "training", "export")
 

@@ -68,7 +68,7 @@ def test_excluded_hba1c_is_masked_out_of_the_network(network):
 def test_tampered_model_is_refused(tmp_path):
     import shutil
 
-    from runtime.errors import ModelIntegrityError
+    from runtime.contracts.errors import ModelIntegrityError
 
     path = tmp_path / "diagnosis.onnx"
     shutil.copy(default_model_path(), path)
@@ -171,7 +171,7 @@ def test_folds_are_stratified_and_baseline_imputes_pooled_median(tables):
 
 def test_tiny_train_export_parity_and_card(tables, tmp_path):
     from export.diagnosis import check_parity, export_network, train_final
-    from runtime.modelcard import load_card
+    from runtime.contracts.modelcard import load_card
     from training.diagnosis.train import NetConfig
 
     torch.set_num_threads(1)

@@ -263,7 +263,7 @@ def test_unknown_guideline():
 
 
 def test_report_fits_result_schema():
-    from runtime.schema import schema_errors
+    from runtime.contracts.schema import schema_errors
 
     report = diagnose({"fpg_mmol_l": 7.4, "hba1c_pct": 6.9, "age": 50, "bmi": 31, "sex": "M"}, "who")
     message = {

@@ -17,7 +17,7 @@ from benchmarks.edge_bench.delivery import mosquitto_binary
 from benchmarks.edge_bench.pipeline import STAGE_NAMES
 from benchmarks.edge_bench.render import report_tables, to_markdown
 from benchmarks.edge_bench.report import load_report, schema_errors
-from runtime.errors import SchemaError
+from runtime.contracts.errors import SchemaError
 
 REPO = Path(__file__).resolve().parent.parent
 

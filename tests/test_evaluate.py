@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from runtime.classes import RBC
+from runtime.contracts.classes import RBC
 from training.evaluate import Method, evaluate, format_report
 from training.label_checks import check_image
 from training.labels import boxes_to_mask

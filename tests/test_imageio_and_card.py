@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.errors import ImageError, ModelError, ModelIntegrityError
-from runtime.imageio import read_image
-from runtime.modelcard import ModelCard, load_card, sha256_file
-from runtime.preprocess import PreprocessParams
+from runtime.contracts.errors import ImageError, ModelError, ModelIntegrityError
+from runtime.contracts.imageio import read_image
+from runtime.contracts.modelcard import ModelCard, load_card, sha256_file
+from runtime.inference.preprocess import PreprocessParams
 
 
 def test_read_image_errors_name_the_file(tmp_path):

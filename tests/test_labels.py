@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from runtime.classes import BACKGROUND, PLATELET, RBC, WBC
-from runtime.preprocess import IGNORE_INDEX
+from runtime.contracts.classes import BACKGROUND, PLATELET, RBC, WBC
+from runtime.inference.preprocess import IGNORE_INDEX
 from training.labels import (
     boxes_from_instances,
     boxes_to_instances,

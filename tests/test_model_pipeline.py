@@ -10,9 +10,9 @@ import onnx
 import pytest
 
 from model_fixtures import tiny_model  # noqa: F401  (session fixture)
-from runtime.classes import CLASS_NAMES
-from runtime.modelcard import load_card, sha256_file
-from runtime.onnx_session import SessionOptions, load_model
+from runtime.contracts.classes import CLASS_NAMES
+from runtime.contracts.modelcard import load_card, sha256_file
+from runtime.inference.session import SessionOptions, load_model
 
 
 def test_fp32_matches_pytorch_and_int8_matches_fp32(tiny_model):
@@ -75,8 +75,8 @@ def test_cards_describe_the_files(tiny_model):
 
 
 def test_runtime_loads_int8_model_and_segments(tiny_model):
-    from runtime.preprocess import mask_to_frame, preprocess
-    from runtime.synthetic import generate_smear
+    from runtime.inference.preprocess import mask_to_frame, preprocess
+    from runtime.capture.synthetic import generate_smear
 
     loaded = load_model(tiny_model.int8, SessionOptions(providers=("cpu",)))
     smear = generate_smear(424242, 192, 192, um_per_px=0.2, style=__import__("export.quick").quick.TINY_STYLE)

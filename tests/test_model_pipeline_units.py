@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.classes import CLASS_NAMES, PLATELET, RBC, WBC
-from runtime.errors import ConfigError, DataError, ModelError
-from runtime.preprocess import IGNORE_INDEX, PreprocessParams
+from runtime.contracts.classes import CLASS_NAMES, PLATELET, RBC, WBC
+from runtime.contracts.errors import ConfigError, DataError, ModelError
+from runtime.inference.preprocess import IGNORE_INDEX, PreprocessParams
 from training.datasets import Augment, SegmentationDataset, SyntheticSource, augment_sample, build_source
 from training.metrics import ConfusionMeter, confusion_counts, dice_iou, mean_dice
 from training.unet import UNet, build_model
@@ -132,7 +132,7 @@ def test_corrupt_missing_and_foreign_checkpoints(tmp_path):
 def test_training_writes_checkpoints_and_resumes(tmp_path):
     from training.checkpoint import load_checkpoint
     from training.datasets import DatasetCrops
-    from runtime.modelcard import sha256_file
+    from runtime.contracts.modelcard import sha256_file
     from training.loop import TrainConfig, train_segmentation
 
     spec = {"name": "unet", "kwargs": {"base_width": 4, "depth": 2}}

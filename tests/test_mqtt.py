@@ -13,11 +13,11 @@ from mqtt_helpers import (SITE, broker, certs, make_result, start_device_process
                           wait_for, write_server_config)
 from test_security import device
 
-from runtime.errors import SchemaError
-from runtime.mqtt.orders import parse_order
-from runtime.mqtt.publisher import MqttPublisher
-from runtime.mqtt.topics import TopicError, parse, results_filter, topic
-from runtime.outbox import Outbox, PayloadTooLarge
+from runtime.contracts.errors import SchemaError
+from runtime.delivery.orders import parse_order
+from runtime.delivery.publisher import MqttPublisher
+from runtime.delivery.topics import TopicError, parse, results_filter, topic
+from runtime.delivery.outbox import Outbox, PayloadTooLarge
 from server.config import ServerConfig
 from server.service import ResultServer
 
@@ -156,7 +156,7 @@ def test_watchdog_recreates_a_client_whose_network_thread_died(tmp_path: Path, c
 def test_patients_order_cli_reaches_the_device(tmp_path: Path, certs: Path, broker, cli_runner) -> None:
     from smearscope.cli import cli
 
-    from runtime.assembly import order_to_event
+    from runtime.device.assembly import order_to_event
 
     events = []
     pub = _publisher(tmp_path, certs, broker.port, on_order=lambda order: events.append(order_to_event(order)))

@@ -11,10 +11,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from mqtt_helpers import SITE, make_result, wait_for
 
-from runtime.mqtt.broker import EmbeddedBroker, topic_matches
-from runtime.mqtt.connection import MqttSettings
-from runtime.mqtt.publisher import MqttPublisher
-from runtime.outbox import Outbox
+from runtime.delivery.broker import EmbeddedBroker, topic_matches
+from runtime.delivery.connection import MqttSettings
+from runtime.delivery.publisher import MqttPublisher
+from runtime.delivery.outbox import Outbox
 from server.config import ServerConfig
 from server.service import ResultServer
 

@@ -12,7 +12,7 @@ import pytest
 
 from mqtt_helpers import REPO_ROOT, make_result
 
-from runtime.outbox import Outbox, OutboxError, PayloadTooLarge, encode_result
+from runtime.delivery.outbox import Outbox, OutboxError, PayloadTooLarge, encode_result
 
 
 def test_sqlite_is_wal_with_full_sync(tmp_path: Path) -> None:
@@ -97,7 +97,7 @@ def test_a_queued_row_survives_sigkill(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
     code = (
         "import os, signal, sys; sys.path[:0] = [sys.argv[2], sys.argv[2] + '/tests']\n"
-        "from mqtt_helpers import make_result\nfrom runtime.outbox import Outbox\n"
+        "from mqtt_helpers import make_result\nfrom runtime.delivery.outbox import Outbox\n"
         "box = Outbox(sys.argv[1]); r = make_result('dev-a', 7); box.enqueue(r); print(r['result_id'], flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )

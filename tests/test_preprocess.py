@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.errors import ConfigError, ImageError
-from runtime.preprocess import (
+from runtime.contracts.errors import ConfigError, ImageError
+from runtime.inference.preprocess import (
     IGNORE_INDEX,
     PreprocessParams,
     decide_scale,

@@ -1,5 +1,5 @@
 """One frame, three paths, identical tensors: the training dataset (augmentation off), the int8
-calibration reader and the device's runtime.preprocess.preprocess."""
+calibration reader and the device's runtime.inference.preprocess.preprocess."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from export.quantize import ImageFrame, PreprocessedFrames
-from runtime.preprocess import PreprocessParams, mask_to_network, preprocess
-from runtime.synthetic import generate_smear
+from runtime.inference.preprocess import PreprocessParams, mask_to_network, preprocess
+from runtime.capture.synthetic import generate_smear
 from training.datasets import SegmentationDataset, SyntheticSource
 
 
@@ -48,7 +48,7 @@ def test_training_calibration_and_runtime_tensors_are_identical(params, scale_in
 
 
 def test_image_folder_calibration_frames_match_runtime(tmp_path):
-    from runtime.imageio import read_image, write_image
+    from runtime.contracts.imageio import read_image, write_image
 
     smear = generate_smear(9, 160, 200, um_per_px=0.25)
     write_image(tmp_path / "frame.png", smear.image)

@@ -12,7 +12,7 @@ import pytest
 
 from mqtt_helpers import make_result
 
-from runtime.outbox import encode_result
+from runtime.delivery.outbox import encode_result
 from server.config import ServerConfig
 from server.registry import DAYS_PER_YEAR, fit_trend, patient_history
 from server.service import ResultServer

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.cameras import CameraDisconnected, FolderCamera, OpenCVCamera, SyntheticCamera, make_camera
-from runtime.config import FolderCameraConfig, OpenCVCameraConfig, SyntheticCameraConfig
-from runtime.errors import ImageError, SkipCapture
+from runtime.capture.cameras import CameraDisconnected, FolderCamera, OpenCVCamera, SyntheticCamera, make_camera
+from runtime.contracts.config import FolderCameraConfig, OpenCVCameraConfig, SyntheticCameraConfig
+from runtime.contracts.errors import ImageError, SkipCapture
 
 
 def test_synthetic_camera_is_reproducible_and_carries_truth():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.config import (
+from runtime.contracts.config import (
     BridgeTriggerConfig,
     DeviceConfig,
     OpenCVCameraConfig,
@@ -17,7 +17,7 @@ from runtime.config import (
     config_to_dict,
     load_config,
 )
-from runtime.errors import ConfigError
+from runtime.contracts.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((REPO / "configs").glob("*.yaml"))

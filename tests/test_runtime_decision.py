@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from runtime.decision import GuidelineDiagnoser, smear_values
-from runtime.ids import uuid7
-from runtime.sample_context import SampleContext, SampleField, SampleSummary
-from runtime.schema import validate
+from runtime.diagnosis.decision import GuidelineDiagnoser, smear_values
+from runtime.contracts.ids import uuid7
+from runtime.contracts.sample import SampleContext, SampleField, SampleSummary
+from runtime.contracts.schema import validate
 
 AREA = {"background": 60.0, "rbc": 38.0, "wbc": 1.5, "platelet": 0.5}
 

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 
 from _device_model import UM_PER_PX, trained_model_path
-from runtime.analysis import Analyzer, derived_estimates
-from runtime.errors import ModelError, ModelIntegrityError
-from runtime.modelcard import card_path_for
-from runtime.onnx_session import SessionOptions
-from runtime.postprocess import analyse_frame
-from runtime.result import build_result
-from runtime.sample_context import SampleContext, SampleField
-from runtime.schema import validate
-from runtime.segmenter import SegmentationModel
-from runtime.synthetic import generate_smear
+from runtime.analysis.analyzer import Analyzer, derived_estimates
+from runtime.contracts.errors import ModelError, ModelIntegrityError
+from runtime.contracts.modelcard import card_path_for
+from runtime.inference.session import SessionOptions
+from runtime.analysis.scale_search import analyse_frame
+from runtime.analysis.result import build_result
+from runtime.contracts.sample import SampleContext, SampleField
+from runtime.contracts.schema import validate
+from runtime.inference.model import SegmentationModel
+from runtime.capture.synthetic import generate_smear
 
 
 @pytest.fixture(scope="session")
@@ -58,11 +58,10 @@ def test_stages_are_separately_callable(analyzer):
 
 @pytest.mark.parametrize("um_per_px", [UM_PER_PX, None])
 def test_analyzer_is_analyse_frame(analyzer, um_per_px):
-    """The device's stages and the evaluated path (runtime.postprocess.analyse_frame) are one."""
+    """The device's stages and the evaluated path (runtime.analysis.scale_search.analyse_frame) are one."""
     frame = generate_smear(21, 220, 260, UM_PER_PX).image
     whole = analyzer.analyze(frame, um_per_px=um_per_px)
-    seg, counts = analyse_frame(analyzer.model.run, frame, analyzer.model.params, um_per_px=um_per_px,
-                                 plan=analyzer.model.plan)
+    seg, counts = analyse_frame(analyzer.model, frame, um_per_px)
     assert whole.model_ran and whole.counts == counts
     assert np.array_equal(whole.mask, seg.mask) and whole.scale == seg.scale
     assert whole.quality_dict()["scale"]["source"] == seg.scale.source

@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.config import QualityConfig
-from runtime.preprocess import PreprocessParams, decide_scale
-from runtime.quality import assess
-from runtime.synthetic import generate_smear
+from runtime.contracts.config import QualityConfig
+from runtime.inference.preprocess import PreprocessParams, decide_scale
+from runtime.analysis.quality import assess
+from runtime.capture.synthetic import generate_smear
 
 PARAMS = PreprocessParams()
 CONFIG = QualityConfig()
@@ -63,7 +63,7 @@ def test_real_training_images_pass_the_gate(shared_data):
 
 
 def test_cell_free_plasma_with_noise_and_lighting_is_rejected():
-    from runtime.synthetic import SmearStyle
+    from runtime.capture.synthetic import SmearStyle
 
     style = SmearStyle(rbc_coverage=0.0, min_wbc=0, wbc_per_10k_um2=0.0, platelets_per_rbc=0.0, noise_sigma=(4.0, 4.0))
     smear = generate_smear(3, 384, 512, 0.25, style=style)

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from runtime.config import SampleConfig
-from runtime.errors import ConfigError, DataError
-from runtime.sample_context import (
+from runtime.contracts.config import SampleConfig
+from runtime.contracts.errors import ConfigError, DataError
+from runtime.contracts.sample import (
     SampleContext,
     SampleSummary,
     SampleTracker,

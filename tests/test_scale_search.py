@@ -10,21 +10,15 @@ import numpy as np
 import pytest
 
 from model_fixtures import tiny_model  # noqa: F401  (session fixture)
-from runtime.errors import ConfigError, ModelError
-from runtime.modelcard import card_path_for
-from runtime.classes import BACKGROUND, PLATELET, RBC, WBC
-from runtime.postprocess import (
-    InferencePlan,
-    flip_averaged,
-    grow_platelets,
-    run_pass,
-    search_scale,
-    segment_frame,
-    white_cells_at_border,
-)
-from runtime.preprocess import PreprocessParams, decide_scale, preprocess
-from runtime.segmenter import SegmentationModel
-from runtime.synthetic import generate_smear
+from runtime.contracts.errors import ConfigError, ModelError
+from runtime.contracts.modelcard import card_path_for
+from runtime.contracts.classes import BACKGROUND, PLATELET, RBC, WBC
+from runtime.analysis.scale_search import grow_platelets, search_scale, segment_frame, white_cells_at_border
+from runtime.contracts.card_sections import InferencePlan
+from runtime.inference.passes import FunctionNetwork
+from runtime.inference.preprocess import PreprocessParams, decide_scale, preprocess
+from runtime.inference.model import SegmentationModel
+from runtime.capture.synthetic import generate_smear
 
 PARAMS = PreprocessParams(target_rbc_diameter_px=24.0, stride=16)
 
@@ -87,14 +81,16 @@ def _pointwise_run(tensor: np.ndarray) -> dict[str, np.ndarray]:
 def test_flip_average_is_the_mean_of_three_flipped_back_views():
     frame = generate_smear(3, 96, 128, 0.3).image
     prepared = preprocess(frame, PARAMS, um_per_px=0.3)
-    plain = run_pass(_pointwise_run, prepared)
-    averaged = flip_averaged(_pointwise_run, plain)
+    network = FunctionNetwork(_pointwise_run, PARAMS)
+    plain = network.predict(prepared)
+    averaged = network.flip_averaged(plain)
     assert averaged.runs == 3
     np.testing.assert_allclose(averaged.logits, plain.logits, atol=1e-5)  # equivariant: unchanged
     np.testing.assert_allclose(averaged.heat, plain.heat, atol=1e-6)
 
-    plain = run_pass(_position_dependent_run, prepared)
-    averaged = flip_averaged(_position_dependent_run, plain)
+    network = FunctionNetwork(_position_dependent_run, PARAMS)
+    plain = network.predict(prepared)
+    averaged = network.flip_averaged(plain)
     x = prepared.tensor
     views = [_position_dependent_run(x)["logits"][0],
              np.flip(_position_dependent_run(np.ascontiguousarray(np.flip(x, -1)))["logits"][0], -1),
@@ -106,10 +102,11 @@ def test_flip_average_is_the_mean_of_three_flipped_back_views():
 def test_search_refines_by_the_corrected_measurement_and_ends_on_the_chosen_pass(tiny_model):
     model = SegmentationModel.load(tiny_model.int8)
     frame = generate_smear(11, 240, 280, 0.25).image
-    first = run_pass(model.run, preprocess(frame, model.params, scale=decide_scale(model.params, frame)))
+    first = model.predict(preprocess(frame, model.params, scale=decide_scale(model.params, frame)))
     for ratio in (0.9, 1.0, 1.15):
-        plan = InferencePlan(measured_diameter_ratio=ratio, tolerance=0.02, refinements=3)
-        passes = search_scale(model.run, frame, model.params, first, plan)
+        model.plan = InferencePlan(measured_diameter_ratio=ratio, tolerance=0.02, refinements=3)
+        plan = model.plan
+        passes = search_scale(model, frame, first)
         refined = [p for p in passes if p.decision.source == "measured"]
         coarse = max(passes[:len(plan.candidates)], key=lambda p: p.confidence)
         assert passes[-1] in refined or passes[-1] is coarse
@@ -117,7 +114,8 @@ def test_search_refines_by_the_corrected_measurement_and_ends_on_the_chosen_pass
             chain = [coarse, *refined]
             for before, after in zip(chain, chain[1:]):
                 assert after.decision.rbc_diameter_px == pytest.approx(before.measured / ratio)
-    calibrated = segment_frame(model.run, frame, model.params, um_per_px=0.25, plan=InferencePlan(flip_average=True))
+    model.plan = InferencePlan(flip_average=True)
+    calibrated = segment_frame(model, frame, um_per_px=0.25)
     assert calibrated.passes == 3 and calibrated.scale.source == "calibration"
 
 
@@ -135,9 +133,9 @@ def _fragments_run(tensor: np.ndarray) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("step", [2.0, 1.5])
 def test_a_refinement_moves_the_scale_by_at_most_its_step(step):
     frame = generate_smear(5, 240, 280, 0.25).image
-    first = run_pass(_fragments_run, preprocess(frame, PARAMS, scale=decide_scale(PARAMS, frame)))
-    plan = InferencePlan(candidates=(1.0,), refinements=2, max_refinement_step=step)
-    passes = search_scale(_fragments_run, frame, PARAMS, first, plan)
+    network = FunctionNetwork(_fragments_run, PARAMS, InferencePlan(candidates=(1.0,), refinements=2, max_refinement_step=step))
+    first = network.predict(preprocess(frame, PARAMS, scale=decide_scale(PARAMS, frame)))
+    passes = search_scale(network, frame, first)
     chain = [first, *[p for p in passes if p.decision.source == "measured"]]
     assert len(chain) == 3
     for before, after in zip(chain, chain[1:]):
@@ -167,9 +165,9 @@ def test_export_fits_the_ratio_and_the_runtime_reads_it(tiny_model, tmp_path):
 
 
 def test_device_config_can_override_flip_averaging(tiny_model):
-    from runtime.config import config_from_dict as parse_config
-    from runtime.device import ModelHolder
-    from runtime.onnx_session import SessionOptions
+    from runtime.contracts.config import config_from_dict as parse_config
+    from runtime.device.loop import ModelHolder
+    from runtime.inference.session import SessionOptions
 
     assert SegmentationModel.load(tiny_model.int8).plan.flip_average is False  # as its card says
     config = parse_config({"device_id": "scope-t", "model": {"path": str(tiny_model.int8), "flip_average": True}})
@@ -182,7 +180,8 @@ def test_device_config_can_override_flip_averaging(tiny_model):
 def test_coarse_choice_never_prefers_a_pass_that_saw_no_red_cell():
     """Regression: shown cells at a quarter of their size, the network is confidently all plasma;
     that pass used to win the coarse search and the frame came out empty."""
-    from runtime.postprocess import NetworkPass, coarse_choice
+    from runtime.analysis.scale_search import coarse_choice
+    from runtime.inference.passes import NetworkPass
 
     prepared = preprocess(generate_smear(1, 64, 64, 0.3).image, PARAMS, um_per_px=0.3)
     logits = np.zeros((4, 64, 64), np.float32)

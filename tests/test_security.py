@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from mqtt_helpers import SITE, broker, certs, make_certs, make_result, wait_for, write_server_config  # noqa: F401
 
-from runtime.outbox import encode_result
+from runtime.delivery.outbox import encode_result
 from server.config import ServerConfig
 from server.service import ResultServer
 

@@ -10,8 +10,8 @@ import pytest
 
 from mqtt_helpers import SITE, broker, certs, make_result, postgres_url, tls_settings, wait_for, write_server_config  # noqa: F401
 
-from runtime.errors import ConfigError
-from runtime.outbox import encode_result
+from runtime.contracts.errors import ConfigError
+from runtime.delivery.outbox import encode_result
 from server.config import ServerConfig
 from server.service import ResultServer
 from server.store import Store
@@ -118,8 +118,8 @@ def test_relative_sqlite_path_is_relative_to_the_config(tmp_path: Path) -> None:
 @pytest.mark.parametrize("db_kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_shared_subscription_splits_the_load_between_two_servers(tmp_path: Path, certs: Path, broker, db_kind: str,
                                                                  request) -> None:
-    from runtime.mqtt.publisher import MqttPublisher
-    from runtime.outbox import Outbox
+    from runtime.delivery.publisher import MqttPublisher
+    from runtime.delivery.outbox import Outbox
 
     if db_kind == "sqlite":
         db = f"sqlite:///{tmp_path / 'shared.db'}"

@@ -7,10 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from runtime.modelcard import card_path_for, load_card
-from runtime.onnx_session import SessionOptions, load_model
-from runtime.postprocess import analyse_frame, count_cells, segment_frame
-from runtime.preprocess import preprocess
+from runtime.contracts.modelcard import card_path_for, load_card
+from runtime.inference.session import SessionOptions, load_model
+from runtime.analysis.counting import count_cells
+from runtime.analysis.scale_search import analyse_frame, segment_frame
+from runtime.inference.passes import FunctionNetwork
+from runtime.inference.preprocess import preprocess
 from training.labels import boxes_to_mask, dice_per_class
 from training.txl_pbc import count_boxes, list_samples, load_sample
 
@@ -55,7 +57,7 @@ def test_int8_model_segments_and_counts_real_smears(shared_data, models):
     samples = list_samples(shared_data / "txl_pbc", "val")[::100]
     for sample in samples:
         image, boxes = load_sample(sample)
-        seg = segment_frame(lambda x: loaded.run({"image": x}), image, params)
+        seg = segment_frame(FunctionNetwork(lambda x: loaded.run({"image": x}), params), image)
         dice = dice_per_class(seg.mask, boxes_to_mask(boxes, image.shape[:2]))
         assert dice[1] > 0.8 and dice[2] > 0.8, (sample.stem, dice)
         counts = count_cells(seg.mask, seg.centres, rbc_diameter_px=seg.rbc_diameter_px)
@@ -68,7 +70,7 @@ def test_int8_model_segments_and_counts_real_smears(shared_data, models):
 
 
 def test_default_device_model_is_the_shipped_int8():
-    from runtime.segmenter import SegmentationModel
+    from runtime.inference.model import SegmentationModel
 
     model = SegmentationModel.load()
     assert model.path.name == NAMES[1]
@@ -77,8 +79,8 @@ def test_default_device_model_is_the_shipped_int8():
 
 @pytest.fixture(scope="module")
 def shipped_analyzer(repo_root):
-    from runtime.analysis import Analyzer
-    from runtime.segmenter import SegmentationModel
+    from runtime.analysis.analyzer import Analyzer
+    from runtime.inference.model import SegmentationModel
 
     path = repo_root / "models" / NAMES[1]
     if not path.is_file():
@@ -88,8 +90,7 @@ def shipped_analyzer(repo_root):
 
 def _agree(analyzer, image, um_per_px=None):
     whole = analyzer.analyze(image, um_per_px=um_per_px)
-    seg, counts = analyse_frame(analyzer.model.run, image, analyzer.model.params, um_per_px=um_per_px,
-                                 plan=analyzer.model.plan)
+    seg, counts = analyse_frame(analyzer.model, image, um_per_px)
     assert whole.model_ran
     assert whole.counts == counts, (whole.counts, counts)
     assert np.array_equal(whole.mask, seg.mask) and whole.scale == seg.scale
@@ -99,7 +100,7 @@ def _agree(analyzer, image, um_per_px=None):
 def test_device_analyzer_counts_as_evaluated_on_a_synthetic_smear(shipped_analyzer):
     """Analyzer (smearscope analyze/run/demo) and analyse_frame (smearscope evaluate) with the
     centre head: same mask, scale and counts, calibrated or not."""
-    from runtime.synthetic import generate_smear
+    from runtime.capture.synthetic import generate_smear
 
     image = generate_smear(7, 300, 360, 0.25).image
     _agree(shipped_analyzer, image, 0.25)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.classes import CELL_CLASSES, NUM_CLASSES
-from runtime.errors import ConfigError
-from runtime.postprocess import area_percentages
-from runtime.synthetic import SmearStyle, generate_smear
+from runtime.contracts.classes import CELL_CLASSES, NUM_CLASSES
+from runtime.contracts.errors import ConfigError
+from runtime.contracts.classes import area_percentages
+from runtime.capture.synthetic import SmearStyle, generate_smear
 
 
 @pytest.mark.parametrize("seed,um_per_px", [(0, 0.2), (1, 0.1), (7, 0.3)])

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from model_fixtures import tiny_model  # noqa: F401  (session fixture)
-from runtime.modelcard import load_card
+from runtime.contracts.modelcard import load_card
 from smearscope.cli import cli
 
 TINY = ["--base-width", "4", "--depth", "2", "--crop", "64", "--synthetic-frames", "4", "--threads", "1",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.classes import PLATELET, RBC, WBC
-from runtime.errors import DataError
+from runtime.contracts.classes import PLATELET, RBC, WBC
+from runtime.contracts.errors import DataError
 from training.txl_pbc import Box, count_boxes, list_samples, median_rbc_diameter_px, read_boxes
 
 

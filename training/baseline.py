@@ -5,7 +5,7 @@ images). Stained objects absorb green (Otsu on the green channel's darkness, hol
 have pale centres); nuclei and platelets are violet and darker than the frame's red cells;
 large violet blobs are white-cell nuclei, grown by part of a red-cell radius to take in their
 cytoplasm; small violet blobs are platelets; the remaining stained pixels are red cells.
-Counting uses runtime.postprocess (the same rules as for the network, without a centre head).
+Counting uses runtime.analysis.counting (the same rules as for the network, without a centre head).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import math
 import cv2
 import numpy as np
 
-from runtime.classes import BACKGROUND, PLATELET, RBC, WBC
-from runtime.imageio import check_frame
-from runtime.preprocess import estimate_rbc_diameter_px
+from runtime.contracts.classes import BACKGROUND, PLATELET, RBC, WBC
+from runtime.contracts.imageio import check_frame
+from runtime.inference.preprocess import estimate_rbc_diameter_px
 
 VIOLET_MARGIN = 20
 """A pixel is violet (nucleus, platelet) when its blue-minus-red exceeds the frame's typical stained

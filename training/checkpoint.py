@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from runtime.errors import ModelError
-from runtime.preprocess import PreprocessParams
+from runtime.contracts.errors import ModelError
+from runtime.inference.preprocess import PreprocessParams
 from training.unet import build_model
 
 CHECKPOINT_FORMAT = "smearscope-checkpoint/1"

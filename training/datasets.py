@@ -2,12 +2,12 @@
 
 A *source* yields raw labelled frames (`Sample`: BGR uint8 image, class mask, scale information).
 The torch `SegmentationDataset` turns them into network tensors through the one preprocessing
-(runtime.preprocess): augmentation happens on the raw frame BEFORE that single preprocessing call
+(runtime.inference.preprocess): augmentation happens on the raw frame BEFORE that single preprocessing call
 (scale jitter perturbs its ScaleDecision), random crops happen after it, on the network grid.
 With augmentation and cropping off, a sample's tensor is exactly what the device computes for the
 same frame (tests/test_preprocess_parity.py checks this).
 
-Sources are registered by name: "synthetic" (runtime.synthetic) and "txl_pbc" (real smears,
+Sources are registered by name: "synthetic" (runtime.capture.synthetic) and "txl_pbc" (real smears,
 training/txl_pbc.py, imported only when asked for).
 """
 
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from runtime.classes import RBC
-from runtime.errors import ConfigError, DataError
-from runtime.preprocess import (
+from runtime.contracts.classes import RBC
+from runtime.contracts.errors import ConfigError, DataError
+from runtime.inference.preprocess import (
     IGNORE_INDEX,
     Geometry,
     Prepared,
@@ -35,7 +35,7 @@ from runtime.preprocess import (
     mask_to_network,
     preprocess,
 )
-from runtime.synthetic import SmearStyle, generate_smear
+from runtime.capture.synthetic import SmearStyle, generate_smear
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Sample:
     key: str = ""
 
     def scale_kwargs(self) -> dict[str, float | None]:
-        """The scale arguments runtime.preprocess.preprocess takes for this frame."""
+        """The scale arguments runtime.inference.preprocess.preprocess takes for this frame."""
         return {"um_per_px": self.um_per_px, "rbc_diameter_px": self.rbc_diameter_px}
 
     def target_mask(self) -> np.ndarray:
@@ -90,7 +90,7 @@ SYNTHETIC_SPLIT_SEEDS = {"train": 0, "val": 1_000_000, "calibration": 2_000_000,
 
 @dataclass
 class SyntheticSource:
-    """Seeded synthetic smears (runtime.synthetic) at a random magnification per frame."""
+    """Seeded synthetic smears (runtime.capture.synthetic) at a random magnification per frame."""
 
     count: int = 64
     split: str = "train"
@@ -129,7 +129,7 @@ class SyntheticSource:
         return {
             "name": self.name, "split": self.split, "frames": self.count, "seed": self.seed,
             "frame_hw": [self.height, self.width], "um_per_px_range": list(self.um_per_px_range),
-            "generator": "runtime.synthetic.generate_smear",
+            "generator": "runtime.capture.synthetic.generate_smear",
         }
 
 
@@ -230,7 +230,7 @@ def jitter_scale(decision: ScaleDecision, params: PreprocessParams, amount: floa
 
 
 def prepare_sample(sample: Sample, params: PreprocessParams, scale: ScaleDecision | None = None) -> tuple[Prepared, np.ndarray]:
-    """Frame -> (Prepared tensor via runtime.preprocess, class mask on the network grid)."""
+    """Frame -> (Prepared tensor via runtime.inference.preprocess, class mask on the network grid)."""
     prepared = preprocess(sample.image, params, scale=scale, source=sample.key or "sample", **sample.scale_kwargs())
     return prepared, mask_to_network(sample.target_mask(), prepared.geometry)
 

@@ -1,8 +1,8 @@
 """The evaluation report: a shipped (ONNX) model and the classical baseline on a TXL-PBC split.
 
 Everything runs the way the device runs it: the one preprocessing with the scale estimated from
-the frame (never from the boxes), runtime.postprocess.analyse_frame (first pass, red-cell size
-measured on it, second pass if needed) and runtime.postprocess.count_cells. Truth is the labeller's
+the frame (never from the boxes), runtime.analysis.counting.analyse_frame (first pass, red-cell size
+measured on it, second pass if needed) and runtime.analysis.counting.count_cells. Truth is the labeller's
 mask of the boxes and the number of boxes per class (border-cut cells included).
 
 Reported: pooled per-class Dice, red-cell count MAPE, white-cell count exact rate, platelet MAE,
@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.postprocess import DEFAULT_RULES, CountRules, analyse_frame, count_cells
+from runtime.analysis.counting import DEFAULT_RULES, CountRules, count_cells
+from runtime.analysis.scale_search import analyse_frame
 from training.baseline import classical_segment
 from training.labels import boxes_to_mask
 from training.metrics import ConfusionMeter
@@ -41,14 +42,14 @@ def onnx_method(model_path: str | Path, name: str | None = None, threads: int = 
     """A shipped model through the device's code path (sha256 checked against its card), with the
     card's inference plan (`plan_changes` override its fields, e.g. flip_average=False) and the
     counting `rules`."""
-    from runtime.onnx_session import SessionOptions
-    from runtime.segmenter import SegmentationModel
+    from runtime.inference.session import SessionOptions
+    from runtime.inference.model import SegmentationModel
 
     model = SegmentationModel.load(model_path, SessionOptions(intra_op_threads=threads, warmup=False))
-    plan = dataclasses.replace(model.plan, **plan_changes)
+    model.plan = dataclasses.replace(model.plan, **plan_changes)
 
     def analyse(frame: np.ndarray) -> tuple[np.ndarray, dict[str, int], float | None]:
-        seg, counts = analyse_frame(model.run, frame, model.params, plan=plan, rules=rules)  # what the device runs
+        seg, counts = analyse_frame(model, frame, rules=rules)  # what the device runs
         return seg.mask, counts, seg.scale.rbc_diameter_px
 
     return Method(name or Path(model_path).name, analyse)
@@ -56,7 +57,7 @@ def onnx_method(model_path: str | Path, name: str | None = None, threads: int = 
 
 def baseline_method(rules: CountRules = DEFAULT_RULES) -> Method:
     """Thresholds + watershed (training.baseline), counted by the same rules."""
-    from runtime.preprocess import estimate_rbc_diameter_px
+    from runtime.inference.preprocess import estimate_rbc_diameter_px
 
     def analyse(frame: np.ndarray) -> tuple[np.ndarray, dict[str, int], float | None]:
         diameter = estimate_rbc_diameter_px(frame)
@@ -171,7 +172,7 @@ def card_metrics(report: dict[str, Any], model_name: str, reference_name: str | 
     section: dict[str, Any] = {
         "data": {"name": "txl_pbc", "split": report["split"], "images": report["images"]},
         "protocol": "scale estimated from each frame (first pass + measured red-cell size), counts via "
-                    "runtime.postprocess.count_cells; Dice pooled over pixels vs box-derived ellipse masks",
+                    "runtime.analysis.counting.count_cells; Dice pooled over pixels vs box-derived ellipse masks",
         "all": mine["all"],
         "without_flagged_labels": mine["without_flagged_labels"],
         "flagged_images": len(report.get("flagged") or {}),
@@ -197,7 +198,7 @@ def _delta(a: float | None, b: float | None) -> float | None:
 
 def write_card_metrics(model_path: str | Path, section: dict[str, Any], key: str = "txl_pbc_evaluation") -> None:
     """Store an evaluation section in a model's card (the ONNX file, hence its sha256, is untouched)."""
-    from runtime.modelcard import load_card, card_path_for
+    from runtime.contracts.modelcard import load_card, card_path_for
 
     card = load_card(model_path)
     card.metrics[key] = section

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.classes import RBC
+from runtime.contracts.classes import RBC
 from training.txl_pbc import Box, list_samples, load_sample, median_rbc_diameter_px
 
 DUPLICATE_IOU = 0.6

@@ -12,8 +12,8 @@ from collections.abc import Collection, Iterable
 import cv2
 import numpy as np
 
-from runtime.classes import BACKGROUND, PLATELET, RBC, WBC
-from runtime.preprocess import IGNORE_INDEX
+from runtime.contracts.classes import BACKGROUND, PLATELET, RBC, WBC
+from runtime.inference.preprocess import IGNORE_INDEX
 from training.txl_pbc import Box
 
 PAINT_ORDER: tuple[int, ...] = (RBC, PLATELET, WBC)
@@ -130,8 +130,8 @@ def labeller_dice_on_synthetic(frames: int = 12, seed: int = 0, um_per_px: float
     the boxes into a mask, and that mask is compared with the generator's own. `box_growth` widens
     every box by that fraction (hand-drawn boxes are looser than tight ones).
     """
-    from runtime.classes import CLASS_NAMES
-    from runtime.synthetic import generate_smear
+    from runtime.contracts.classes import CLASS_NAMES
+    from runtime.capture.synthetic import generate_smear
 
     inter = np.zeros(len(CLASS_NAMES))
     denom = np.zeros(len(CLASS_NAMES))

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from runtime.errors import ConfigError, DataError, ModelError
-from runtime.modelcard import sha256_file
-from runtime.preprocess import IGNORE_INDEX, PreprocessParams
+from runtime.contracts.errors import ConfigError, DataError, ModelError
+from runtime.contracts.modelcard import sha256_file
+from runtime.inference.preprocess import IGNORE_INDEX, PreprocessParams
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.losses import SegmentationLoss, centre_heatmap_loss
 from training.metrics import ConfusionMeter, mean_dice

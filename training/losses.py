@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.preprocess import IGNORE_INDEX
+from runtime.inference.preprocess import IGNORE_INDEX
 
 
 class SegmentationLoss(nn.Module):
@@ -46,7 +46,7 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
 def centre_heatmap_loss(logits: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
     """Weighted squared error between the sigmoid of the centre logits (N x 1 x H x W) and a Gaussian
     heat-map (N x H x W, peaks near 1). Peaks weigh ten times more than plasma, so the few centre
-    pixels are learnt; counting reads peaks of the same sigmoid (runtime.postprocess)."""
+    pixels are learnt; counting reads peaks of the same sigmoid (runtime.analysis.counting)."""
     prob = torch.sigmoid(logits[:, 0])
     weight = 1.0 + 9.0 * heat
     return (weight * (prob - heat) ** 2).mean() * 10.0

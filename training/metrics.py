@@ -6,8 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime.classes import CLASS_NAMES
-from runtime.preprocess import IGNORE_INDEX
+from runtime.contracts.classes import CLASS_NAMES
+from runtime.inference.preprocess import IGNORE_INDEX
 
 
 def confusion_counts(pred: np.ndarray, truth: np.ndarray, num_classes: int = len(CLASS_NAMES),

@@ -4,7 +4,7 @@ Decoding JPEGs and resampling them every step costs as much as a small network's
 so each training image is resampled once, through the one preprocessing's geometry, to a red-cell
 size a little above the network's target (`CACHE_OVERSIZE`). A sample is then a random crop of
 that cache, shrunk by a random factor (scale augmentation), with its masks drawn from the boxes at
-the final scale (so they are exact at any scale). The tensor comes from runtime.preprocess.normalize.
+the final scale (so they are exact at any scale). The tensor comes from runtime.inference.preprocess.normalize.
 `CachedCrops` serves these crops to the training loop (training.loop.BatchSource).
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.classes import CLASS_NAMES, PLATELET
-from runtime.errors import ConfigError, DataError
-from runtime.preprocess import PreprocessParams, normalize, plan_geometry, resample_frame
+from runtime.contracts.classes import CLASS_NAMES, PLATELET
+from runtime.contracts.errors import ConfigError, DataError
+from runtime.inference.preprocess import PreprocessParams, normalize, plan_geometry, resample_frame
 from training.datasets import check_crop
 from training.labels import boxes_to_mask, centre_heatmap
 from training.txl_pbc import Box, list_samples, load_sample, median_rbc_diameter_px

@@ -1,7 +1,7 @@
 """TXL-PBC: peripheral blood smear JPEGs with YOLO boxes, read as project classes and masks.
 
 The files use their own class order (0 WBC, 1 RBC, 2 platelets); everything leaving this module
-uses the project's (runtime.classes). Boxes become masks through training.labels.
+uses the project's (runtime.contracts.classes). Boxes become masks through training.labels.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.classes import PLATELET, RBC, WBC
-from runtime.errors import DataError
-from runtime.imageio import read_image
+from runtime.contracts.classes import PLATELET, RBC, WBC
+from runtime.contracts.errors import DataError
+from runtime.contracts.imageio import read_image
 
 FILE_CLASS_TO_PROJECT: dict[int, int] = {0: WBC, 1: RBC, 2: PLATELET}
 SPLITS = ("train", "val")
@@ -97,7 +97,7 @@ def load_sample(sample: Sample) -> tuple[np.ndarray, list[Box]]:
 
 def count_boxes(boxes: list[Box]) -> dict[str, int]:
     """True per-class counts of an image (every labelled cell, border-cut ones too)."""
-    from runtime.classes import CELL_CLASSES
+    from runtime.contracts.classes import CELL_CLASSES
 
     return {name: sum(b.cls == idx for b in boxes) for name, idx in CELL_CLASSES.items()}
 
@@ -133,7 +133,7 @@ class TxlPbcSource:
         image, boxes = load_sample(sample)
         ignore = None
         if self.ignore_ring_px > 0:
-            from runtime.preprocess import IGNORE_INDEX
+            from runtime.inference.preprocess import IGNORE_INDEX
 
             ignore = boxes_to_mask(boxes, image.shape[:2], self.ignore_ring_px) == IGNORE_INDEX
         return LabelledFrame(

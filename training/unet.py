@@ -12,8 +12,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from runtime.classes import NUM_CLASSES
-from runtime.errors import ConfigError
+from runtime.contracts.classes import NUM_CLASSES
+from runtime.contracts.errors import ConfigError
 
 
 def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:

@@ -160,6 +160,6 @@ def compare(report_a: Path, report_b: Path, as_markdown: bool) -> None:
 
 def main() -> None:
     """Console-script entry point: project errors become one line, never a traceback."""
-    from runtime.cli_entry import run_console_script
+    from smearscope.cli.entry import run_console_script
 
     run_console_script(cli)

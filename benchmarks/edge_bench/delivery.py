@@ -106,10 +106,10 @@ def delivery_stages(
     broker: Broker | str, workdir: Path, model_info: dict[str, Any], sample: Any
 ) -> tuple[list[Stage], list[Callable[[], None]]]:
     """The `outbox` and `publish` stages for this installation and broker."""
-    missing = module_missing("runtime.outbox") or module_missing("runtime.result")
+    missing = module_missing("runtime.delivery.outbox") or module_missing("runtime.analysis.result")
     if missing:
         return [Stage("outbox", missing), Stage("publish", missing)], []
-    from runtime.outbox import Outbox
+    from runtime.delivery.outbox import Outbox
 
     outbox = Outbox(Path(tempfile.mkdtemp(prefix="outbox-", dir=workdir)) / "outbox.sqlite3")
     seq = iter(range(1, 1 << 62))
@@ -117,7 +117,7 @@ def delivery_stages(
     def build(state: State) -> dict[str, Any]:
         return result_message(state, model_info, sample, next(seq), DEVICE_ID)
 
-    mqtt_missing = module_missing("runtime.mqtt.publisher")
+    mqtt_missing = module_missing("runtime.delivery.publisher")
     if isinstance(broker, str) or mqtt_missing:
         def enqueue(state: State) -> None:
             outbox.enqueue(build(state))
@@ -128,8 +128,8 @@ def delivery_stages(
             Stage("publish", why),
         ], [outbox.close]
 
-    from runtime.mqtt.connection import MqttSettings
-    from runtime.mqtt.publisher import MqttPublisher
+    from runtime.delivery.connection import MqttSettings
+    from runtime.delivery.publisher import MqttPublisher
 
     settings = MqttSettings(host=broker.host, port=broker.port, client_id=f"{DEVICE_ID}-{_free_port()}")
     # No server sends receipts here, so nothing leaves the in-flight window: make it large enough.

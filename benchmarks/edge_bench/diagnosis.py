@@ -11,18 +11,18 @@ BENCH_LABS = {"age": 52.0, "sex": "F", "bmi": 31.0, "fpg_mg_dl": 126.0, "hba1c_p
 
 
 def bench_sample() -> Any:
-    from runtime.sample_context import SampleContext, SampleField
+    from runtime.contracts.sample import SampleContext, SampleField
 
     return SampleField(SampleContext(sample_id="bench-0001", labs=dict(BENCH_LABS)), 0)
 
 
 def bench_diagnoser() -> tuple[Any | None, str]:
     """(the device's diagnoser built from the default config, what it runs) or (None, why not)."""
-    missing = module_missing("runtime.decision") or module_missing("runtime.diagnosis")
+    missing = module_missing("runtime.diagnosis.decision") or module_missing("runtime.diagnosis")
     if missing:
         return None, missing
-    from runtime.config import DiagnosisConfig
-    from runtime.decision import GuidelineDiagnoser
+    from runtime.contracts.config import DiagnosisConfig
+    from runtime.diagnosis.decision import GuidelineDiagnoser
 
     diagnoser = GuidelineDiagnoser.from_config(DiagnosisConfig())
     if diagnoser is None:

@@ -36,7 +36,7 @@ def load_frame(workdir: Path, image: Path | None, um_per_px: float | None, seed:
     """`image` as given (read with the device's reader), else a synthetic smear saved as JPEG."""
     import cv2
 
-    from runtime.imageio import read_image
+    from runtime.contracts.imageio import read_image
 
     folder = workdir / "capture"
     folder.mkdir(parents=True, exist_ok=True)
@@ -46,7 +46,7 @@ def load_frame(workdir: Path, image: Path | None, um_per_px: float | None, seed:
         shutil.copyfile(image, target)
         return BenchFrame(frame, str(image), target, um_per_px)
 
-    from runtime.synthetic import generate_smear
+    from runtime.capture.synthetic import generate_smear
 
     smear = generate_smear(seed, height=SYNTHETIC_HW[0], width=SYNTHETIC_HW[1], um_per_px=SYNTHETIC_UM_PER_PX)
     target = folder / "field.jpg"

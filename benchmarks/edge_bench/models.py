@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.edge_bench.timing import time_call
-from runtime.errors import ModelError
+from runtime.contracts.errors import ModelError
 
 VARIANT_FILES = {"fp32": "segmentation.fp32.onnx", "int8": "segmentation.int8.onnx"}
 
@@ -38,7 +38,7 @@ class ModelFile:
 
 def describe(variant: str, path: Path) -> ModelFile:
     """Read the card beside `path` (sha256 verified: a benchmark of a tampered file means nothing)."""
-    from runtime.modelcard import load_card
+    from runtime.contracts.modelcard import load_card
 
     card = load_card(path, verify=True)
     return ModelFile(
@@ -55,7 +55,7 @@ def describe(variant: str, path: Path) -> ModelFile:
 
 def find_models(model_dir: Path | None, fp32: Path | None, int8: Path | None) -> list[ModelFile]:
     """fp32 and int8 models from explicit paths, else the shipped names in `model_dir`."""
-    from runtime.modelcard import default_models_dir
+    from runtime.contracts.modelcard import default_models_dir
 
     folder = model_dir or default_models_dir()
     chosen = {"fp32": fp32, "int8": int8}
@@ -79,7 +79,7 @@ def open_session(model: ModelFile, provider: str, threads: int) -> tuple[float, 
 
     Returns (milliseconds it took, LoadedModel).
     """
-    from runtime.onnx_session import SessionOptions, load_model
+    from runtime.inference.session import SessionOptions, load_model
 
     options = SessionOptions(providers=(provider,), intra_op_threads=threads, warmup=False, verify_hash=True)
     return time_call(lambda: load_model(model.path, options))

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from benchmarks.edge_bench.timing import measure, summarize
-from runtime.errors import ModelError
+from runtime.contracts.errors import ModelError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 MATMUL_ASSETS = {"fp32": ASSETS / "matmul_fp32.onnx", "int8": ASSETS / "matmul_int8.onnx"}
@@ -120,7 +120,7 @@ def matmul_model_path(dtype: str) -> Path:
 
 def ort_matmul_call(dtype: str, threads: int, size: int) -> Callable[[], Any]:
     """One size^3 MatMul (fp32) or MatMulInteger (int8) in ORT's CPU provider at `threads` threads."""
-    from runtime.onnx_session import SessionOptions, create_session
+    from runtime.inference.session import SessionOptions, create_session
 
     options = SessionOptions(providers=("cpu",), intra_op_threads=threads, warmup=False)
     session = create_session(matmul_model_path(dtype), options)

@@ -91,11 +91,11 @@ class Pipeline:
 
 def capture_stage(frame: BenchFrame) -> tuple[Stage, Callable[[], None] | None]:
     """The device's folder camera reading and decoding the field's file."""
-    missing = module_missing("runtime.cameras")
+    missing = module_missing("runtime.capture.cameras")
     if missing:
         return Stage("capture", f"{missing}; the field is handed over in memory"), None
-    from runtime.cameras import make_camera
-    from runtime.config import FolderCameraConfig
+    from runtime.capture.cameras import make_camera
+    from runtime.contracts.config import FolderCameraConfig
 
     camera = make_camera(FolderCameraConfig(path=str(frame.file.parent), pattern=frame.file.name))
 
@@ -109,7 +109,7 @@ def capture_stage(frame: BenchFrame) -> tuple[Stage, Callable[[], None] | None]:
 
 def analysis_stages(analyzer: Any, um_per_px: float | None) -> list[Stage]:
     """Quality gate, preprocessing, inference and post-processing: the analyser's own stages."""
-    from runtime.analysis import derived_estimates
+    from runtime.analysis.analyzer import derived_estimates
 
     def quality(state: State) -> None:
         state["quality"], state["scale"] = analyzer.check_quality(state["frame"], um_per_px)
@@ -128,9 +128,9 @@ def analysis_stages(analyzer: Any, um_per_px: float | None) -> list[Stage]:
     scale_note = "calibrated um/px" if um_per_px is not None else "red-cell size estimated from the frame"
     return [
         Stage("quality", f"scale decision ({scale_note}) + focus/exposure/coverage", quality),
-        Stage("preprocess", "resample, pad, normalise (runtime.preprocess)", preprocess),
+        Stage("preprocess", "resample, pad, normalise (runtime.inference.preprocess)", preprocess),
         Stage("inference", "ONNX Runtime session.run: the card's inference plan (uncalibrated: scale search, 3-4 passes; flip-averaged final pass: +2)", infer),
-        Stage("postprocess", "final pass -> frame-size mask + centres, cell counts (runtime.postprocess), area %",
+        Stage("postprocess", "final pass -> frame-size mask + centres, cell counts (runtime.analysis.counting), area %",
               postprocess),
     ]
 
@@ -139,7 +139,7 @@ def diagnosis_stage(analyzer: Any, sample: Any, note: str) -> Stage:
     """The field folded into its sample's summary, then the diagnoser on the sample (as Analyzer.analyze)."""
     if analyzer.diagnoser is None:
         return Stage("diagnosis", note)
-    from runtime.sample_context import SampleSummary
+    from runtime.contracts.sample import SampleSummary
 
     def run(state: State) -> None:
         # Every run is the first field of its sample, as a single-field capture would be.
@@ -153,8 +153,8 @@ def diagnosis_stage(analyzer: Any, sample: Any, note: str) -> Stage:
 
 def result_message(state: State, model_info: dict[str, Any], sample: Any, seq: int, device_id: str) -> dict[str, Any]:
     """The validated result/1 message the device would send for this run."""
-    from runtime.analysis import FrameAnalysis
-    from runtime.result import build_result
+    from runtime.analysis.analyzer import FrameAnalysis
+    from runtime.analysis.result import build_result
 
     analysis = FrameAnalysis(
         quality=state["quality"],

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import ModelError
+from runtime.contracts.errors import ModelError
 
 
 def input_feeds(session: Any, height: int, width: int) -> dict[str, np.ndarray]:
@@ -35,7 +35,7 @@ def profile_events(
     model_path: str | Path, height: int, width: int, *, optimization: str, threads: int, runs: int
 ) -> tuple[list[int], list[dict[str, Any]]]:
     """(input shape, ORT profile events) of `runs` batch-1 inferences at height x width."""
-    from runtime.onnx_session import SessionOptions, create_session
+    from runtime.inference.session import SessionOptions, create_session
 
     with tempfile.TemporaryDirectory(prefix="edge-bench-profile-") as tmp:
         options = SessionOptions(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.edge_bench.timing import ratio
-from runtime.errors import SchemaError
+from runtime.contracts.errors import SchemaError
 
 SCHEMA_ID = "edge-bench/1"
 SCHEMA_PATH = Path(__file__).resolve().parent / "report.schema.json"

@@ -72,7 +72,7 @@ def usable_cores() -> int:
 
 def field_network_hw(frame: BenchFrame, model: ModelFile) -> HW:
     """The network input size the one preprocessing gives this field."""
-    from runtime.preprocess import PreprocessParams, decide_scale, plan_geometry
+    from runtime.inference.preprocess import PreprocessParams, decide_scale, plan_geometry
 
     params = model.card.preprocess or PreprocessParams()
     scale = decide_scale(params, frame.image, um_per_px=frame.um_per_px)
@@ -102,7 +102,7 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
     providers = options.providers or present
     unknown = [p for p in providers if p not in present]
     if unknown:
-        from runtime.errors import ConfigError
+        from runtime.contracts.errors import ConfigError
 
         raise ConfigError(f"--provider: {', '.join(unknown)} not in this ONNX Runtime build ({', '.join(present)})")
     threads = sorted(set(options.threads or [1, usable_cores()]))
@@ -210,9 +210,9 @@ def run_pipeline(model: ModelFile, frame: BenchFrame, options: BenchOptions, pro
     from benchmarks.edge_bench.delivery import delivery_stages, resolve_broker
     from benchmarks.edge_bench.diagnosis import bench_diagnoser, bench_sample
     from benchmarks.edge_bench.pipeline import Pipeline, analysis_stages, capture_stage, diagnosis_stage
-    from runtime.analysis import Analyzer
-    from runtime.onnx_session import SessionOptions
-    from runtime.segmenter import SegmentationModel
+    from runtime.analysis.analyzer import Analyzer
+    from runtime.inference.session import SessionOptions
+    from runtime.inference.model import SegmentationModel
 
     session_options = SessionOptions(providers=(provider,), intra_op_threads=threads, warmup=False)
     create_ms, segmenter = time_call(lambda: SegmentationModel.load(model.path, session_options))

@@ -67,7 +67,7 @@ def model_input(frame_bgr: np.ndarray, hw: HW, card: Any) -> np.ndarray:
     """The benchmark frame resized to `hw` and normalised by the one preprocessing (1x3xHxW)."""
     import cv2
 
-    from runtime.preprocess import PreprocessParams, normalize
+    from runtime.inference.preprocess import PreprocessParams, normalize
 
     params = card.preprocess or PreprocessParams()
     resized = cv2.resize(frame_bgr, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)

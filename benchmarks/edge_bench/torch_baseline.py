@@ -42,7 +42,7 @@ def architecture_from_card(card: Any) -> tuple[str, dict[str, Any]]:
 
 def checkpoint_beside(model_path: Path, card: Any) -> Path | None:
     """The checkpoint the card names, if it sits beside the model with the recorded sha256."""
-    from runtime.modelcard import sha256_file
+    from runtime.contracts.modelcard import sha256_file
 
     info = card.extra.get("checkpoint")
     if not isinstance(info, dict) or not info.get("file"):

@@ -17,7 +17,7 @@ from runtime.diagnosis.units import (
     GLUCOSE_UNITS, HBA1C_UNITS, MG_DL, MMOL_L, MMOL_MOL, PERCENT, InputError, Measurement,
     glucose_mmol_l, hba1c_pct, parse_unit,
 )
-from runtime.errors import DataError
+from runtime.contracts.errors import DataError
 
 #: Unit suffixes of the lab-test columns, e.g. fpg_mg_dl.
 UNIT_SUFFIXES = MappingProxyType({"mmol_l": MMOL_L, "mg_dl": MG_DL, "pct": PERCENT, "mmol_mol": MMOL_MOL})

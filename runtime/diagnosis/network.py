@@ -15,9 +15,9 @@ import numpy as np
 
 from runtime.diagnosis.features import CLASSES, FEATURES, feature_vector
 from runtime.diagnosis.inputs import PatientInputs
-from runtime.errors import ModelError
-from runtime.modelcard import default_models_dir
-from runtime.onnx_session import LoadedModel, SessionOptions, load_model
+from runtime.contracts.errors import ModelError
+from runtime.contracts.modelcard import default_models_dir
+from runtime.inference.session import LoadedModel, SessionOptions, load_model
 
 DEFAULT_MODEL_NAME = "diagnosis.onnx"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from runtime.errors import DataError
+from runtime.contracts.errors import DataError
 
 MMOL_L = "mmol/L"
 MG_DL = "mg/dL"

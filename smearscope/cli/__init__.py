@@ -60,6 +60,6 @@ def cli() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    from runtime.cli_entry import run_console_script
+    from smearscope.cli.entry import run_console_script
 
     run_console_script(cli)

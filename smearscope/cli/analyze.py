@@ -29,9 +29,9 @@ def analyze(images: tuple[Path, ...], model_path: Path | None, out_dir: Path, um
     An image that cannot be read is reported and skipped; the others are still analysed. A blank,
     overexposed or cell-free image gives empty counts and a quality warning.
     """
-    from runtime.errors import SmearscopeError
-    from runtime.onnx_session import SessionOptions
-    from runtime.segmenter import SegmentationModel
+    from runtime.contracts.errors import SmearscopeError
+    from runtime.inference.session import SessionOptions
+    from runtime.inference.model import SegmentationModel
 
     try:
         model = SegmentationModel.load(model_path, SessionOptions(intra_op_threads=threads))
@@ -47,8 +47,8 @@ def analyze(images: tuple[Path, ...], model_path: Path | None, out_dir: Path, um
 
 
 def _analyze_all(model, images: tuple[Path, ...], out_dir: Path, um_per_px: float | None) -> int:
-    from runtime.analysis import Analyzer
-    from runtime.errors import SmearscopeError
+    from runtime.analysis.analyzer import Analyzer
+    from runtime.contracts.errors import SmearscopeError
 
     analyzer = Analyzer(model)
     failures = 0
@@ -74,8 +74,8 @@ def _analyze_all(model, images: tuple[Path, ...], out_dir: Path, um_per_px: floa
 def _analyze_one(analyzer, path: Path, out_dir: Path, stem: str, um_per_px: float | None) -> dict:
     import json
 
-    from runtime.imageio import read_image, write_image
-    from runtime.overlay import draw_overlay
+    from runtime.contracts.imageio import read_image, write_image
+    from runtime.analysis.overlay import draw_overlay
 
     frame = read_image(path)
     analysis = analyzer.analyze(frame, um_per_px=um_per_px, source=str(path))

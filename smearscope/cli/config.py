@@ -23,8 +23,8 @@ def check(file: Path, show: bool) -> None:
     """
     import yaml
 
-    from runtime.config import config_to_dict, load_config
-    from runtime.errors import ConfigError
+    from runtime.contracts.config import config_to_dict, load_config
+    from runtime.contracts.errors import ConfigError
 
     try:
         cfg = load_config(file)

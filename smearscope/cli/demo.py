@@ -61,8 +61,8 @@ def demo(out_dir: Path, presses: int, model_path: Path | None, guideline: str, s
     """
     import contextlib
 
-    from runtime.errors import SmearscopeError
-    from runtime.publish import FanOut, FileSink
+    from runtime.contracts.errors import SmearscopeError
+    from runtime.delivery.sinks import FanOut, FileSink
 
     try:
         with contextlib.ExitStack() as stack:
@@ -92,15 +92,15 @@ def demo(out_dir: Path, presses: int, model_path: Path | None, guideline: str, s
 def run_demo(*, out_dir: Path, presses: int, model_path: Path | None, guideline: str, seed: int, threads: int,
              publisher: Any, echo: Callable[[str], None] = click.echo, timeout_s: float | None = None) -> DemoReport:
     """The demo itself; `publisher` receives every result (a FileSink, or the MQTT publisher)."""
-    from runtime.cameras import SyntheticCamera
-    from runtime.config import DiagnosisConfig, QualityConfig, SyntheticCameraConfig
-    from runtime.decision import GuidelineDiagnoser
-    from runtime.device import Device, ModelHolder
-    from runtime.errors import ModelError
-    from runtime.onnx_session import SessionOptions
-    from runtime.sample_context import SampleContext, SampleTracker, pseudonymize
-    from runtime.segmenter import default_model_path
-    from runtime.triggers import RecordingStatus
+    from runtime.capture.cameras import SyntheticCamera
+    from runtime.contracts.config import DiagnosisConfig, QualityConfig, SyntheticCameraConfig
+    from runtime.diagnosis.decision import GuidelineDiagnoser
+    from runtime.device.loop import Device, ModelHolder
+    from runtime.contracts.errors import ModelError
+    from runtime.inference.session import SessionOptions
+    from runtime.contracts.sample import SampleContext, SampleTracker, pseudonymize
+    from runtime.inference.model import default_model_path
+    from runtime.capture.triggers import RecordingStatus
 
     model_file = Path(model_path) if model_path else default_model_path()
     if model_path is None and not model_file.is_file():
@@ -173,8 +173,8 @@ class _LedStatus:
 
 def _open_controller(echo: Callable[[str], None]) -> tuple[Any, Any]:
     """The controller simulator on a pseudo-terminal, or (on a system without ptys) queued presses."""
-    from runtime.bridge_trigger import BridgeTrigger
-    from runtime.triggers import ManualTrigger
+    from runtime.capture.bridge_trigger import BridgeTrigger
+    from runtime.capture.triggers import ManualTrigger
 
     try:
         from firmware_bridge import BridgeError, open_bridge

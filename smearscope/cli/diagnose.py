@@ -100,7 +100,7 @@ def diagnose(guideline: str, as_json: bool, batch_in: Path | None, batch_out: Pa
     Each value is compared with the guideline's cut-point in the unit it was given in.
     Decision support only: results need a clinician's review.
     """
-    from runtime.errors import SmearscopeError
+    from runtime.contracts.errors import SmearscopeError
 
     guideline = guideline.lower()
     try:
@@ -187,7 +187,7 @@ def _run_batch(path_in: Path, path_out: Path, guideline: str, network) -> int:
     """Diagnose every row; rows with bad values get an `error` and the rest still run. Returns
     the number of failed rows (summarised on stderr)."""
     from runtime.diagnosis.inputs import classify_column
-    from runtime.errors import DataError
+    from runtime.contracts.errors import DataError
 
     try:
         with path_in.open(newline="", encoding="utf-8-sig") as fh:

@@ -45,10 +45,10 @@ def _numeric_overrides(items: tuple[str, ...], section: type, option: str) -> di
 @click.option("--flip-average/--no-flip-average", default=None,
               help="Override the card's inference plan: average the final pass with its flipped runs, or not.")
 @click.option("--plan", "plan_overrides", multiple=True, metavar="FIELD=VALUE",
-              help="Override a number in the card's inference plan (runtime.postprocess.InferencePlan), "
+              help="Override a number in the card's inference plan (runtime.analysis.counting.InferencePlan), "
                    "e.g. --plan wbc_border_min_prob=0.2; repeatable.")
 @click.option("--rule", "rule_overrides", multiple=True, metavar="FIELD=VALUE",
-              help="Override a counting rule (runtime.postprocess.CountRules), e.g. --rule platelet_min_area=0.015; "
+              help="Override a counting rule (runtime.analysis.counting.CountRules), e.g. --rule platelet_min_area=0.015; "
                    "repeatable. Rules are chosen on --split train; overrides cannot go into the cards.")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="ONNX Runtime threads.")
 @click.option("--update-cards", is_flag=True,
@@ -73,8 +73,8 @@ def evaluate(split: str, models: tuple[Path, ...], data_dir: Path, json_path: Pa
     """
     import json
 
-    from runtime.errors import DataError, SmearscopeError
-    from runtime.modelcard import default_models_dir
+    from runtime.contracts.errors import DataError, SmearscopeError
+    from runtime.contracts.modelcard import default_models_dir
 
     try:
         from training.evaluate import baseline_method, evaluate as run_evaluation, format_report, onnx_method
@@ -82,7 +82,8 @@ def evaluate(split: str, models: tuple[Path, ...], data_dir: Path, json_path: Pa
     except ImportError as exc:
         raise click.ClickException(f"evaluation needs the workstation install ({exc})") from None
 
-    from runtime.postprocess import DEFAULT_RULES, CountRules, InferencePlan
+    from runtime.analysis.counting import DEFAULT_RULES, CountRules
+    from runtime.contracts.card_sections import InferencePlan
 
     if update_cards and (plan_overrides or rule_overrides):
         raise click.ClickException("--update-cards records the shipped plan and rules: drop --plan/--rule")

@@ -49,7 +49,7 @@ def export(checkpoint: Path, out_dir: Path, name: str, model_version: str, calib
     Example:
       smearscope export --checkpoint runs/syn/best.pt --out-dir models --name seg-unet
     """
-    from runtime.errors import SmearscopeError
+    from runtime.contracts.errors import SmearscopeError
 
     try:
         _export(**click.get_current_context().params)
@@ -63,7 +63,7 @@ def _export(checkpoint: Path, out_dir: Path, name: str, model_version: str, cali
     from export.pipeline import export_checkpoint
     from export.quantize import evenly_spaced, frames_from_folder, frames_from_source
     from export.validate import Tolerances
-    from runtime.errors import DataError
+    from runtime.contracts.errors import DataError
     from training.checkpoint import load_checkpoint
     from training.datasets import build_source
 

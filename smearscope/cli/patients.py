@@ -10,7 +10,7 @@ _DATABASE = click.option("--database", help="Database URL instead of --config (s
 
 
 def _open_store(config_path: str | None, database: str | None):
-    from runtime.errors import ConfigError
+    from runtime.contracts.errors import ConfigError
     from server.config import ServerConfig
     from server.store import Store
 
@@ -50,7 +50,7 @@ def list_cmd(config_path: str | None, database: str | None) -> None:
 @_DATABASE
 def show(patient_id: str, config_path: str | None, database: str | None) -> None:
     """Show one patient's visits, FPG and HbA1c trends and any predicted cut-point crossing."""
-    from runtime.errors import DataError
+    from runtime.contracts.errors import DataError
     from server.registry import format_history, patient_history
 
     store = _open_store(config_path, database)
@@ -74,7 +74,7 @@ def show(patient_id: str, config_path: str | None, database: str | None) -> None
 def order(config_path: str, site: str, device: str, sample_id: str, patient_id: str | None, labs: tuple[str, ...],
           fields: int | None) -> None:
     """Send a sample's context to a device; it attaches it to its next captures."""
-    from runtime.errors import ConfigError
+    from runtime.contracts.errors import ConfigError
     from server.config import ServerConfig
     from server.orders import send_order_once
 

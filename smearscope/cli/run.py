@@ -29,10 +29,10 @@ def run(config_path: Path, sample_id: str | None, patient_id: str | None, labs: 
     import dataclasses
     import logging
 
-    from runtime.assembly import build_device
-    from runtime.config import load_config
-    from runtime.errors import SmearscopeError
-    from runtime.sample_context import parse_lab_options
+    from runtime.device.assembly import build_device
+    from runtime.contracts.config import load_config
+    from runtime.contracts.errors import SmearscopeError
+    from runtime.contracts.sample import parse_lab_options
 
     try:
         cfg = load_config(config_path)

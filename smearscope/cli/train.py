@@ -64,7 +64,7 @@ def segmentation(**options) -> None:
     A quick run on generated smears:
       smearscope train segmentation --data synthetic --out runs/syn --minutes 10
     """
-    from runtime.errors import SmearscopeError
+    from runtime.contracts.errors import SmearscopeError
 
     try:
         _train(**options)
@@ -80,8 +80,8 @@ def _train(data: str, out_dir: Path, minutes: float | None, steps: int | None, b
            resume: Path | None, init: Path | None, progress: bool) -> None:
     import json
 
-    from runtime.errors import ConfigError
-    from runtime.preprocess import PreprocessParams
+    from runtime.contracts.errors import ConfigError
+    from runtime.inference.preprocess import PreprocessParams
     from training.datasets import Augment, DatasetCrops, SegmentationDataset, build_source
     from training.loop import TrainConfig, train_segmentation
     from torch.utils.data import Subset

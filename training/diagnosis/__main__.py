@@ -33,7 +33,7 @@ DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent.parent / "shared" /
               help="Also write the metrics as JSON here.")
 def main(data_dir: Path, folds: int, seed: int, epochs: int, members: int, json_out: Path | None) -> None:
     """Cross-validated metrics of the diabetes diagnosis network on the shared tables."""
-    from runtime.errors import SmearscopeError
+    from runtime.contracts.errors import SmearscopeError
 
     torch.set_num_threads(1)
     try:

@@ -18,7 +18,7 @@ import numpy as np
 
 from runtime.diagnosis.features import CLASSES, FEATURES
 from runtime.diagnosis.units import mg_dl_to_mmol_l
-from runtime.errors import DataError
+from runtime.contracts.errors import DataError
 
 PIMA_COLUMNS = {  # table column -> (feature, zero means missing)
     "Pregnancies": ("pregnancies", False),

@@ -1,8 +1,0 @@
-"""Class indices of the segmentation contract (DESIGN.md). Change them here only."""
-
-from __future__ import annotations
-
-BACKGROUND, RBC, WBC, PLATELET = 0, 1, 2, 3
-CLASS_NAMES: tuple[str, ...] = ("background", "rbc", "wbc", "platelet")
-CELL_CLASSES: dict[str, int] = {"rbc": RBC, "wbc": WBC, "platelet": PLATELET}
-NUM_CLASSES = len(CLASS_NAMES)

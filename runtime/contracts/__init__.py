@@ -1,0 +1,1 @@
+"""What device and server share: class indices, errors, ids, message schemas, model cards, configs."""

@@ -1,0 +1,20 @@
+"""Class indices of the segmentation contract, and the area share per class of a class mask.
+
+Change the indices here only; every module that reads a mask or a model output uses them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BACKGROUND, RBC, WBC, PLATELET = 0, 1, 2, 3
+CLASS_NAMES: tuple[str, ...] = ("background", "rbc", "wbc", "platelet")
+CELL_CLASSES: dict[str, int] = {"rbc": RBC, "wbc": WBC, "platelet": PLATELET}
+NUM_CLASSES = len(CLASS_NAMES)
+
+
+def area_percentages(mask: np.ndarray) -> dict[str, float]:
+    """Share of the frame's pixels per class, in percent (sums to 100)."""
+    hist = np.bincount(mask.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES].astype(np.float64)
+    total = float(mask.size) or 1.0
+    return {name: round(100.0 * hist[i] / total, 4) for i, name in enumerate(CLASS_NAMES)}

@@ -1,0 +1,1 @@
+"""Getting results off the device: durable outbox, MQTT connection and publisher, topics, orders, sinks."""

@@ -1,0 +1,1 @@
+"""The device loop and its assembly from a validated config."""

@@ -1,0 +1,229 @@
+"""The device loop: wait for a trigger, capture, analyse, publish; one capture at a time, forever.
+
+Nothing a single capture does can stop the loop. A corrupt frame, a camera that drops out, a model
+whose hash does not match its card, a publisher that fails: each becomes a CaptureOutcome with a
+clear message and a status (error, offline), and the loop waits for the next trigger. The model is
+loaded lazily and reloaded on the next capture after a failure, so replacing a bad model file
+fixes the device without a restart; the camera reconnects the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from runtime.analysis.analyzer import Analyzer, Diagnoser, FrameAnalysis
+from runtime.capture.cameras import Camera, CameraDisconnected, Frame
+from runtime.contracts.config import QualityConfig
+from runtime.contracts.errors import ModelError, SkipCapture, SmearscopeError
+from runtime.inference.session import SessionOptions
+from runtime.delivery.sinks import Publisher
+from runtime.analysis.result import build_result
+from runtime.contracts.sample import SampleContext, SampleSummary, SampleTracker
+from runtime.inference.model import SegmentationModel
+from runtime.capture.triggers import DeviceState, StatusIndicator, TriggerEvent, TriggerQueue
+
+log = logging.getLogger(__name__)
+
+OutcomeStatus = Literal["ok", "rejected", "error", "offline"]
+
+
+@dataclass
+class CaptureOutcome:
+    """What one trigger produced: a published result, a rejected frame, or an error and why."""
+
+    status: OutcomeStatus
+    message: str
+    trigger: str
+    result: dict[str, Any] | None = None
+    analysis: FrameAnalysis | None = field(default=None, repr=False)
+    frame: Frame | None = field(default=None, repr=False)
+
+
+class ModelHolder:
+    """Loads the segmentation model on first use and again after a failure (never caches a failure)."""
+
+    def __init__(self, path: str | Path | None, options: SessionOptions, flip_average: bool | None = None) -> None:
+        self.path, self.options, self.flip_average = path, options, flip_average
+        self._model: SegmentationModel | None = None
+
+    def get(self) -> SegmentationModel:
+        if self._model is None:
+            self._model = SegmentationModel.load(self.path, self.options, flip_average=self.flip_average)
+            log.info("model %s %s loaded on %s", self._model.card.name, self._model.card.version,
+                     ", ".join(self._model.loaded.providers))
+        return self._model
+
+
+class Device:
+    """One microscope: camera, model, publisher, sample tracker and status indicators."""
+
+    def __init__(
+        self,
+        *,
+        device_id: str,
+        camera: Camera,
+        model: ModelHolder,
+        publisher: Publisher,
+        samples: SampleTracker | None = None,
+        quality: QualityConfig | None = None,
+        um_per_px: float | None = None,
+        diagnoser: Diagnoser | None = None,
+        indicators: list[StatusIndicator] | None = None,
+        overlays_dir: str | Path | None = None,
+        on_outcome: Callable[[CaptureOutcome], None] | None = None,
+        first_seq: int = 0,
+        idle_poll_s: float = 1.0,
+        events: TriggerQueue | None = None,
+    ) -> None:
+        self.device_id = device_id
+        self.camera = camera
+        self.model = model
+        self.publisher = publisher
+        self.samples = samples or SampleTracker()
+        self.quality = quality or QualityConfig()
+        self.um_per_px = um_per_px
+        self.diagnoser = diagnoser
+        self.indicators = list(indicators or [])
+        self.overlays_dir = Path(overlays_dir) if overlays_dir else None
+        self.on_outcome = on_outcome
+        self.seq = first_seq
+        self.idle_poll_s = idle_poll_s
+        self.state: DeviceState = "idle"
+        self.summaries: dict[str, SampleSummary] = {}
+        self._analyzer: Analyzer | None = None
+        self.events = events or TriggerQueue()
+
+    # --- status -----------------------------------------------------------------------------
+
+    def _set_state(self, state: DeviceState, detail: str = "") -> None:
+        self.state = state
+        for indicator in self.indicators:
+            try:
+                indicator.set_state(state, detail)
+            except Exception:  # an LED that fails must not stop the microscope
+                log.exception("status indicator %r failed", indicator)
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self, events: TriggerQueue | None = None) -> list[CaptureOutcome]:
+        """Handle events (default: `self.events`) until a quit event; returns every capture's outcome."""
+        events = events or self.events
+        outcomes: list[CaptureOutcome] = []
+        self._startup()
+        while True:
+            event = events.get(timeout=self.idle_poll_s)
+            if event is None:
+                self._recover_when_idle()
+                continue
+            if event.kind == "quit":
+                log.info("stopping (%s)", event.source)
+                break
+            if event.kind == "sample":
+                self._switch_sample(event)
+                continue
+            outcome = self.capture_once(event.source)
+            outcomes.append(outcome)
+            if self.on_outcome is not None:
+                try:
+                    self.on_outcome(outcome)
+                except Exception:
+                    log.exception("outcome callback failed")
+        return outcomes
+
+    def _startup(self) -> None:
+        """Load the model now so the first press is fast; a bad model shows as error, not a crash."""
+        try:
+            self._get_analyzer()
+        except ModelError as exc:
+            self._set_state("error", str(exc))
+            return
+        if self.camera.available():
+            self._set_state("idle")
+        else:
+            self._set_state("offline", f"{self.camera.name} is not available")
+
+    def _recover_when_idle(self) -> None:
+        if self.state == "offline" and self.camera.available():
+            self._set_state("idle", f"{self.camera.name} is back")
+
+    def _switch_sample(self, event: TriggerEvent) -> None:
+        payload = event.payload or {}
+        try:
+            context = SampleContext(str(payload.get("sample_id", "")), payload.get("patient_id"),
+                                    dict(payload.get("labs") or {}), int(payload.get("fields") or 1))
+        except (SmearscopeError, ValueError) as exc:
+            log.warning("sample change from %s refused: %s", event.source, exc)
+            return
+        self.samples.set_current(context)
+        log.info("sample %s from %s", context.sample_id, event.source)
+
+    def _get_analyzer(self) -> Analyzer:
+        model = self.model.get()
+        if self._analyzer is None or self._analyzer.model is not model:
+            self._analyzer = Analyzer(model, self.quality, self.diagnoser)
+        return self._analyzer
+
+    # --- one capture --------------------------------------------------------------------------
+
+    def capture_once(self, trigger: str = "manual") -> CaptureOutcome:
+        """Capture, analyse and publish one frame; every failure becomes an outcome, never an exception."""
+        self._set_state("busy")
+        try:
+            outcome = self._capture(trigger)
+        except CameraDisconnected as exc:
+            outcome = CaptureOutcome("offline", str(exc), trigger)
+        except SkipCapture as exc:
+            outcome = CaptureOutcome("error", f"capture skipped: {exc}", trigger)
+        except SmearscopeError as exc:
+            outcome = CaptureOutcome("error", str(exc), trigger)
+        except OSError as exc:  # a full disk, a vanished output folder: this capture fails, not the device
+            outcome = CaptureOutcome("error", f"I/O error: {exc}", trigger)
+        except Exception as exc:  # a bug must not stop the device: report it and carry on
+            log.exception("capture failed unexpectedly")
+            outcome = CaptureOutcome("error", f"internal error: {type(exc).__name__}: {exc}", trigger)
+        if outcome.status in ("ok", "rejected"):
+            self._set_state("idle")
+        else:
+            log.warning("capture (%s) %s: %s", trigger, outcome.status, outcome.message)
+            self._set_state("offline" if outcome.status == "offline" else "error", outcome.message)
+        return outcome
+
+    def _capture(self, trigger: str) -> CaptureOutcome:
+        analyzer = self._get_analyzer()
+        start = time.perf_counter()
+        frame = self.camera.capture()
+        capture_ms = round(1000.0 * (time.perf_counter() - start), 3)
+        placed = self.samples.next_field()
+        summary = self.summaries.setdefault(placed.context.sample_id, SampleSummary(placed.context.sample_id))
+        analysis = analyzer.analyze(frame.image, um_per_px=self.um_per_px or frame.um_per_px,
+                                    sample=placed, history=summary, source=frame.source)
+        result = build_result(analysis, device_id=self.device_id, seq=self.seq, sample=placed,
+                              model=analyzer.model.info(), extra_timings_ms={"capture": capture_ms})
+        self.seq += 1
+        publish_start = time.perf_counter()
+        self.publisher.publish(result)
+        publish_ms = 1000.0 * (time.perf_counter() - publish_start)
+        if self.overlays_dir is not None:
+            self._write_overlay(frame, analysis, result)
+        timings = " ".join(f"{k}={v:.0f}ms" for k, v in result["timings_ms"].items())
+        log.info("seq %d sample field %d: rbc=%d wbc=%d platelet=%d %s publish=%.0fms", result["seq"],
+                 placed.field_index, *result["counts"].values(), timings, publish_ms)
+        if not analysis.quality.accepted:
+            return CaptureOutcome("rejected", "; ".join(analysis.quality.reasons), trigger, result, analysis, frame)
+        return CaptureOutcome("ok", "published", trigger, result, analysis, frame)
+
+    def _write_overlay(self, frame: Frame, analysis: FrameAnalysis, result: dict[str, Any]) -> None:
+        from runtime.contracts.imageio import write_image
+        from runtime.analysis.overlay import draw_overlay
+
+        assert self.overlays_dir is not None
+        write_image(self.overlays_dir / f"{result['result_id']}.overlay.png",
+                    draw_overlay(frame.image, analysis.mask, analysis.counts))
+
+    def close(self) -> None:
+        self.camera.close()
+        self.publisher.close()

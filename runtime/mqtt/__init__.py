@@ -1,1 +1,0 @@
-"""MQTT delivery for the device (publisher, topics, connection) and the embedded demo broker."""
