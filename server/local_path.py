@@ -1,11 +1,12 @@
-"""The whole delivery path on one machine, for `smearscope demo`: embedded broker, server, publisher.
+"""The whole delivery path on one machine, for `smearscope demo`: a private Mosquitto, server, publisher.
 
     with LocalDeliveryPath(out_dir, device_id="demo-scope") as path:
         loop(publisher=path.publisher)          # any code that calls publish(result), and close()
     print(path.summary)                          # after exit: every result drained and stored
 
-No system packages are needed (the broker is runtime.delivery.broker); the server's SQLite database is
-`<out_dir>/server.sqlite3` and the device's outbox `<out_dir>/outbox.sqlite3`.
+The broker is Mosquitto (runtime.delivery.mosquitto starts one on a free loopback port, with its
+files in `<out_dir>/broker`); the server's SQLite database is `<out_dir>/server.sqlite3` and the
+device's outbox `<out_dir>/outbox.sqlite3`.
 
 The path owns the MQTT publisher (`path.mqtt`). The device gets `path.publisher`, whose `close()`
 only says the device is done: a device closes its publisher as it stops, usually while its last
@@ -21,7 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from runtime.contracts.errors import SmearscopeError
-from runtime.delivery.broker import EmbeddedBroker
+from runtime.delivery.mosquitto import LocalMosquitto
 from runtime.delivery.connection import MqttSettings
 from runtime.delivery.publisher import MqttPublisher
 from runtime.delivery.outbox import Outbox
@@ -58,7 +59,7 @@ class LocalDeliveryPath:
 
     def __enter__(self) -> "LocalDeliveryPath":
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.broker = EmbeddedBroker().start()
+        self.broker = LocalMosquitto(self.out_dir / "broker").start()
         config = ServerConfig.from_dict({"broker": {"port": self.broker.port, "client_id": "demo-server"},
                                          "database": f"sqlite:///{self.database}", "share_group": None})
         self.server = ResultServer(config)
@@ -71,7 +72,7 @@ class LocalDeliveryPath:
         while not (self.server.is_ready() and self.mqtt.is_ready()):  # both subscriptions acknowledged
             if time.monotonic() > deadline:
                 self._stop()
-                raise SmearscopeError("the embedded MQTT broker did not accept the demo's connections")
+                raise SmearscopeError(f"Mosquitto on port {self.broker.port} did not accept the demo's connections")
             time.sleep(0.02)
         return self
 

@@ -27,3 +27,15 @@ def cli_runner():
     from click.testing import CliRunner
 
     return CliRunner()
+
+
+@pytest.fixture()
+def local_broker(tmp_path: Path):
+    """A private Mosquitto on loopback (plain MQTT), as the demo starts it."""
+    from runtime.delivery.mosquitto import LocalMosquitto, find_mosquitto
+
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed (make test installs it as root; else apt-get install mosquitto)")
+    broker = LocalMosquitto(tmp_path / "broker").start()
+    yield broker
+    broker.stop()

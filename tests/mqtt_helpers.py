@@ -9,8 +9,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,15 +20,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+from runtime.delivery.mosquitto import find_mosquitto, free_port  # noqa: E402
+
+MOSQUITTO = find_mosquitto()
 SITE = "lab1"
 SERVER_CN = "smearscope-server"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
@@ -77,62 +71,46 @@ def make_result(device_id: str, seq: int, *, patient_id: str | None = None, labs
 
 
 class Mosquitto:
-    """A private Mosquitto 2.x rendered from deploy/mosquitto.conf, killable with SIGKILL."""
+    """The product's private-broker launcher (runtime.delivery.mosquitto.LocalMosquitto) configured from
+    deploy/mosquitto.conf itself: TLS with client certificates, the deployment ACL, persistence."""
 
     def __init__(self, workdir: Path, certs: Path, port: int | None = None, autosave_s: int = 1) -> None:
+        from runtime.delivery.mosquitto import LocalMosquitto
+
         if MOSQUITTO is None:
             raise RuntimeError("mosquitto binary not found")
-        self.workdir = workdir
-        self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        (workdir / "data").mkdir(parents=True, exist_ok=True)
         acl = workdir / "smearscope.acl"
+        workdir.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO_ROOT / "deploy" / "smearscope.acl", acl)
-        conf = (REPO_ROOT / "deploy" / "mosquitto.conf").read_text()
+        conf = (REPO_ROOT / "deploy" / "mosquitto.conf").read_text().replace("{", "{{").replace("}", "}}")
         conf = (conf.replace("/etc/mosquitto/certs/", f"{certs}/")
                 .replace("/etc/mosquitto/smearscope.acl", str(acl))
-                .replace("/var/lib/mosquitto/", f"{workdir / 'data'}/")
-                .replace("listener 8883", f"listener {self.port} 127.0.0.1")
+                .replace("/var/lib/mosquitto/", "{data}/")
+                .replace("listener 8883", "listener {port} 127.0.0.1")
                 .replace("autosave_interval 2", f"autosave_interval {autosave_s}"))
-        if os.geteuid() == 0:
-            conf = "user root\n" + conf
-        conf += f"\nlog_dest file {workdir / 'mosquitto.log'}\n"
-        self.config = workdir / "mosquitto.conf"
-        self.config.write_text(conf)
-        self.starts = 0
+        self._broker = LocalMosquitto(workdir, conf, port)
+        self.workdir, self.port, self.config = workdir, self._broker.port, self._broker.config_path
+
+    @property
+    def starts(self) -> int:
+        return self._broker.starts
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self._broker.proc
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        self.starts += 1
-        wait_for(self._listening, 10, f"mosquitto on port {self.port}")
-
-    def _listening(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {self.log()[-2000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return True
-        except OSError:
-            return False
+        self._broker.start()
 
     def kill(self) -> None:
         """SIGKILL: no clean shutdown, no final persistence save."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        self._broker.kill()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        self._broker.stop()
 
     def log(self) -> str:
-        path = self.workdir / "mosquitto.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        return self._broker.log()
 
 
 def tls_settings(certs: Path, name: str, port: int, client_id: str | None = None, **kw: Any):

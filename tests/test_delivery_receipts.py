@@ -1,8 +1,8 @@
 """Receipts must reach the outbox: the timings that once left a stored result `pending` on the device.
 
-Both tests force the timing with the real embedded broker and the real server instead of waiting
-for a loaded machine to produce it: the server is down while the device finishes, or the broker
-puts the device's subscriptions in place only seconds after the SUBSCRIBE.
+Both tests force the timing with a real Mosquitto and the real server instead of waiting for a
+loaded machine to produce it: the server is down while the device finishes, or a proxy in front of
+the broker lets the device's subscriptions reach it only seconds after the SUBSCRIBE.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from mqtt_helpers import make_result, wait_for
-from runtime.delivery.broker import Connection, EmbeddedBroker, Reader
+from mqtt_proxy import SubscribeDelayProxy
+from runtime.delivery.mosquitto import LocalMosquitto
 from runtime.delivery.connection import MqttSettings
 from runtime.delivery.publisher import MqttPublisher
 from runtime.delivery.outbox import Outbox
@@ -52,34 +53,13 @@ def test_demo_path_drains_after_the_device_closes_its_publisher(tmp_path: Path) 
     assert _receipted(outbox) == {result["result_id"]: "stored"}
 
 
-class LateSubscriptionBroker(EmbeddedBroker):
-    """The embedded broker, except that a device's subscriptions take effect (and are acknowledged
-    with SUBACK) only `delay_s` after its SUBSCRIBE, as a loaded or clustered broker may do."""
-
-    def __init__(self, delay_s: float) -> None:
-        super().__init__()
-        self.delay_s = delay_s
-
-    def _subscribe(self, conn: Connection, r: Reader) -> None:
-        if conn.session is None or not conn.session.client_id.startswith("device-"):
-            super()._subscribe(conn, r)
-            return
-        subscribe = super()._subscribe
-
-        def later() -> None:
-            if conn.session is not None:
-                subscribe(conn, r)
-
-        assert self._loop is not None
-        self._loop.call_later(self.delay_s, later)
-
-
 @pytest.mark.timeout(90)
-def test_no_result_is_sent_before_the_receipts_subscription_is_acknowledged(tmp_path: Path) -> None:
+def test_no_result_is_sent_before_the_receipts_subscription_is_acknowledged(tmp_path: Path,
+                                                                           local_broker: LocalMosquitto) -> None:
     """A receipt published before the device's subscription is active is dropped by the broker; the
     device must not send until the SUBACK, so no receipt waits for a resend (here: 60 s)."""
-    broker = LateSubscriptionBroker(delay_s=3.0).start()
-    config = ServerConfig.from_dict({"broker": {"port": broker.port, "client_id": "server-1"},
+    proxy = SubscribeDelayProxy(local_broker.port, delay_s=3.0).start()  # the device's way to the broker
+    config = ServerConfig.from_dict({"broker": {"port": local_broker.port, "client_id": "server-1"},
                                      "database": f"sqlite:///{tmp_path / 'server.sqlite3'}", "share_group": None})
     server = ResultServer(config)
     server.start()
@@ -90,7 +70,7 @@ def test_no_result_is_sent_before_the_receipts_subscription_is_acknowledged(tmp_
     publisher = None
     try:
         wait_for(server.is_ready, 10, "the server's subscription")
-        publisher = MqttPublisher(MqttSettings(port=broker.port), site="lab", device_id="dev-a", outbox=outbox,
+        publisher = MqttPublisher(MqttSettings(port=proxy.port), site="lab", device_id="dev-a", outbox=outbox,
                                   resend_after_s=60.0, event_log=tmp_path / "events.log")
         drained = publisher.wait_drained(15.0)
         events = [line.split()[1] for line in (tmp_path / "events.log").read_text().splitlines()]
@@ -102,13 +82,13 @@ def test_no_result_is_sent_before_the_receipts_subscription_is_acknowledged(tmp_
         if publisher is not None:
             publisher.close()
         server.stop()
-        broker.stop()
+        proxy.stop()
 
 
 @pytest.mark.timeout(30)
-def test_a_closed_publisher_reports_undrained_at_once(tmp_path: Path) -> None:
+def test_a_closed_publisher_reports_undrained_at_once(tmp_path: Path, local_broker: LocalMosquitto) -> None:
     """Nothing can drain a closed publisher's outbox, so waiting for it must not take the whole timeout."""
-    broker = EmbeddedBroker().start()
+    broker = local_broker
     publisher = MqttPublisher(MqttSettings(port=broker.port), site="lab", device_id="dev-a",
                               outbox=Outbox(tmp_path / "outbox.sqlite3"))
     try:
@@ -121,4 +101,3 @@ def test_a_closed_publisher_reports_undrained_at_once(tmp_path: Path) -> None:
         assert publisher.outbox.depth() == 1  # the row stays for the next start
     finally:
         publisher.close()
-        broker.stop()

@@ -46,7 +46,7 @@ def test_demo_prints_a_table_and_saves_results(model_path, tmp_path, repo_root):
     overlays = sorted((out / "overlays").glob("*.overlay.png"))
     assert len(overlays) == 3 and cv2.imread(str(overlays[0])).shape == (480, 640, 3)
 
-    # delivery: outbox -> embedded MQTT broker -> server -> SQLite, every result receipted
+    # delivery: outbox -> private Mosquitto -> server -> SQLite, every result receipted
     assert "delivered: 3 sent over MQTT, 3 receipts, 0 left in the outbox" in text
     with sqlite3.connect(out / "server.sqlite3") as db:
         stored = {row[0] for row in db.execute("SELECT result_id FROM results")}

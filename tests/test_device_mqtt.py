@@ -1,6 +1,6 @@
 """The device with the MQTT publisher from its config: an order from the server switches the sample,
 the result reaches the server's database, and the sequence continues after a restart.
-Real broker (runtime.delivery.broker, in-process), real server, real SQLite, real ONNX Runtime."""
+Real broker (a private Mosquitto), real server, real SQLite, real ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -22,19 +22,17 @@ def model_path():
 
 
 @pytest.fixture()
-def delivery(tmp_path):
-    from runtime.delivery.broker import EmbeddedBroker
+def delivery(tmp_path, local_broker):
     from server.config import ServerConfig
     from server.service import ResultServer
 
-    broker = EmbeddedBroker().start()
+    broker = local_broker
     config = ServerConfig.from_dict({"broker": {"port": broker.port, "client_id": "test-server"},
                                      "database": f"sqlite:///{tmp_path / 'server.sqlite3'}", "share_group": None})
     server = ResultServer(config)
     server.start()
     yield broker, config, tmp_path / "server.sqlite3"
     server.stop()
-    broker.stop()
 
 
 def _wait(condition, timeout=20.0, what="condition"):

@@ -46,8 +46,8 @@ class DemoReport:
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="ONNX Runtime CPU threads (0: one per core).")
 @click.option("--delivery/--no-delivery", default=True, show_default=True,
-              help="Also deliver every result through an embedded MQTT broker to the server's SQLite "
-                   "database (DIR/server.sqlite3), waiting for each receipt.")
+              help="Also deliver every result through a private Mosquitto (started on a free loopback "
+                   "port) to the server's SQLite database (DIR/server.sqlite3), waiting for each receipt.")
 def demo(out_dir: Path, presses: int, model_path: Path | None, guideline: str, seed: int, threads: int,
          delivery: bool) -> None:
     """Run the device end to end on synthetic smears with a simulated microscope controller.
@@ -56,8 +56,9 @@ def demo(out_dir: Path, presses: int, model_path: Path | None, guideline: str, s
     field is being analysed and wait in the queue), analyses each synthetic field with the
     shipped int8 U-Net on ONNX Runtime, applies the guideline to two demo samples' lab values,
     prints a table and saves every result (result/1 JSON) and overlay image. With delivery (the
-    default), results also go through the durable outbox, an embedded MQTT broker and the central
-    server into DIR/server.sqlite3, exactly as a deployed device's would.
+    default), results also go through the durable outbox, a private Mosquitto and the central
+    server into DIR/server.sqlite3, exactly as a deployed device's would; without Mosquitto
+    installed, the demo says how to install it and saves the results as files only.
     """
     import contextlib
 
@@ -69,10 +70,15 @@ def demo(out_dir: Path, presses: int, model_path: Path | None, guideline: str, s
             publisher = FileSink(out_dir / "results")
             path = None
             if delivery:
+                from runtime.delivery.mosquitto import INSTALL_HINT, find_mosquitto
                 from server.local_path import LocalDeliveryPath
 
-                path = stack.enter_context(LocalDeliveryPath(out_dir, device_id=DEMO_DEVICE_ID))
-                publisher = FanOut(publisher, path.publisher)
+                if find_mosquitto() is None:
+                    click.secho(f"mosquitto not found, so results are saved as files only: {INSTALL_HINT}",
+                                fg="yellow", err=True)
+                else:
+                    path = stack.enter_context(LocalDeliveryPath(out_dir, device_id=DEMO_DEVICE_ID))
+                    publisher = FanOut(publisher, path.publisher)
             report = run_demo(out_dir=out_dir, presses=presses, model_path=model_path, guideline=guideline,
                               seed=seed, threads=threads, publisher=publisher)
         if path is not None:

@@ -1,4 +1,4 @@
-"""The embedded demo broker with the real paho-based publisher and server (no Mosquitto needed)."""
+"""The demo's private Mosquitto (runtime.delivery.mosquitto) with the real paho-based publisher and server."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from mqtt_helpers import SITE, make_result, wait_for
 
-from runtime.delivery.broker import EmbeddedBroker, topic_matches
+from runtime.delivery.mosquitto import LocalMosquitto
 from runtime.delivery.connection import MqttSettings
 from runtime.delivery.publisher import MqttPublisher
 from runtime.delivery.outbox import Outbox
@@ -20,10 +20,8 @@ from server.service import ResultServer
 
 
 @pytest.fixture()
-def embedded():
-    broker = EmbeddedBroker().start()
-    yield broker
-    broker.stop()
+def broker(local_broker: LocalMosquitto) -> LocalMosquitto:
+    return local_broker
 
 
 def _server(tmp_path: Path, port: int, client_id: str = "server-1") -> ResultServer:
@@ -36,14 +34,9 @@ def _server(tmp_path: Path, port: int, client_id: str = "server-1") -> ResultSer
     return srv
 
 
-def test_topic_matching() -> None:
-    assert topic_matches("a/+/c", "a/b/c") and topic_matches("a/#", "a/b/c") and topic_matches("#", "a")
-    assert not topic_matches("a/+", "a/b/c") and not topic_matches("+/x", "$SYS/x")
-
-
-def test_device_to_server_through_the_embedded_broker(tmp_path: Path, embedded: EmbeddedBroker) -> None:
-    srv = _server(tmp_path, embedded.port)
-    pub = MqttPublisher(MqttSettings(port=embedded.port, client_id="dev-a"), site=SITE, device_id="dev-a",
+def test_device_to_server_through_a_private_mosquitto(tmp_path: Path, broker: LocalMosquitto) -> None:
+    srv = _server(tmp_path, broker.port)
+    pub = MqttPublisher(MqttSettings(port=broker.port, client_id="dev-a"), site=SITE, device_id="dev-a",
                         outbox=Outbox(tmp_path / "o.db"))
     try:
         for i in range(30):
@@ -55,17 +48,17 @@ def test_device_to_server_through_the_embedded_broker(tmp_path: Path, embedded: 
         srv.stop()
 
 
-def test_persistent_session_queues_while_the_server_is_away(tmp_path: Path, embedded: EmbeddedBroker) -> None:
-    srv = _server(tmp_path, embedded.port)
+def test_persistent_session_queues_while_the_server_is_away(tmp_path: Path, broker: LocalMosquitto) -> None:
+    srv = _server(tmp_path, broker.port)
     srv.stop()  # clean disconnect; the session (and its shared subscription) stays at the broker
-    pub = MqttPublisher(MqttSettings(port=embedded.port, client_id="dev-a"), site=SITE, device_id="dev-a",
+    pub = MqttPublisher(MqttSettings(port=broker.port, client_id="dev-a"), site=SITE, device_id="dev-a",
                         outbox=Outbox(tmp_path / "o.db"), resend_after_s=600)
     try:
         for i in range(10):
             pub.publish(make_result("dev-a", i))
         wait_for(lambda: pub.stats.pubacked == 10, 10, "PUBACKs")
         assert pub.outbox.depth() == 10  # PUBACKed, but no receipt yet: still in the outbox
-        srv = _server(tmp_path, embedded.port)
+        srv = _server(tmp_path, broker.port)
         assert pub.wait_drained(20)  # no resend needed: the broker queued them for the server's session
         assert pub.stats.sent == 10 and srv.store.counts()["results"] == 10
     finally:
@@ -73,16 +66,16 @@ def test_persistent_session_queues_while_the_server_is_away(tmp_path: Path, embe
         srv.stop()
 
 
-def test_retained_status_and_last_will_with_an_mqtt_311_client(embedded: EmbeddedBroker) -> None:
+def test_retained_status_and_last_will_with_an_mqtt_311_client(broker: LocalMosquitto) -> None:
     got: list[tuple[bytes, bool]] = []
     watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="watch", protocol=mqtt.MQTTv311)
     watcher.on_message = lambda c, u, m: got.append((m.payload, m.retain))
     dying = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="dying", protocol=mqtt.MQTTv5)
     dying.will_set("smearscope/v1/lab1/d/status", b"offline", qos=1, retain=True)
-    dying.connect("127.0.0.1", embedded.port)
+    dying.connect("127.0.0.1", broker.port)
     dying.loop_start()
     dying.publish("smearscope/v1/lab1/d/status", b"online", qos=1, retain=True).wait_for_publish(5)
-    watcher.connect("127.0.0.1", embedded.port)
+    watcher.connect("127.0.0.1", broker.port)
     watcher.loop_start()
     watcher.subscribe("smearscope/v1/+/+/status", qos=1)
     wait_for(lambda: got, 5, "retained status")
