@@ -141,7 +141,7 @@ def test_markdown_and_compare(quick_report, tmp_path, cli_runner):
 def test_compare_refuses_an_invalid_report_in_one_line(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"schema": "edge-bench/1"}))
-    proc = subprocess.run([sys.executable, "-c", "from benchmarks.edge_bench import main; main()", "compare",
+    proc = subprocess.run([sys.executable, "-c", "from smearscope.cli.edge_bench import main; main()", "compare",
                            str(bad), str(bad)], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "bad.json: not a valid edge-bench/1 report" in proc.stderr
@@ -150,7 +150,7 @@ def test_compare_refuses_an_invalid_report_in_one_line(tmp_path):
 
 
 def test_missing_models_is_a_clear_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", "from benchmarks.edge_bench import main; main()", "--quick",
+    proc = subprocess.run([sys.executable, "-c", "from smearscope.cli.edge_bench import main; main()", "--quick",
                            "--model-dir", str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 2
     assert "no segmentation model found" in proc.stderr and "Traceback" not in proc.stderr
@@ -174,7 +174,7 @@ class Block:
         if name.split('.')[0] in ('torch', 'onnx', 'onnxsim'):
             raise ImportError(f'{name} is not installed on this device')
 sys.meta_path.insert(0, Block())
-from benchmarks.edge_bench import main
+from smearscope.cli.edge_bench import main
 main()
 """
 

@@ -352,3 +352,10 @@ class DatasetCrops:
 
     def describe(self) -> dict[str, Any]:
         return self.dataset.source.describe()
+
+
+def subset(dataset: Dataset, indices: list[int]) -> Dataset:
+    """The items of `dataset` at `indices` (a torch Subset), so callers outside training need no torch."""
+    from torch.utils.data import Subset
+
+    return Subset(dataset, indices)

@@ -1,9 +1,6 @@
 """edge-bench: latency, throughput, memory and efficiency of the device pipeline on this machine.
 
-`main` is the console script; the command module imports only click and the standard library at
-import time, so `edge-bench --help` is instant on a device.
+The click group is benchmarks.edge_bench.cli.cli; the console script is smearscope.cli.edge_bench:main.
+The command module imports only click and the standard library at import time, so
+`edge-bench --help` is instant on a device.
 """
-
-from benchmarks.edge_bench.cli import main
-
-__all__ = ["main"]

@@ -156,10 +156,3 @@ def compare(report_a: Path, report_b: Path, as_markdown: bool) -> None:
     a, b = load_report(report_a), load_report(report_b)
     tables = compare_tables(a, b, report_a.stem, report_b.stem)
     click.echo(to_markdown(tables) if as_markdown else to_text(tables))
-
-
-def main() -> None:
-    """Console-script entry point: project errors become one line, never a traceback."""
-    from smearscope.cli.entry import run_console_script
-
-    run_console_script(cli)

@@ -47,7 +47,12 @@ def code_version() -> dict[str, Any]:
     """The smearscope version and, in a git checkout, the commit measured (for before/after compares)."""
     import subprocess
 
-    from smearscope import __version__
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        __version__ = version("smearscope")
+    except PackageNotFoundError:
+        __version__ = "unknown"
 
     root = Path(__file__).resolve().parents[2]
     commit = None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.contracts.errors import ModelError, ModelIntegrityError
-from runtime.inference.preprocess import PreprocessParams
+from runtime.contracts.card_sections import PreprocessParams
 
 CARD_SCHEMA = "smearscope-model-card/1"
 

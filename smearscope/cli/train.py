@@ -82,9 +82,8 @@ def _train(data: str, out_dir: Path, minutes: float | None, steps: int | None, b
 
     from runtime.contracts.errors import ConfigError
     from runtime.inference.preprocess import PreprocessParams
-    from training.datasets import Augment, DatasetCrops, SegmentationDataset, build_source
+    from training.datasets import Augment, DatasetCrops, SegmentationDataset, build_source, subset
     from training.loop import TrainConfig, train_segmentation
-    from torch.utils.data import Subset
 
     if minutes is None and steps is None:
         raise ConfigError("give a budget: --minutes, --steps or both")
@@ -113,7 +112,7 @@ def _train(data: str, out_dir: Path, minutes: float | None, steps: int | None, b
     click.echo(f"training unet {spec['kwargs']} on {train_info.get('frames', '?')} {train_info.get('name', data)} "
                f"frames (validation: {len(picked)} of {len(val_src)}), output {out_dir}")
     result = train_segmentation(
-        spec, params, batches, Subset(val_ds, picked), config, out_dir, resume=resume, init=init,
+        spec, params, batches, subset(val_ds, picked), config, out_dir, resume=resume, init=init,
         progress=progress, training_data={"train": train_info, "val": val_src.describe()},
     )
     (out_dir / "metrics.json").write_text(json.dumps(result.history, indent=2) + "\n")
