@@ -7,7 +7,9 @@ PY := $(VENV)/bin/python
 setup:
 	@bash scripts/setup.sh
 
-demo: setup
+# The demo needs only the device install (no torch) and Mosquitto (installed via apt-get when root).
+demo:
+	@bash scripts/setup.sh --device --system
 	$(VENV)/bin/smearscope demo
 
 # The default suite (about 10 minutes on 2 cores); slow fault-injection and training tests excluded.

@@ -8,9 +8,6 @@ from pathlib import Path
 
 import click
 
-_REPO = Path(__file__).resolve().parents[2]
-
-
 def _numeric_overrides(items: tuple[str, ...], section: type, option: str) -> dict[str, float]:
     """FIELD=VALUE strings -> {field: float} for the numeric fields of a dataclass; anything else is
     a usage error naming the fields that can be set."""
@@ -35,8 +32,9 @@ def _numeric_overrides(items: tuple[str, ...], section: type, option: str) -> di
               help="ONNX model with its card beside it; repeat to compare (e.g. int8 and fp32). "
                    "Default: the shipped models/segmentation.int8.onnx and .fp32.onnx.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=_REPO.parent / "shared" / "data" / "txl_pbc", show_default=True,
-              help="TXL-PBC folder (images/<split>, labels/<split>).")
+              default=None,
+              help="TXL-PBC folder (images/<split>, labels/<split>). Default: $SMEARSCOPE_DATA/txl_pbc, or "
+                   "../shared/data/txl_pbc beside a source checkout.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the full report (per image too). Default: evaluation-<split>.json.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate an evenly spaced subset of N images.")
@@ -54,7 +52,7 @@ def _numeric_overrides(items: tuple[str, ...], section: type, option: str) -> di
 @click.option("--update-cards", is_flag=True,
               help="Write the results into each model's card (metrics.txl_pbc_evaluation; an int8 model whose "
                    ".fp32.onnx sibling was evaluated too also gets its change from fp32). Needs the whole split.")
-def evaluate(split: str, models: tuple[Path, ...], data_dir: Path, json_path: Path | None, limit: int | None,
+def evaluate(split: str, models: tuple[Path, ...], data_dir: Path | None, json_path: Path | None, limit: int | None,
              baseline: bool, flip_average: bool | None, plan_overrides: tuple[str, ...], rule_overrides: tuple[str, ...],
              threads: int, update_cards: bool) -> None:
     """Score models (and the classical baseline) against the box-derived masks and box counts.
@@ -78,6 +76,7 @@ def evaluate(split: str, models: tuple[Path, ...], data_dir: Path, json_path: Pa
 
     try:
         from training.evaluate import baseline_method, evaluate as run_evaluation, format_report, onnx_method
+        from training.data_paths import data_dir as data_dir_of
         from training.label_checks import check_split
     except ImportError as exc:
         raise click.ClickException(f"evaluation needs the workstation install ({exc})") from None
@@ -96,6 +95,7 @@ def evaluate(split: str, models: tuple[Path, ...], data_dir: Path, json_path: Pa
         if not models:
             raise click.ClickException("no model given and no shipped model in models/; pass --model PATH")
     try:
+        data_dir = data_dir_of("txl_pbc", data_dir)
         if not (data_dir / "images" / split).is_dir():
             raise DataError(f"{data_dir}: no images/{split} folder (pass --data, the TXL-PBC folder)")
         changes = {**plan_changes, **({} if flip_average is None else {"flip_average": flip_average})}
