@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ["SMEARSCOPE_DATA"]) if os.environ.get("SMEARSCOPE_DATA") else REPO_ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +19,8 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+        pytest.skip(f"needs the full data sets (TXL-PBC, diabetes tables), not found at {SHARED_DATA}: "
+                    "see the README's 'Data' section (../shared/data beside the checkout, or SMEARSCOPE_DATA)")
     return SHARED_DATA
 
 
