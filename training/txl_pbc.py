@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.contracts.classes import PLATELET, RBC, WBC
+from runtime.contracts.classes import RBC, TXL_PBC_FILE_CLASSES
 from runtime.contracts.errors import DataError
 from runtime.contracts.imageio import read_image
 
-FILE_CLASS_TO_PROJECT: dict[int, int] = {0: WBC, 1: RBC, 2: PLATELET}
+FILE_CLASS_TO_PROJECT: dict[int, int] = TXL_PBC_FILE_CLASSES
 SPLITS = ("train", "val")
 
 

@@ -18,3 +18,7 @@ def area_percentages(mask: np.ndarray) -> dict[str, float]:
     hist = np.bincount(mask.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES].astype(np.float64)
     total = float(mask.size) or 1.0
     return {name: round(100.0 * hist[i] / total, 4) for i, name in enumerate(CLASS_NAMES)}
+
+
+TXL_PBC_FILE_CLASSES: dict[int, int] = {0: WBC, 1: RBC, 2: PLATELET}
+"""TXL-PBC label files' own class order (0 WBC, 1 RBC, 2 platelets) -> project class indices."""
