@@ -54,11 +54,12 @@ def test_demo_prints_a_table_and_saves_results(model_path, tmp_path, repo_root):
 
 
 def test_demo_takes_any_publisher(model_path, tmp_path):
-    from smearscope.cli.demo import run_demo
+    from smearscope.cli.demo import DemoSettings, run_demo
 
     stream, printed = io.StringIO(), []
-    report = run_demo(out_dir=tmp_path, presses=2, model_path=model_path, guideline="who", seed=5, threads=2,
-                      publisher=StdoutSink(stream), echo=printed.append)
+    settings = DemoSettings(out_dir=tmp_path, presses=2, model_path=model_path, guideline="who", source="synthetic",
+                            seed=5, threads=2)
+    report = run_demo(settings, publisher=StdoutSink(stream), echo=printed.append)
     messages = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert len(messages) == 2 and [o.status for o in report.outcomes] == ["ok", "ok"]
     for message in messages:
@@ -83,3 +84,21 @@ def test_demo_with_the_shipped_models(repo_root, tmp_path):
         validate(message)
         assert message["model"]["sha256"] == json.loads(default_model_path().with_suffix(".json").read_text())["sha256"]
     assert "delivered: 2 sent over MQTT, 2 receipts, 0 left in the outbox" in result.stdout
+
+
+def test_the_demo_counts_the_bundled_real_frames_as_their_labels_do(repo_root, tmp_path):
+    """The default demo on every bundled real frame: white cells exact, red cells within 10 % of the labels."""
+    from runtime.capture.bundled import bundled_frames
+
+    frames = bundled_frames()
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "smearscope", "demo", "--out", str(out), "--no-delivery",
+                             "--presses", str(len(frames))], capture_output=True, text=True, cwd=repo_root, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = sorted((json.loads(p.read_text()) for p in (out / "results").glob("*.json")), key=lambda m: m["seq"])
+    assert len(results) == len(frames)
+    for message, frame in zip(results, frames):  # the camera takes the frames in name order
+        labels, counts = frame.label_counts(), message["counts"]
+        assert counts["wbc"] == labels["wbc"], (frame.name, counts, labels)
+        assert abs(counts["rbc"] - labels["rbc"]) <= 0.1 * labels["rbc"], (frame.name, counts, labels)
+    assert f"({frames[0].label_counts()['rbc']})" in result.stdout  # the labels are shown beside the counts

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.capture.cameras import Frame
 from runtime.contracts.classes import CELL_CLASSES, CLASS_NAMES, TXL_PBC_FILE_CLASSES
 from runtime.contracts.errors import DataError
 from runtime.contracts.imageio import read_image
@@ -88,3 +89,27 @@ def label_counts(label_path: str | Path) -> dict[str, int]:
             raise DataError(f"{label_path}:{lineno}: expected 'class cx cy w h' with class 0-2, got {line!r}")
         counts[CLASS_NAMES[TXL_PBC_FILE_CLASSES[int(parts[0])]]] += 1
     return counts
+
+
+class BundledCamera:
+    """The bundled real frames as a camera, in name order and round again: the demo's default.
+
+    Each frame carries the bundled scale estimate, and its labelled counts as `truth` so a
+    caller can set what the device counted beside what the labels say."""
+
+    def __init__(self, start: int = 0) -> None:
+        self.frames = bundled_frames()
+        self.name = f"bundled({len(self.frames)} real frames)"
+        self._count = start
+
+    def capture(self) -> Frame:
+        frame = self.frames[self._count % len(self.frames)]
+        self._count += 1
+        return Frame(image=frame.load(), source=f"bundled:{frame.name}", um_per_px=bundled_um_per_px(),
+                     truth={"counts": frame.label_counts(), "name": frame.name})
+
+    def available(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass

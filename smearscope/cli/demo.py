@@ -1,6 +1,7 @@
 """`smearscope demo`: the whole device path in one command, on built-in defaults.
 
-Synthetic smears stand in for the camera, the controller simulator (a real pseudo-terminal speaking
+Real smear frames bundled with the package (runtime/capture/frames) stand in for the camera (or
+synthetic smears, with `--source synthetic`), the controller simulator (a real pseudo-terminal speaking
 the serial protocol) stands in for the CAPTURE button and status LED, and the shipped models do the
 work. Results are printed as a table and saved as result/1 JSON plus overlay PNGs. `run_demo`
 takes a Publisher, so the delivery path (outbox -> MQTT -> server) plugs in without changing it.
@@ -42,18 +43,21 @@ class DemoReport:
               help="Segmentation model; default: the shipped models/segmentation.int8.onnx.")
 @click.option("--guideline", type=click.Choice(["who", "ada", "nice"]), default="who", show_default=True,
               help="Diagnostic guideline applied to the demo samples' lab values.")
-@click.option("--seed", type=int, default=0, show_default=True, help="First synthetic smear's seed.")
+@click.option("--source", type=click.Choice(["bundled", "synthetic"]), default="bundled", show_default=True,
+              help="Frames: the bundled real smears (their labels' counts are shown beside the device's) or "
+                   "seeded synthetic smears.")
+@click.option("--seed", type=int, default=0, show_default=True, help="First synthetic smear's seed (--source synthetic).")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="ONNX Runtime CPU threads (0: one per core).")
 @click.option("--delivery/--no-delivery", default=True, show_default=True,
               help="Also deliver every result through a private Mosquitto (started on a free loopback "
                    "port) to the server's SQLite database (DIR/server.sqlite3), waiting for each receipt.")
-def demo(out_dir: Path, presses: int, model_path: Path | None, guideline: str, seed: int, threads: int,
+def demo(out_dir: Path, presses: int, model_path: Path | None, guideline: str, source: str, seed: int, threads: int,
          delivery: bool) -> None:
-    """Run the device end to end on synthetic smears with a simulated microscope controller.
+    """Run the device end to end on real smear frames with a simulated microscope controller.
 
     Presses the simulated CAPTURE button a few times (quickly, so some presses arrive while a
-    field is being analysed and wait in the queue), analyses each synthetic field with the
+    field is being analysed and wait in the queue), analyses each bundled real field with the
     shipped int8 U-Net on ONNX Runtime, applies the guideline to two demo samples' lab values,
     prints a table and saves every result (result/1 JSON) and overlay image. With delivery (the
     default), results also go through the durable outbox, a private Mosquitto and the central
@@ -79,8 +83,9 @@ def demo(out_dir: Path, presses: int, model_path: Path | None, guideline: str, s
                 else:
                     path = stack.enter_context(LocalDeliveryPath(out_dir, device_id=DEMO_DEVICE_ID))
                     publisher = FanOut(publisher, path.publisher)
-            report = run_demo(out_dir=out_dir, presses=presses, model_path=model_path, guideline=guideline,
-                              seed=seed, threads=threads, publisher=publisher)
+            report = run_demo(DemoSettings(out_dir=out_dir, presses=presses, model_path=model_path,
+                                           guideline=guideline, source=source, seed=seed, threads=threads),
+                              publisher=publisher)
         if path is not None:
             summary = path.summary
             click.echo(f"delivered: {summary['sent']} sent over MQTT, {summary['receipts']} receipts, "
@@ -95,11 +100,34 @@ def demo(out_dir: Path, presses: int, model_path: Path | None, guideline: str, s
         raise SystemExit(1)
 
 
-def run_demo(*, out_dir: Path, presses: int, model_path: Path | None, guideline: str, seed: int, threads: int,
-             publisher: Any, echo: Callable[[str], None] = click.echo, timeout_s: float | None = None) -> DemoReport:
-    """The demo itself; `publisher` receives every result (a FileSink, or the MQTT publisher)."""
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the demo runs: where its files go, how many presses, which model, guideline and frames."""
+
+    out_dir: Path = Path("demo-output")
+    presses: int = 4
+    model_path: Path | None = None
+    guideline: str = "who"
+    source: str = "bundled"
+    seed: int = 0
+    threads: int = 0
+    timeout_s: float | None = None
+
+
+def _demo_camera(settings: DemoSettings) -> Any:
+    from runtime.capture.bundled import BundledCamera
     from runtime.capture.cameras import SyntheticCamera
-    from runtime.contracts.config import DiagnosisConfig, QualityConfig, SyntheticCameraConfig
+    from runtime.contracts.config import SyntheticCameraConfig
+
+    if settings.source == "synthetic":
+        return SyntheticCamera(SyntheticCameraConfig(seed=settings.seed, width=640, height=480))
+    return BundledCamera()
+
+
+def run_demo(settings: DemoSettings, publisher: Any, echo: Callable[[str], None] = click.echo) -> DemoReport:
+    """The demo itself; `publisher` receives every result (a FileSink, or the MQTT publisher)."""
+    out_dir, presses, model_path, guideline = settings.out_dir, settings.presses, settings.model_path, settings.guideline
+    from runtime.contracts.config import DiagnosisConfig, QualityConfig
     from runtime.diagnosis.decision import GuidelineDiagnoser
     from runtime.device.loop import Device, ModelHolder
     from runtime.contracts.errors import ModelError
@@ -112,14 +140,14 @@ def run_demo(*, out_dir: Path, presses: int, model_path: Path | None, guideline:
     if model_path is None and not model_file.is_file():
         raise ModelError(f"the shipped model {model_file} is missing from this checkout; "
                          "pass --model PATH to use another one")
-    holder = ModelHolder(model_file, SessionOptions(intra_op_threads=threads))
+    holder = ModelHolder(model_file, SessionOptions(intra_op_threads=settings.threads))
     model = holder.get()  # fail early, with the model's own error, before any hardware is opened
     samples = SampleTracker(SampleContext(sid, pseudonymize(ref, DEMO_SECRET), labs, n)
                             for sid, ref, n, labs in DEMO_SAMPLES)
     leds = RecordingStatus()
     device = Device(
         device_id=DEMO_DEVICE_ID,
-        camera=SyntheticCamera(SyntheticCameraConfig(seed=seed, width=640, height=480)),
+        camera=_demo_camera(settings),
         model=holder,
         publisher=publisher,
         samples=samples,
@@ -145,7 +173,7 @@ def run_demo(*, out_dir: Path, presses: int, model_path: Path | None, guideline:
     if bridge is not None:
         device.indicators.append(_LedStatus(bridge))
     trigger.start(device.events)
-    timeout_s = timeout_s or 20.0 + 5.0 * presses
+    timeout_s = settings.timeout_s or 20.0 + 5.0 * presses
     watchdog = threading.Timer(timeout_s, lambda: device.events.quit("demo timeout"))
     watchdog.daemon = True
     watchdog.start()
@@ -212,7 +240,7 @@ class _Table:
         self.n = 0
 
     def header(self) -> None:
-        self.echo(click.style(f"{'#':>2}  {'sample':<7} {'field':<5} {'RBC':>4} {'WBC':>4} {'PLT':>4} "
+        self.echo(click.style(f"{'#':>2}  {'sample':<7} {'field':<5} {'RBC':>9} {'WBC':>7} {'PLT':>7} "
                               f"{'RBC area':>9}  {'RBC/mm²':>8}  {'quality':<8} {'diagnosis (' + self.guideline.upper() + ') | network':<40} {'time':>7}",
                               bold=True))
 
@@ -223,14 +251,21 @@ class _Table:
             self.echo(click.style(f"{self.n:>2}  {outcome.status}: {outcome.message}", fg="red"))
             return
         sample, counts, derived = result["sample"], result["counts"], result.get("derived") or {}
+        truth = (outcome.frame.truth or {}).get("counts") if outcome.frame is not None else None
         density = (derived.get("density_per_mm2") or {}).get("rbc")
         quality = "ok" if result["quality"]["accepted"] else "rejected"
         diagnosis = _diagnosis_text(result.get("diagnosis"))
-        self.echo(f"{self.n:>2}  {sample['sample_id']:<7} {sample['field_index'] + 1:<5} {counts['rbc']:>4} "
-                  f"{counts['wbc']:>4} {counts['platelet']:>4} {result['area_pct']['rbc']:>8.1f}%  "
+        self.echo(f"{self.n:>2}  {sample['sample_id']:<7} {sample['field_index'] + 1:<5} "
+                  f"{_with_truth(counts, truth, 'rbc'):>9} {_with_truth(counts, truth, 'wbc'):>7} "
+                  f"{_with_truth(counts, truth, 'platelet'):>7} {result['area_pct']['rbc']:>8.1f}%  "
                   f"{'' if density is None else f'{density:>8.0f}':>8}  "
                   f"{click.style(f'{quality:<8}', fg='green' if quality == 'ok' else 'yellow')} {diagnosis:<40} "
                   f"{result['timings_ms']['total']:>5.0f}ms")
+
+
+def _with_truth(counts: dict[str, int], truth: dict[str, int] | None, name: str) -> str:
+    """The device's count, and the frame's labelled count in brackets when the frame has labels."""
+    return f"{counts[name]}" if truth is None else f"{counts[name]} ({truth[name]})"
 
 
 def _diagnosis_text(diagnosis: dict[str, Any] | None) -> str:
@@ -272,6 +307,8 @@ def _print_summary(echo: Callable[[str], None], report: DemoReport, out_dir: Pat
             echo(f"    next: {item['test']}")
     states = " -> ".join(_collapse(report.led_states))
     echo(f"\nstatus LED: {states}")
+    if any(o.frame is not None and o.frame.truth for o in report.outcomes):
+        echo("(in brackets: the frame's labelled counts)")
     echo(f"saved: {out_dir / 'results'}/*.json (result/1), {out_dir / 'overlays'}/*.png")
 
 
