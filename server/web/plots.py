@@ -73,12 +73,9 @@ def render(plot: Plot) -> str:
                    f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end" class="tick">{v:.1f}</text>')
     for i in range(4):  # time ticks
         t = t_lo + (t_hi - t_lo) * i / 3
-        out.append(f'<text x="{x(t):.1f}" y="{H - BOTTOM + 16}" text-anchor="middle" class="tick">{t:%Y-%m-%d}</text>')
+        anchor = ("start", "middle", "middle", "end")[i]
+        out.append(f'<text x="{x(t):.1f}" y="{H - BOTTOM + 16}" text-anchor="{anchor}" class="tick">{t:%Y-%m-%d}</text>')
     out.append(f'<text x="{LEFT}" y="{TOP - 8}" class="axis">{title} ({escape(plot.unit)})</text>')
-    for value, label in plot.thresholds:
-        out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}" class="threshold"/>'
-                   f'<text x="{W - RIGHT - 4}" y="{y(value) - 4:.1f}" text-anchor="end" class="threshold-label">'
-                   f'{escape(label)} {value:g}</text>')
     if trend and trend.slope_per_year is not None and trend.intercept is not None:
         t0 = min(t for t, _ in plot.series[0].points)
         end = trend.crossing if trend.crossing and trend.crossing <= t_hi else max(t for t, _ in plot.series[0].points)
@@ -92,6 +89,10 @@ def render(plot: Plot) -> str:
                    f'<line x1="{x(trend.crossing):.1f}" x2="{x(trend.crossing):.1f}" y1="{TOP}" y2="{H - BOTTOM}"'
                    f' class="crossing"/><text x="{x(trend.crossing) + 4:.1f}" y="{TOP + 14}" class="crossing-label">'
                    f'predicted {trend.crossing:%Y-%m-%d}</text>')
+    for value, label in plot.thresholds:
+        out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}" class="threshold"/>'
+                   f'<text x="{W - RIGHT - 4}" y="{y(value) - 4:.1f}" text-anchor="end" class="threshold-label">'
+                   f'{escape(label)} {value:g}</text>')
     for series in plot.series:
         pts = sorted(series.points)
         if len(pts) > 1:
