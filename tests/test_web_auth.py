@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from smearscope.cli import cli
-from tests.web_fixtures import PASSWORD, client_for, csrf_of, make_env, result_with_diagnosis, sign_in, web_env  # noqa: F401
+from web_fixtures import PASSWORD, client_for, csrf_of, make_env, result_with_diagnosis, sign_in, web_env  # noqa: F401
 
 
 def test_sign_in_sets_a_hardened_session_cookie(web_env):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.mqtt_helpers import free_port
-from tests.web_fixtures import PASSWORD, result_with_diagnosis
+from mqtt_helpers import free_port
+from web_fixtures import PASSWORD, result_with_diagnosis
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.web_fixtures import client_for, csrf_of, result_with_diagnosis, web_env  # noqa: F401
+from web_fixtures import client_for, csrf_of, result_with_diagnosis, web_env  # noqa: F401
 
 PAGES = ["/", "/patients", "/devices", "/export.csv"]
 

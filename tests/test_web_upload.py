@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.web_fixtures import client_for, csrf_of, make_env
+from web_fixtures import client_for, csrf_of, make_env
 
 TXL_TRAIN = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "txl_pbc" / "images" / "train"
 

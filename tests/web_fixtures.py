@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.mqtt_helpers import make_result
+from mqtt_helpers import make_result
 
 PASSWORD = "correct horse battery"
 ROLES = ("viewer", "reviewer", "admin")
