@@ -104,7 +104,8 @@ class ServerConfig:
         _no_unknown(web_raw, WebConfig, "web.")
         try:
             broker = BrokerConfig(**broker_raw)
-            web = WebConfig(**web_raw)
+            # No `web:` section: no web app (several subscribers on one host must not race for a port).
+            web = WebConfig(**web_raw) if "web" in raw else WebConfig(enabled=False)
             cfg = cls(broker=broker, web=web, base_dir=base_dir,
                       **{k: v for k, v in raw.items() if k not in ("broker", "web")})
         except TypeError as exc:
