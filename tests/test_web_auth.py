@@ -94,8 +94,8 @@ def test_posts_need_session_token_and_role(web_env):
 
 def test_every_form_carries_a_csrf_token(web_env):
     rid = web_env.store_result(result_with_diagnosis(1))
-    client = client_for(web_env, "reviewer")
-    for url in ("/", f"/results/{rid}", "/upload", "/patients", "/devices"):
+    client = client_for(web_env, "admin")
+    for url in ("/", f"/results/{rid}", "/upload", "/patients", "/devices", "/admin/users"):
         html = client.get(url).text
         for form in html.split('<form method="post"')[1:]:
             assert 'name="csrf"' in form.split("</form>")[0], url
@@ -127,3 +127,19 @@ def test_users_command_add_list_disable(tmp_path, cli_runner):
     assert "dr.ana" in listed.output and "reviewer" in listed.output and "active" in listed.output
     assert cli_runner.invoke(cli, ["users", "disable", "dr.ana", "--database", db]).exit_code == 0
     assert "disabled" in cli_runner.invoke(cli, ["users", "list", "--database", db]).output
+
+
+def test_admin_lists_and_disables_users_others_may_not(web_env):
+    viewer, reviewer, admin = (client_for(web_env, r) for r in ("viewer", "reviewer", "admin"))
+    assert viewer.get("/admin/users").status_code == 403
+    assert reviewer.get("/admin/users").status_code == 403
+    page = admin.get("/admin/users").text
+    assert "reviewer" in page and "viewer" in page
+    token = csrf_of(reviewer.get("/").text)
+    assert reviewer.post("/admin/users/viewer/disable", data={"csrf": token}).status_code == 403
+    admin_token = csrf_of(page)
+    assert admin.post("/admin/users/viewer/disable", data={}).status_code == 400
+    assert admin.post("/admin/users/admin/disable", data={"csrf": admin_token}).status_code == 400
+    assert admin.post("/admin/users/nobody/disable", data={"csrf": admin_token}).status_code == 404
+    assert admin.post("/admin/users/viewer/disable", data={"csrf": admin_token}, follow_redirects=False).status_code == 303
+    assert viewer.get("/", follow_redirects=False).status_code == 303  # its session ended

@@ -27,6 +27,10 @@ def test_web_config_errors_name_the_key(tmp_path: Path) -> None:
     from runtime.errors import ConfigError
     from server.config import ServerConfig
 
+    assert not ServerConfig.from_dict({}).web.enabled  # no section: the subscriber alone
+    assert ServerConfig.from_dict({"web": {}}).web.enabled
+    assert ServerConfig.from_dict({"web": None}).web.enabled
+
     for text, key in (("web: {prot: 1}", "web.prot"), ("web: {port: 0}", "web.port"),
                       ("web: {guideline: xyz}", "web.guideline"), ("web: {max_upload_mb: -1}", "web.max_upload_mb"),
                       ("web: 3", "web")):

@@ -27,6 +27,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
+from runtime.errors import ConfigError
 from server.config import ServerConfig
 from server.images import KINDS, ImageStore, ImageStoreError, images_for
 from server.registry import ANALYTE_NAMES, ANALYTES, Trend, fit_trend, list_patients, patient_history
@@ -430,6 +431,25 @@ def create_app(config: ServerConfig, db: Database, model_path: str | None = None
     async def upload_status(request: Request, job_id: str):
         session = _viewing(request)
         return JSONResponse(_job(job_id, session).to_dict())
+
+    # -- users (admin) ----------------------------------------------------------------------------
+    @app.get("/admin/users", response_class=HTMLResponse)
+    async def users_page(request: Request):
+        session = _viewing(request)
+        if not session.user.can("admin"):
+            raise HTTPException(403, "the user list needs the admin role")
+        return page(request, "users.html", session, users=state.accounts.list())
+
+    @app.post("/admin/users/{name}/disable")
+    async def disable_user(request: Request, name: str):
+        session = await _posting(request, "admin")
+        if name == session.user.name:
+            raise HTTPException(400, "you cannot disable your own account")
+        try:
+            state.accounts.disable(name)
+        except ConfigError:
+            raise HTTPException(404, "no such user") from None
+        return RedirectResponse("/admin/users", status_code=303)
 
     @app.get("/healthz")
     async def healthz():
