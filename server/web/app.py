@@ -241,15 +241,13 @@ def create_app(config: ServerConfig, db: Database, model_path: str | None = None
             gallery[overrides.get(cell.cell_id, cell.cls)].append(cell)
         needed, reasons = review_reasons(result)
         verifier = next((r for r in reversed(reviews) if r["action"] in ("verify", "amend")), None)
+        source = "result" if cellmod.cells_from_result(result) is not None else ("mask" if cells is not None else None)
         return {"r": result, "reviews": reviews, "images": {k: stored.get(k) for k in KINDS}, "cells": cells,
-                "cells_source": "result" if clinical_cells_from_result(result) else ("mask" if cells else None),
+                "cells_source": source,
                 "gallery": gallery, "overrides": overrides, "needs_review": needed, "review_reasons": reasons,
                 "review_state": db.review_state(result_id), "signed": verifier,
                 "amended_counts": clinical.amended_counts(result, reviews),
                 "verdicts": clinical.guideline_verdicts(result), "network": clinical.network_inputs(result)}
-
-    def clinical_cells_from_result(result: dict[str, Any]) -> bool:
-        return cellmod.cells_from_result(result) is not None
 
     def _cells(result: dict[str, Any], stored: dict[str, Any]) -> list[cellmod.Cell] | None:
         own = cellmod.cells_from_result(result)

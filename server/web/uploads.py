@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
 _LAB_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+MAX_JOBS_KEPT = 500  # finished upload jobs whose progress page still answers
 
 
 class UploadRefused(ValueError):
@@ -231,6 +232,9 @@ class Analyser:
 
     def submit(self, user: str, sample: tuple[str, str | None, dict[str, Any]], files: list[CheckedImage]) -> UploadJob:
         job = UploadJob(uuid.uuid4().hex, user, sample[0], len(files))
+        finished = [k for k, j in self.jobs.items() if j.state in ("done", "failed")]
+        for key in finished[:max(0, len(self.jobs) - MAX_JOBS_KEPT)]:  # oldest finished first (dicts keep order)
+            del self.jobs[key]
         self.jobs[job.job_id] = job
         thread = threading.Thread(target=self._run, args=(job, sample, files), name=f"upload-{job.job_id[:8]}",
                                   daemon=True)
