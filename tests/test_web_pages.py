@@ -163,3 +163,11 @@ def test_amendment_without_change_and_bad_values_are_refused(web_env):
                  {"action": "delete"}, {"action": "comment"}):
         assert client.post(f"/results/{rid}/review", data={"csrf": token, **data}).status_code == 400, data
     assert web_env.db.query("SELECT COUNT(*) FROM reviews")[0][0] == 0
+
+
+def test_one_view_indexes_every_new_result_in_batches(web_env):
+    for i in range(7):
+        web_env.store_result(result_with_diagnosis(i))
+    assert web_env.db.sync_meta(batch=3) == 7
+    assert web_env.db.sync_meta(batch=3) == 0
+    assert web_env.db.query("SELECT COUNT(*) FROM result_meta")[0][0] == 7

@@ -202,8 +202,16 @@ class Database:
         self.store.close()
 
     # -- the inbox's index ------------------------------------------------------------------------
-    def sync_meta(self, limit: int = 5000) -> int:
-        """Index results stored since the last call; returns how many were added."""
+    def sync_meta(self, batch: int = 2000) -> int:
+        """Index results stored since the last call, in transactions of `batch` rows; returns how many were added."""
+        added = 0
+        while True:
+            n = self._sync_batch(batch)
+            added += n
+            if n < batch:
+                return added
+
+    def _sync_batch(self, limit: int) -> int:
         with self.lock:
             rows = self.store.query(
                 "SELECT r.result_id, r.site, r.payload FROM results r WHERE NOT EXISTS"
