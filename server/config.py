@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,16 @@ class WebConfig:
     login_attempts: int = 5  # failed sign-ins per user name and per address within the window
     login_window_s: int = 900
     access_log: str | None = None  # file for the access log (no patient ids); None: the process log
+    pseudonym_secret_env: str | None = None  # env var with the site secret: uploads hash patient references as devices do
+
+    def pseudonym_secret(self) -> bytes | None:
+        """The site secret that turns a typed patient reference into the devices' pseudonymous id."""
+        if not self.pseudonym_secret_env:
+            return None
+        value = os.environ.get(self.pseudonym_secret_env)
+        if not value:
+            raise ConfigError(f"web.pseudonym_secret_env: environment variable {self.pseudonym_secret_env} is not set")
+        return value.encode("utf-8")
 
     def check(self) -> None:
         if not isinstance(self.port, int) or not 0 < self.port < 65536:

@@ -118,3 +118,29 @@ def test_a_body_over_the_limit_is_refused_before_parsing(env):
     response = client.post("/upload", data={"csrf": token}, files=[("images", ("x.jpg", b"\xff" * 4_200_000, "image/jpeg"))])
     assert response.status_code == 413
     assert client.get("/healthz").status_code == 200
+
+
+def test_patient_reference_is_hashed_with_the_site_secret(tmp_path, monkeypatch):
+    from runtime.sample_context import pseudonymize
+
+    data = _real_smear()
+    monkeypatch.setenv("SMEARSCOPE_TEST_SITE_SECRET", "s3cret-site-key")
+    env = make_env(tmp_path, pseudonym_secret_env="SMEARSCOPE_TEST_SITE_SECRET")
+    try:
+        client = client_for(env, "reviewer")
+        assert "keyed hash" in client.get("/upload").text
+        response = _post(client, [("f.jpg", data, "image/jpeg")], patient_id="MRN 12345", fpg_mmol_l="5.0")
+        assert _wait(client, response.headers["location"])["state"] == "done"
+        stored = env.db.query("SELECT patient_id, payload FROM results")[0]
+        assert stored[0] == pseudonymize("MRN 12345", b"s3cret-site-key")
+        assert "MRN" not in stored[1]
+    finally:
+        env.db.close()
+
+
+def test_a_named_but_unset_secret_is_a_config_error(tmp_path, monkeypatch):
+    from runtime.errors import ConfigError
+
+    monkeypatch.delenv("SMEARSCOPE_TEST_UNSET", raising=False)
+    with pytest.raises(ConfigError, match="web.pseudonym_secret_env"):
+        make_env(tmp_path, pseudonym_secret_env="SMEARSCOPE_TEST_UNSET")

@@ -72,6 +72,7 @@ def create_app(config: ServerConfig, db: Database, model_path: str | None = None
                      LoginLimiter(web.login_attempts, web.login_window_s),
                      Analyser(db, images, UploadSettings(web.upload_site, web.upload_device_id, web.guideline,
                                                          config.max_payload_bytes), model_path), limits)
+    secret = web.pseudonym_secret()
     app = FastAPI(title="smearscope", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.web = state
     templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -389,7 +390,7 @@ def create_app(config: ServerConfig, db: Database, model_path: str | None = None
         session = _viewing(request)
         if not session.user.can("reviewer"):
             raise HTTPException(403, "uploading needs the reviewer role")
-        return page(request, "upload.html", session, error=None, limits=limits, form={})
+        return page(request, "upload.html", session, error=None, limits=limits, form={}, hashing=secret is not None)
 
     @app.post("/upload")
     async def upload(request: Request):
@@ -406,9 +407,10 @@ def create_app(config: ServerConfig, db: Database, model_path: str | None = None
             for f in files:
                 data = await f.read(limits.max_bytes + 1)
                 checked.append(check_upload(f.filename, f.content_type, data, limits))
-            sample = parse_sample(fields)
+            sample = parse_sample(fields, secret)
         except UploadRefused as exc:
-            response = page(request, "upload.html", session, error=str(exc), limits=limits, form=fields)
+            response = page(request, "upload.html", session, error=str(exc), limits=limits, form=fields,
+                            hashing=secret is not None)
             response.status_code = 400
             return response
         job = state.analyser.submit(session.user.name, sample, checked)

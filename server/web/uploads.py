@@ -136,15 +136,22 @@ def check_upload(name: str | None, content_type: str | None, data: bytes, limits
     return CheckedImage(name, data, kind, width, height)
 
 
-def parse_sample(form: dict[str, str]) -> tuple[str, str | None, dict[str, Any]]:
-    """(sample_id, patient_id, labs) from the upload form; raises UploadRefused with the field's name."""
-    from runtime.sample_context import parse_lab_value
+def parse_sample(form: dict[str, str], secret: bytes | None = None) -> tuple[str, str | None, dict[str, Any]]:
+    """(sample_id, patient_id, labs) from the upload form; raises UploadRefused with the field's name.
+
+    With the site secret, the typed patient reference is replaced by its keyed hash, the same id a
+    device with that secret makes (runtime.sample_context.pseudonymize); the reference is never stored."""
+    from runtime.sample_context import parse_lab_value, pseudonymize
 
     sample_id = (form.get("sample_id") or "").strip() or f"web-{uuid.uuid4().hex[:12]}"
     if not _ID.match(sample_id):
         raise UploadRefused("sample id: 1-128 characters of A-Z a-z 0-9 _ . : -")
     patient_id = (form.get("patient_id") or "").strip() or None
-    if patient_id is not None and not _ID.match(patient_id):
+    if patient_id is not None and secret is not None:
+        if len(patient_id) > 128 or any(ord(c) < 32 for c in patient_id):
+            raise UploadRefused("patient reference: at most 128 printable characters")
+        patient_id = pseudonymize(patient_id, secret)
+    elif patient_id is not None and not _ID.match(patient_id):
         raise UploadRefused("patient id: a pseudonymous id of 1-128 characters of A-Z a-z 0-9 _ . : - (never a name)")
     labs: dict[str, Any] = {}
     for key in ("fpg_mmol_l", "hba1c_pct", "ogtt_2h_mmol_l", "age", "bmi"):
