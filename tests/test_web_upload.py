@@ -75,6 +75,13 @@ def test_real_smear_is_analysed_and_stored_like_a_device_result(env):
     page = client.get(f"/results/{status['result_ids'][0]}").text
     assert "overlay-toggle" in page and "/cells/" in page and "pending" not in page.split('id="field"')[1][:400]
     assert client.get(f"/results/{status['result_ids'][0]}/images/field").content == data
+    import re
+
+    cell_id = re.search(r'/cells/([A-Za-z0-9_.-]+)\.png', page).group(1)
+    crop = client.get(f"/results/{status['result_ids'][0]}/cells/{cell_id}.png")
+    assert crop.status_code == 200 and cv2.imdecode(np.frombuffer(crop.content, np.uint8), cv2.IMREAD_COLOR).shape[2] == 3
+    assert client.get(f"/results/{status['result_ids'][0]}/cells/nope.png").status_code == 404
+    assert client.get(f"/results/{status['result_ids'][0]}/images/thumbnail").status_code == 404
     overlay = client.get(f"/results/{status['result_ids'][0]}/images/overlay")
     assert overlay.headers["content-type"] == "image/png"
     assert cv2.imdecode(np.frombuffer(overlay.content, np.uint8), cv2.IMREAD_COLOR).shape[:2] == \

@@ -15,6 +15,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -282,19 +283,28 @@ def create_app(config: ServerConfig, db: Database, model_path: str | None = None
     @app.get("/results/{result_id}/cells/{cell_id}.png")
     async def cell_crop(request: Request, result_id: str, cell_id: str):
         import cv2
-        import numpy as np
 
         _viewing(request)
         result = _result(result_id)
         stored = images_for(db.store, result_id)
         cells = _cells(result, stored) or []
         cell = next((c for c in cells if c.cell_id == cell_id), None) if _CELL_ID.match(cell_id) else None
-        field_bytes = _image_bytes(stored["field"].sha256) if cell and "field" in stored else None
-        if field_bytes is None:
+        if cell is None or "field" not in stored:
             raise HTTPException(404, "no such cell, or the field image is still pending")
-        frame = cv2.imdecode(np.frombuffer(field_bytes, np.uint8), cv2.IMREAD_COLOR)
-        ok, png = cv2.imencode(".png", cellmod.crop(frame, cell.bbox))
+        ok, png = cv2.imencode(".png", cellmod.crop(decoded_field(stored["field"].sha256), cell.bbox))
         return Response(png.tobytes(), media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
+
+    @lru_cache(maxsize=2)
+    def decoded_field(sha256: str) -> Any:
+        """A field image decoded once for all of its gallery's crops (a missing one raises: not cached)."""
+        import cv2
+        import numpy as np
+
+        data = _image_bytes(sha256)
+        frame = None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if frame is None:
+            raise HTTPException(404, "the field image is still pending")
+        return frame
 
     def _image_bytes(sha256: str) -> bytes | None:
         try:
