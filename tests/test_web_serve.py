@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mqtt_helpers import SITE, broker, certs, free_port, make_result, start_server_process, tls_settings, wait_for, write_server_config  # noqa: F401
-from web_fixtures import PASSWORD, client_for  # noqa: F401
+from web_fixtures import PASSWORD
 
 
 def _get(url: str) -> int:

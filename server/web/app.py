@@ -15,8 +15,8 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -31,10 +31,10 @@ from starlette.formparsers import MultiPartException
 from runtime.errors import ConfigError
 from server.config import ServerConfig
 from server.images import KINDS, ImageStore, ImageStoreError, images_for
-from server.registry import ANALYTE_NAMES, ANALYTES, Trend, fit_trend, list_patients, patient_history
+from server.registry import ANALYTE_NAMES, ANALYTES, Trend, list_patients, patient_history
 from server.web import cells as cellmod
 from server.web import clinical, plots
-from server.web.auth import Accounts, LoginLimiter, Session, User, tokens_match
+from server.web.auth import Accounts, LoginLimiter, Session, tokens_match
 from server.web.db import DIAGNOSIS_STATUSES, REVIEW_STATES, Database, InboxFilter, review_reasons
 from server.web.uploads import Analyser, UploadLimits, UploadRefused, UploadSettings, check_upload, parse_sample
 
