@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,48 @@ class BrokerConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The web app `smearscope serve` runs beside the subscriber (see docs/web.md)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"  # loopback: put a TLS reverse proxy in front (deploy/Caddyfile)
+    port: int = 8080
+    images_dir: str = "images"  # content-addressed field images, overlays and masks
+    cookie_secure: bool = False  # True behind TLS: the session cookie is then sent over HTTPS only
+    session_hours: float = 12.0
+    guideline: str = "who"  # guideline of the diagnosis for uploaded smears
+    upload_site: str = "web"
+    upload_device_id: str = "web-upload"  # uploads are stored like a device's results under this id
+    max_upload_files: int = 20
+    max_upload_mb: float = 25.0
+    max_upload_megapixels: float = 40.0
+    login_attempts: int = 5  # failed sign-ins per user name and per address within the window
+    login_window_s: int = 900
+    access_log: str | None = None  # file for the access log (no patient ids); None: the process log
+    pseudonym_secret_env: str | None = None  # env var with the site secret: uploads hash patient references as devices do
+
+    def pseudonym_secret(self) -> bytes | None:
+        """The site secret that turns a typed patient reference into the devices' pseudonymous id."""
+        if not self.pseudonym_secret_env:
+            return None
+        value = os.environ.get(self.pseudonym_secret_env)
+        if not value:
+            raise ConfigError(f"web.pseudonym_secret_env: environment variable {self.pseudonym_secret_env} is not set")
+        return value.encode("utf-8")
+
+    def check(self) -> None:
+        if not isinstance(self.port, int) or not 0 < self.port < 65536:
+            raise ConfigError(f"web.port: must be 1-65535, got {self.port!r}")
+        if self.guideline not in ("who", "ada", "nice"):
+            raise ConfigError(f"web.guideline: must be who, ada or nice, got {self.guideline!r}")
+        for name in ("max_upload_files", "max_upload_mb", "max_upload_megapixels", "login_attempts",
+                     "login_window_s", "session_hours"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"web.{name}: must be a positive number, got {value!r}")
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Everything `smearscope serve` needs."""
 
@@ -44,6 +87,7 @@ class ServerConfig:
     site: str = "+"
     share_group: str | None = "smearscope-servers"
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    web: WebConfig = field(default_factory=WebConfig)
     base_dir: Path = Path(".")
 
     @classmethod
@@ -65,15 +109,23 @@ class ServerConfig:
         if not isinstance(broker_raw, dict):
             raise ConfigError("broker: must be a mapping")
         _no_unknown(broker_raw, BrokerConfig, "broker.")
+        web_raw = raw.get("web", {}) or {}
+        if not isinstance(web_raw, dict):
+            raise ConfigError("web: must be a mapping")
+        _no_unknown(web_raw, WebConfig, "web.")
         try:
             broker = BrokerConfig(**broker_raw)
-            cfg = cls(broker=broker, base_dir=base_dir, **{k: v for k, v in raw.items() if k != "broker"})
+            # No `web:` section: no web app (several subscribers on one host must not race for a port).
+            web = WebConfig(**web_raw) if "web" in raw else WebConfig(enabled=False)
+            cfg = cls(broker=broker, web=web, base_dir=base_dir,
+                      **{k: v for k, v in raw.items() if k not in ("broker", "web")})
         except TypeError as exc:
             raise ConfigError(f"server config: {exc}") from exc
         cfg.check()
         return cfg
 
     def check(self) -> None:
+        self.web.check()
         if not isinstance(self.broker.port, int) or not 0 < self.broker.port < 65536:
             raise ConfigError(f"broker.port: must be 1-65535, got {self.broker.port!r}")
         tls = (self.broker.ca_file, self.broker.cert_file, self.broker.key_file)
@@ -83,6 +135,11 @@ class ServerConfig:
             raise ConfigError(f"max_payload_bytes: must be an integer >= 1024, got {self.max_payload_bytes!r}")
         if not isinstance(self.database, str) or not self.database.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ConfigError("database: must be sqlite:///PATH or postgresql://USER@HOST/DB")
+
+    def images_path(self) -> Path:
+        """The web app's image folder, resolved against the config file."""
+        p = Path(self.web.images_dir)
+        return p if p.is_absolute() else self.base_dir / p
 
     def database_url(self) -> str:
         """The database URL with a relative SQLite path resolved against the config file."""

@@ -1,10 +1,10 @@
 """Patient registry: results grouped by pseudonymous patient id, with history and trends.
 
-A visit is one sample (several fields may belong to it). FPG and HbA1c come from the lab values the
-sample carried (`fpg_mmol_l`/`fpg_mg_dl`, `hba1c_pct`/`hba1c_mmol_mol`). Each analyte's trend is an
-ordinary least-squares line over visit dates, with the slope's standard error and 95 % interval
-(Student t). A date for crossing the diabetes cut-point (FPG 7.0 mmol/L, HbA1c 6.5 %; WHO and ADA)
-is predicted only when the value is still below it and the whole 95 % interval of the slope is
+A visit is one sample (several fields may belong to it). FPG, HbA1c and 2-h OGTT glucose come from
+the lab values the sample carried (`fpg_mmol_l`/`fpg_mg_dl`, `hba1c_pct`/`hba1c_mmol_mol`,
+`ogtt_2h_mmol_l`/`ogtt_2h_mg_dl`). Each analyte's trend is an ordinary least-squares line over
+visit dates, with the slope's standard error and 95 % interval (Student t). A date for crossing the
+diabetes cut-point (FPG 7.0 mmol/L, HbA1c 6.5 %, OGTT 11.1 mmol/L; WHO and ADA) is predicted only when the value is still below it and the whole 95 % interval of the slope is
 rising; the range comes from the interval's two ends, pivoting at the data's centroid.
 """
 
@@ -24,7 +24,9 @@ from server.store import Store
 ANALYTES: dict[str, tuple[str, float, tuple[tuple[str, Callable[[float], float]], ...]]] = {
     "fpg": ("mmol/L", 7.0, (("fpg_mmol_l", float), ("fpg_mg_dl", mg_dl_to_mmol_l))),
     "hba1c": ("%", 6.5, (("hba1c_pct", float), ("hba1c_mmol_mol", mmol_mol_to_pct))),
+    "ogtt": ("mmol/L", 11.1, (("ogtt_2h_mmol_l", float), ("ogtt_2h_mg_dl", mg_dl_to_mmol_l))),
 }
+ANALYTE_NAMES = {"fpg": "FPG", "hba1c": "HbA1c", "ogtt": "OGTT 2-h glucose"}
 
 # Two-sided 95 % Student t quantiles for 1..30 degrees of freedom; 1.96 beyond.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -46,6 +48,11 @@ class Visit:
     fields: int
     status: str | None
     labs: dict[str, float] = field(default_factory=dict)  # analyte -> value in its unit
+    counts: dict[str, list[int]] = field(default_factory=dict)  # class -> counts of the visit's accepted fields
+
+    def mean_counts(self) -> dict[str, float]:
+        """Cells per accepted field, by class (empty when no field was accepted)."""
+        return {k: sum(v) / len(v) for k, v in self.counts.items() if v}
 
 
 @dataclass
@@ -144,6 +151,10 @@ def patient_history(store: Store, patient_id: str) -> PatientHistory | None:
             visit = visits[sample["sample_id"]] = Visit(when, sample["sample_id"], 0, None)
         visit.fields += 1
         visit.when = min(visit.when, when)
+        if (result.get("quality") or {}).get("accepted"):
+            for cls, n in (result.get("counts") or {}).items():
+                if isinstance(n, int):
+                    visit.counts.setdefault(cls, []).append(n)
         status = (result.get("diagnosis") or {}).get("status")
         visit.status = status or visit.status
         for analyte in ANALYTES:
@@ -173,7 +184,7 @@ def format_history(history: PatientHistory) -> str:
                      f"{v.status or '-'}")
     lines.append("")
     for t in history.trends.values():
-        name = {"fpg": "FPG", "hba1c": "HbA1c"}[t.analyte]
+        name = ANALYTE_NAMES[t.analyte]
         head = f"  {name} trend ({t.n} visit(s), cut-point {t.cut_point:g} {t.unit})"
         if t.slope_per_year is None:
             lines.append(f"{head}: {t.note}")

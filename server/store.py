@@ -147,6 +147,35 @@ class Store:
             self._exec(cur, sql, params)
             return list(cur.fetchall())
 
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        """Run one writing statement written with `?` placeholders in its own transaction; rows affected."""
+        with self._transaction() as cur:
+            self._exec(cur, sql, params)
+            return cur.rowcount
+
+    def execute_many(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Several writing statements in one transaction: all committed or none."""
+        with self._transaction() as cur:
+            for sql, params in statements:
+                self._exec(cur, sql, params)
+
+    def ensure_schema(self, ddl: str) -> None:
+        """Create tables and indexes (`CREATE ... IF NOT EXISTS`, `;`-separated) for a module that keeps its own.
+
+        `{serial}` and `{blob}` are replaced with this database's auto-increment key and byte types."""
+        serial, blob = (("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB") if self.kind == "sqlite"
+                        else ("BIGSERIAL PRIMARY KEY", "BYTEA"))
+        statements = [s.strip() for s in ddl.format(serial=serial, blob=blob).split(";") if s.strip()]
+        if self.kind == "postgres":
+            with self._transaction() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(72318)")  # several processes may start together
+                for stmt in statements:
+                    cur.execute(stmt)
+        else:
+            with self._transaction() as cur:
+                for stmt in statements:
+                    cur.execute(stmt)
+
     def counts(self) -> dict[str, int]:
         """Stored results, distinct ids, and delivery outcomes by kind."""
         out = {"results": self.query("SELECT COUNT(*) FROM results")[0][0],

@@ -12,6 +12,7 @@ to analyse rejected frames anyway.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
@@ -92,6 +93,13 @@ class Analyzer:
         self.quality_config = quality or QualityConfig()
         self.diagnoser = diagnoser
         self._clock = clock
+
+    @classmethod
+    def from_model_file(cls, path: str | Path | None = None, quality: QualityConfig | None = None,
+                        diagnoser: Diagnoser | None = None) -> "Analyzer":
+        """An analyser on a verified model file (default: the shipped int8 model), for callers
+        outside the device (the server's uploads) that should not assemble the inference stage."""
+        return cls(SegmentationModel.load(path), quality, diagnoser)
 
     # --- the stages, separately callable -----------------------------------------------------
 

@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "diagnose": "smearscope.cli.diagnose:diagnose",
     "serve": "smearscope.cli.serve:serve",
     "patients": "smearscope.cli.patients:patients",
+    "users": "smearscope.cli.users:users",
     "bridge": "smearscope.cli.bridge:bridge",
     "evaluate": "smearscope.cli.evaluate:evaluate",
 }

@@ -1,0 +1,102 @@
+"""The cells a gallery shows, and their crops.
+
+A result/2 carries its cells (class, centre, bounding box, area, confidence, border contact); they
+are shown as sent. A result/1 has no cells: when its class mask is stored, the gallery shows the
+mask's connected regions per class instead, marked as regions (touching cells can share one region
+and these are not the counted instances; confidence is unknown). With neither, the gallery is pending.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+CLASS_ORDER = ("wbc", "platelet", "rbc")
+CLASS_NAMES = {"rbc": "red cells", "wbc": "white cells", "platelet": "platelets"}
+_MASK_INDEX = {"rbc": 1, "wbc": 2, "platelet": 3}
+MIN_REGION_PX = 12
+
+
+@dataclass(frozen=True)
+class Cell:
+    cell_id: str
+    cls: str
+    bbox: tuple[int, int, int, int]  # x, y, width, height in field pixels
+    area_px: float | None
+    confidence: float | None
+    border: bool | None
+
+
+def _bbox(raw: Any) -> tuple[int, int, int, int] | None:
+    if isinstance(raw, dict):
+        raw = [raw.get("x"), raw.get("y"), raw.get("w", raw.get("width")), raw.get("h", raw.get("height"))]
+    if isinstance(raw, (list, tuple)) and len(raw) == 4 and all(isinstance(v, (int, float)) for v in raw):
+        x, y, w, h = (int(round(v)) for v in raw)
+        return (x, y, w, h) if w > 0 and h > 0 else None
+    return None
+
+
+def cells_from_result(result: dict[str, Any]) -> list[Cell] | None:
+    """The result's own cell records (result/2); None when it has none."""
+    raw = result.get("cells")
+    if isinstance(raw, dict):  # a capped list travels as {"items": [...], "capped": true}
+        raw = raw.get("items")
+    if not isinstance(raw, list):
+        return None
+    cells = []
+    for i, c in enumerate(raw):
+        if not isinstance(c, dict):
+            continue
+        cls = c.get("class") or c.get("cls")
+        box = _bbox(c.get("bbox"))
+        if cls not in _MASK_INDEX or box is None:
+            continue
+        area = c.get("area_px", c.get("area"))
+        if isinstance(area, dict):
+            area = area.get("px")
+        conf = c.get("confidence")
+        cells.append(Cell(str(c.get("id", i)), cls, box, area if isinstance(area, (int, float)) else None,
+                          conf if isinstance(conf, (int, float)) else None,
+                          c.get("border") if isinstance(c.get("border"), bool) else None))
+    return cells
+
+
+@lru_cache(maxsize=64)
+def cells_from_mask(mask_png: bytes) -> tuple[Cell, ...]:
+    """Connected regions of each class in a stored class mask (cached by the mask's bytes)."""
+    import cv2
+
+    mask = cv2.imdecode(np.frombuffer(mask_png, np.uint8), cv2.IMREAD_UNCHANGED)
+    if mask is None or mask.ndim != 2:
+        return ()
+    h, w = mask.shape
+    out = []
+    for cls, index in _MASK_INDEX.items():
+        n, _, stats, _ = cv2.connectedComponentsWithStats((mask == index).astype(np.uint8), connectivity=8)
+        for i in range(1, n):
+            x, y, bw, bh, area = (int(v) for v in stats[i])
+            if area < MIN_REGION_PX:
+                continue
+            border = x == 0 or y == 0 or x + bw >= w or y + bh >= h
+            out.append(Cell(f"{cls}-{len(out)}", cls, (x, y, bw, bh), float(area), None, border))
+    return tuple(out)
+
+
+def crop(image: np.ndarray, box: tuple[int, int, int, int], size: int = 96) -> np.ndarray:
+    """A square crop around a cell with a margin, scaled to `size` pixels."""
+    import cv2
+
+    x, y, w, h = box
+    side = int(max(w, h) * 1.4) + 8
+    cx, cy = x + w / 2, y + h / 2
+    x0, y0 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+    x1, y1 = int(min(image.shape[1], cx + side / 2)), int(min(image.shape[0], cy + side / 2))
+    patch = image[y0:y1, x0:x1]
+    if patch.size == 0:
+        patch = np.zeros((size, size, 3), np.uint8)
+    scale = size / max(patch.shape[:2])
+    return cv2.resize(patch, (max(1, round(patch.shape[1] * scale)), max(1, round(patch.shape[0] * scale))),
+                      interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
