@@ -1,7 +1,10 @@
 """Checks every incoming message before it may touch the store.
 
 Order: size (before decoding anything), topic, strict UTF-8, strict JSON (no NaN/Infinity, no
-duplicate keys), schema version, the full result/1 schema, then device identity. The broker's ACL
+number that overflows to infinity, no duplicate keys, at most MAX_DEPTH levels, no text a database
+cannot hold: U+0000 or an unpaired surrogate), schema version, the full result/1 schema (with its
+integer maxima and strict RFC 3339 `date-time`), device identity, then the sample's lab values
+against the diagnosis inputs' plausible ranges (the one table the device and `diagnose` use). The broker's ACL
 (`pattern write smearscope/v1/+/%u/results`, with the certificate's CN as user name) guarantees that
 the topic's device is the authenticated user; this module checks the payload's device_id against
 the topic, which closes the chain: topic device = payload device = authenticated user.
@@ -11,15 +14,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.diagnosis.inputs import InvalidInputs, patient_inputs_from_mapping
+from runtime.diagnosis.units import InputError
 from runtime.mqtt.topics import Topic, TopicError, parse
 from runtime.schema import RESULT_SCHEMA, schema_errors
 
 SCHEMA_VERSION = "result/1"
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+#: Nesting deeper than this is refused (a result is four levels deep; `derived` and `diagnosis` a few more).
+MAX_DEPTH = 32
+_UNSTORABLE_CHAR = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,37 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def loads_strict(text: str) -> Any:
+    """JSON as RFC 8259 means it, and only what a database can store; ValueError names the problem."""
+    value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
+                       parse_float=_finite_float)
+    _check_storable(value, 0)
+    return value
+
+
+def _check_storable(value: Any, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        bad = _UNSTORABLE_CHAR.search(value)
+        if bad:
+            raise ValueError(f"string contains U+{ord(bad.group()):04X}, which cannot be stored as text")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key, depth + 1)
+            _check_storable(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_storable(item, depth + 1)
+
+
 def canonical_json(result: dict[str, Any]) -> str:
     return json.dumps(result, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
@@ -78,7 +118,7 @@ def check_message(topic: str, payload: bytes, max_bytes: int) -> Accepted | Reje
     except UnicodeDecodeError as exc:
         return Rejected("not_utf8", f"invalid UTF-8 at byte {exc.start}", parsed_topic, None)
     try:
-        message = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        message = loads_strict(text)
     except (ValueError, RecursionError) as exc:
         return Rejected("not_json", str(exc)[:200], parsed_topic, None)
     result_id = _id_of(message)
@@ -94,13 +134,27 @@ def check_message(topic: str, payload: bytes, max_bytes: int) -> Accepted | Reje
         return Rejected("device_mismatch",
                         f"payload device_id {message['device_id']!r} != topic device {parsed_topic.device!r}",
                         parsed_topic, result_id)
+    implausible = _implausible_labs(message["sample"].get("labs"))
+    if implausible:
+        return Rejected("implausible", implausible[:500], parsed_topic, result_id)
     canonical = canonical_json(message)
     return Accepted(parsed_topic, message, canonical, hashlib.sha256(canonical.encode("utf-8")).hexdigest())
 
 
+def _implausible_labs(labs: dict[str, Any] | None) -> str:
+    """Lab values outside the plausible ranges would mislead trends; '' when all are usable."""
+    if not labs:
+        return ""
+    try:
+        patient_inputs_from_mapping(labs)
+    except (InvalidInputs, InputError) as exc:
+        return str(exc)
+    return ""
+
+
 def _id_of(message: Any) -> str | None:
     rid = message.get("result_id") if isinstance(message, dict) else None
-    return rid if isinstance(rid, str) and _UUID.match(rid) else None
+    return rid if isinstance(rid, str) and _UUID.fullmatch(rid) else None
 
 
 def _sniff_id(payload: bytes) -> str | None:
