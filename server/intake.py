@@ -4,11 +4,11 @@ A batch is validated, then written in one transaction. When that transaction fai
 is asked whether it is up (`Store.ping`):
 - it is not (connection lost, server down, locked, disk): nothing is blamed on the messages; the
   batch is retried with exponential back-off until the database is back, and stays unacknowledged;
-- it is: something in the batch cannot be stored although it passed validation. Each message is
-  then written on its own, and one that still fails while the database answers is rejected as
-  `unstorable` with the database's error as its detail, so it is acknowledged and never comes back.
-One bad message therefore costs one extra transaction per message of its batch, and never blocks
-the others.
+- it is: something in the batch cannot be stored although it passed validation. The batch is
+  written again in one transaction with a savepoint per message; a message the database refuses
+  is rolled back alone and rejected as `unstorable` with the database's error as its detail, so it
+  is acknowledged and never comes back.
+One bad message therefore costs its batch one more transaction, and never blocks the others.
 """
 
 from __future__ import annotations
@@ -74,22 +74,18 @@ class Intake:
         except Exception as exc:  # noqa: BLE001 - a message's fault or the database's: ping decides
             if is_infrastructure_error(exc) or not self.store.ping():
                 raise StoreUnavailable(_one_line(exc)) from exc
-            log.warning("a batch of %d failed while the database is up (%s); writing one by one",
+            log.warning("a batch of %d failed while the database is up (%s); isolating each message",
                         len(batch), _one_line(exc))
-        return [self._write_one(item) for item in batch]
+        return self.store.write_isolating(batch, self._unstorable)
 
-    def _write_one(self, item: Checked) -> Outcome:
-        try:
-            return self.store.write([item])[0]
-        except Exception as exc:  # noqa: BLE001 - as above
-            if is_infrastructure_error(exc) or not self.store.ping():
-                raise StoreUnavailable(_one_line(exc)) from exc
-            detail = f"{type(exc).__name__}: {_one_line(exc)}"[:_DETAIL_MAX]
+    @staticmethod
+    def _unstorable(item: Checked, exc: Exception) -> Checked:
+        """The rejection that replaces a message the database refused."""
+        detail = f"{type(exc).__name__}: {_one_line(exc)}"[:_DETAIL_MAX]
         v = item.verdict
         result_id = v.result_id if isinstance(v, Rejected) else v.result["result_id"]
         log.error("unstorable message on %s (%s): rejected", item.topic, detail)
-        rejected = Rejected("unstorable", detail, v.topic, result_id)
-        return self.store.write([Checked(_printable(item.topic), item.payload, rejected)])[0]
+        return Checked(_printable(item.topic), item.payload, Rejected("unstorable", detail, v.topic, result_id))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,41 +149,64 @@ class Store:
         id is `conflict`); each message leaves a row in `deliveries`. Raises on any database error,
         with nothing of the batch committed.
         """
-        now = time.time()
         with self._transaction() as cur:
-            outcomes: list[Outcome | None] = [None] * len(batch)
-            first: dict[str, int] = {}  # result_id -> index of its first copy in this batch
-            for i, item in enumerate(batch):
-                if isinstance(item.verdict, Accepted):
-                    first.setdefault(item.verdict.result["result_id"], i)
-            inserted = self._insert_results(cur, [batch[i].verdict for i in first.values()], now)
-            existing = self._stored_hashes(cur, [rid for rid in first if rid not in inserted])
-            rejections: list[tuple[Any, ...]] = []
-            for i, item in enumerate(batch):
-                v = item.verdict
-                if isinstance(v, Rejected):
-                    outcomes[i] = Outcome("rejected", v.reason, v.result_id)
-                    rejections.append((now, item.topic, v.topic.device if v.topic else None, v.result_id, v.reason,
-                                       v.detail, item.payload))
-                    continue
-                rid = v.result["result_id"]
-                if first[rid] == i and rid in inserted:
-                    outcomes[i] = Outcome("stored", None, rid)
-                    continue
-                stored_hash = batch[first[rid]].verdict.content_sha256 if rid in inserted else existing[rid]
-                if stored_hash == v.content_sha256:
-                    outcomes[i] = Outcome("duplicate", None, rid)
-                else:
-                    outcomes[i] = Outcome("rejected", "conflict", rid)
-                    rejections.append((now, item.topic, v.result["device_id"], rid, "conflict",
-                                       f"result_id already stored with content {stored_hash[:12]}…",
-                                       v.canonical.encode("utf-8")))
-            if rejections:
-                self._executemany(cur, "INSERT INTO rejections (received_at, topic, device_id, result_id, reason,"
-                                       " detail, payload) VALUES (?, ?, ?, ?, ?, ?, ?)", rejections)
-            done = [o for o in outcomes if o is not None]
-            self._executemany(cur, "INSERT INTO deliveries (at, result_id, outcome) VALUES (?, ?, ?)",
-                              [(now, o.result_id, o.receipt_status) for o in done])
+            return self._write_rows(cur, batch, time.time())
+
+    def write_isolating(self, batch: Sequence[Checked], unstorable: Callable[[Checked, Exception], Checked]
+                        ) -> list[Outcome]:
+        """Like `write`, still one transaction, but each message in its own savepoint: a message the
+        database refuses is rolled back alone and replaced by `unstorable(message, error)` (a rejection).
+        Infrastructure errors are raised as they are."""
+        now = time.time()
+        outcomes: list[Outcome] = []
+        with self._transaction() as cur:
+            for item in batch:
+                self._exec(cur, "SAVEPOINT one_message", ())
+                try:
+                    outcomes += self._write_rows(cur, [item], now)
+                except Exception as exc:  # noqa: BLE001 - infrastructure re-raised, the rest is the message's
+                    if is_infrastructure_error(exc):
+                        raise
+                    self._exec(cur, "ROLLBACK TO SAVEPOINT one_message", ())
+                    outcomes += self._write_rows(cur, [unstorable(item, exc)], now)
+                self._exec(cur, "RELEASE SAVEPOINT one_message", ())
+        return outcomes
+
+    def _write_rows(self, cur: Any, batch: Sequence[Checked], now: float) -> list[Outcome]:
+        """The rows of one batch inside the caller's transaction."""
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        first: dict[str, int] = {}  # result_id -> index of its first copy in this batch
+        for i, item in enumerate(batch):
+            if isinstance(item.verdict, Accepted):
+                first.setdefault(item.verdict.result["result_id"], i)
+        inserted = self._insert_results(cur, [batch[i].verdict for i in first.values()], now)
+        existing = self._stored_hashes(cur, [rid for rid in first if rid not in inserted])
+        rejections: list[tuple[Any, ...]] = []
+        for i, item in enumerate(batch):
+            v = item.verdict
+            if isinstance(v, Rejected):
+                outcomes[i] = Outcome("rejected", v.reason, v.result_id)
+                rejections.append((now, item.topic, v.topic.device if v.topic else None, v.result_id, v.reason,
+                                   v.detail, item.payload))
+                continue
+            rid = v.result["result_id"]
+            if first[rid] == i and rid in inserted:
+                outcomes[i] = Outcome("stored", None, rid)
+                continue
+            stored_hash = batch[first[rid]].verdict.content_sha256 if rid in inserted else existing[rid]
+            if stored_hash == v.content_sha256:
+                outcomes[i] = Outcome("duplicate", None, rid)
+            else:
+                outcomes[i] = Outcome("rejected", "conflict", rid)
+                rejections.append((now, item.topic, v.result["device_id"], rid, "conflict",
+                                   f"result_id already stored with content {stored_hash[:12]}…",
+                                   v.canonical.encode("utf-8")))
+        if rejections:
+            self._executemany(cur, "INSERT INTO rejections (received_at, topic, device_id, result_id, reason,"
+                                   " detail, payload) VALUES (?, ?, ?, ?, ?, ?, ?)", rejections)
+        done = [o for o in outcomes if o is not None]
+        self._executemany(cur, "INSERT INTO deliveries (at, result_id, outcome) VALUES (?, ?, ?)",
+                          [(now, o.result_id, o.receipt_status) for o in done])
         return done
 
     def _insert_results(self, cur: Any, accepted: list[Accepted], now: float) -> set[str]:

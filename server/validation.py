@@ -120,7 +120,7 @@ def check_message(topic: str, payload: bytes, max_bytes: int) -> Accepted | Reje
     try:
         message = loads_strict(text)
     except (ValueError, RecursionError) as exc:
-        return Rejected("not_json", str(exc)[:200], parsed_topic, None)
+        return Rejected("not_json", str(exc)[:200], parsed_topic, _sniff_id(payload))
     result_id = _id_of(message)
     if not isinstance(message, dict):
         return Rejected("not_json", "top level is not an object", parsed_topic, None)
@@ -158,7 +158,8 @@ def _id_of(message: Any) -> str | None:
 
 
 def _sniff_id(payload: bytes) -> str | None:
-    """Best effort: the result_id of an oversize payload, so its sender can stop resending it."""
+    """Best effort (lenient JSON): the result_id of an oversize or non-strict payload, so its sender can
+    settle it instead of resending it."""
     try:
         return _id_of(json.loads(payload.decode("utf-8")))
     except (UnicodeDecodeError, ValueError, RecursionError):
