@@ -16,13 +16,14 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from runtime.diagnosis.inputs import InvalidInputs, patient_inputs_from_mapping
 from runtime.diagnosis.units import InputError
 from runtime.mqtt.topics import Topic, TopicError, parse
-from runtime.schema import RESULT_SCHEMA, schema_errors
+from runtime.schema import RESULT_SCHEMA, SCHEMA_DIR, is_rfc3339_date_time, schema_errors
 
 SCHEMA_VERSION = "result/1"
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -56,11 +57,10 @@ class _DuplicateKey(ValueError):
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise _DuplicateKey(f"duplicate key {key!r}")
-        seen[key] = value
+    seen = dict(pairs)
+    if len(seen) != len(pairs):
+        keys = [key for key, _ in pairs]
+        raise _DuplicateKey(f"duplicate key {next(k for k in keys if keys.count(k) > 1)!r}")
     return seen
 
 
@@ -79,7 +79,10 @@ def loads_strict(text: str) -> Any:
     """JSON as RFC 8259 means it, and only what a database can store; ValueError names the problem."""
     value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
                        parse_float=_finite_float)
-    _check_storable(value, 0)
+    # U+0000 and surrogates can only come from \u escapes (strict UTF-8 and JSON refuse them raw), and
+    # nesting needs brackets: most messages need no walk at all.
+    if "\\u" in text or text.count("{") + text.count("[") > MAX_DEPTH:
+        _check_storable(value, 0)
     return value
 
 
@@ -97,6 +100,32 @@ def _check_storable(value: Any, depth: int) -> None:
     elif isinstance(value, list):
         for item in value:
             _check_storable(item, depth + 1)
+
+
+def _compile_fast_check() -> Callable[[Any], Any] | None:
+    """The result schema compiled to Python by fastjsonschema, with the same strict date-time check."""
+    try:
+        import fastjsonschema
+    except ImportError:
+        return None
+    schema = json.loads((SCHEMA_DIR / f"{RESULT_SCHEMA}.schema.json").read_text())
+    return fastjsonschema.compile(schema, formats={"date-time": is_rfc3339_date_time})
+
+
+_FAST_CHECK = _compile_fast_check()
+
+
+def result_schema_errors(message: Any) -> list[str]:
+    """The result/1 schema's verdict. jsonschema is the authority and writes the error list; the
+    compiled check (about 20 times faster) only lets a valid message skip it. A test holds the two
+    to the same verdict on valid messages and on every poison kind."""
+    if _FAST_CHECK is not None:
+        try:
+            _FAST_CHECK(message)
+            return []
+        except Exception:  # noqa: BLE001 - fastjsonschema's exceptions; jsonschema decides below
+            pass
+    return schema_errors(message, RESULT_SCHEMA)
 
 
 def canonical_json(result: dict[str, Any]) -> str:
@@ -127,7 +156,7 @@ def check_message(topic: str, payload: bytes, max_bytes: int) -> Accepted | Reje
     if message.get("schema") != SCHEMA_VERSION:
         return Rejected("schema_version", f"schema {message.get('schema')!r} is not {SCHEMA_VERSION!r}",
                         parsed_topic, result_id)
-    errors = schema_errors(message, RESULT_SCHEMA)
+    errors = result_schema_errors(message)
     if errors:
         return Rejected("schema", "; ".join(errors)[:500], parsed_topic, result_id)
     if message["device_id"] != parsed_topic.device:

@@ -4,6 +4,7 @@ receipt and recorded, good ones around them are stored, and a database outage lo
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from pathlib import Path
 
@@ -153,3 +154,65 @@ def test_database_outage_leaves_messages_unacknowledged_and_loses_nothing(tmp_pa
     finally:
         device.close()
         server.stop()
+
+
+def _mutations() -> dict[str, dict]:
+    """Valid results and results each broken in one way the schema must catch."""
+    from mqtt_helpers import make_result
+
+    base = make_result(DEVICE, 7, labs={"fpg_mmol_l": 6.1})
+    cases: dict[str, dict] = {"valid": base, "valid_offset_time": {**base, "created_at": "2026-01-02T03:04:05.123+05:30"},
+                              "valid_leap_second": {**base, "created_at": "2016-12-31T23:59:60Z"},
+                              "valid_max_seq": {**base, "seq": 2**53 - 1}}
+
+    def with_(path: str, value) -> dict:
+        out = json.loads(json.dumps(base))
+        *parents, last = path.split(".")
+        node = out
+        for p in parents:
+            node = node[p]
+        if value is _DELETE:
+            del node[last]
+        else:
+            node[last] = value
+        return out
+
+    for name, (path, value) in {
+        "seq_2^53": ("seq", 2**53), "seq_bigint+1": ("seq", 2**63), "seq_negative": ("seq", -1), "seq_float": ("seq", 1.5),
+        "seq_bool": ("seq", True), "created_words": ("created_at", "yesterday"),
+        "created_no_offset": ("created_at", "2026-01-02T03:04:05"), "created_space": ("created_at", "2026-01-02 03:04:05Z"),
+        "created_feb30": ("created_at", "2026-02-30T00:00:00Z"), "created_hour24": ("created_at", "2026-01-02T24:00:00Z"),
+        "created_newline": ("created_at", "2026-01-02T03:04:05Z\n"), "created_number": ("created_at", 1700000000),
+        "created_long_fraction": ("created_at", "2026-01-02T03:04:05.1234567890Z"),
+        "result_id_v4": ("result_id", "0190a0b0-0000-4000-8000-000000000000"), "device_bad": ("device_id", "a/b"),
+        "counts_negative": ("counts.rbc", -1), "counts_huge": ("counts.wbc", 10**7 + 1), "counts_missing": ("counts.platelet", _DELETE),
+        "area_over_100": ("area_pct.rbc", 100.5), "extra_top": ("extra", 1), "extra_sample": ("sample.extra", 1),
+        "field_index_huge": ("sample.field_index", 10**6 + 1), "sample_id_long": ("sample.sample_id", "x" * 129),
+        "labs_value_long": ("sample.labs.note", "x" * 257), "labs_key_long": ("sample.labs." + "k" * 129, 1.0),
+        "labs_object": ("sample.labs.fpg_mmol_l", {"v": 1}), "timing_negative": ("timings_ms.total", -1),
+        "timing_huge": ("timings_ms.total", 1e9), "sha_bad": ("model.sha256", "z" * 64),
+        "diagnosis_status": ("diagnosis", {"guideline": "who", "status": "fine"}), "schema_other": ("schema", "result/2"),
+    }.items():
+        cases[name] = with_(path, value)
+    return cases
+
+
+_DELETE = object()
+
+
+def test_compiled_schema_check_agrees_with_jsonschema() -> None:
+    """The fast path may only skip jsonschema when jsonschema would accept too."""
+    from runtime.schema import schema_errors
+    from server.validation import _FAST_CHECK
+
+    if _FAST_CHECK is None:
+        pytest.skip("fastjsonschema not installed")
+    for name, message in _mutations().items():
+        try:
+            _FAST_CHECK(message)
+            fast_ok = True
+        except Exception:  # noqa: BLE001
+            fast_ok = False
+        errors = schema_errors(message)
+        assert fast_ok == (not errors), (name, errors)
+        assert fast_ok == name.startswith("valid"), (name, errors)
