@@ -88,9 +88,37 @@ class RunResult:
     resends: int = 0
     unreceipted_at_end: int = 0
     db_outage_s: float | None = None
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds used during the measured part
     loadavg_before: list[float] = field(default_factory=list)
     loadavg_after: list[float] = field(default_factory=list)
     wall_s: float = 0.0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of one process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _cpu_snapshot(server_pid: int, broker_pid: int) -> dict[str, float]:
+    """CPU seconds so far: server processes (parent and workers), the broker, this load generator."""
+    usage = os.times()
+    return {"server": sum(_cpu_seconds(p) for p in [server_pid, *_children(server_pid)]),
+            "broker": _cpu_seconds(broker_pid), "devices": usage.user + usage.system}
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -194,6 +222,7 @@ def run_once(rig: Rig, spec: RunSpec, load: Load) -> RunResult:
             d.timeline.published.clear()
             d.timeline.receipts.clear()
         outage = threading.Thread(target=_restart_database, args=(rig, load.duration_s / 2, result), daemon=True)
+        cpu_before = _cpu_snapshot(server.pid, broker.proc.pid)
         start = time.monotonic()
         if spec.db_restart:
             outage.start()
@@ -205,6 +234,9 @@ def run_once(rig: Rig, spec: RunSpec, load: Load) -> RunResult:
             t.join()
         sent_s = time.monotonic() - start
         result.resends = _drain(devices, plans, load)
+        cpu_after = _cpu_snapshot(server.pid, broker.proc.pid)
+        result.cpu_s = {k: round(cpu_after[k] - cpu_before[k], 1) for k in cpu_before}
+        result.cpu_s["wall"] = round(time.monotonic() - start, 1)
         if spec.db_restart:
             outage.join()
         _measure(result, devices, plans, url, start, sent_s)
@@ -364,7 +396,7 @@ def _line(r: RunResult) -> str:
     return (f"  {r.name}: stored {r.stored_per_s:.0f}/s (offered {r.offered_per_s:.0f}/s), receipt p50 "
             f"{ms.get('p50', float('nan')):.0f} ms p99 {ms.get('p99', float('nan')):.0f} ms, lost {r.lost}, "
             f"stored twice {r.stored_twice}, poison rejected {r.poison_rejected_with_receipt}/{r.published_poison}, "
-            f"load {r.loadavg_before[0]:.2f}->{r.loadavg_after[0]:.2f}")
+            f"load {r.loadavg_before[0]:.2f}->{r.loadavg_after[0]:.2f}, cpu s {r.cpu_s}")
 
 
 if __name__ == "__main__":

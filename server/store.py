@@ -205,30 +205,46 @@ class Store:
             self._executemany(cur, "INSERT INTO rejections (received_at, topic, device_id, result_id, reason,"
                                    " detail, payload) VALUES (?, ?, ?, ?, ?, ?, ?)", rejections)
         done = [o for o in outcomes if o is not None]
-        self._executemany(cur, "INSERT INTO deliveries (at, result_id, outcome) VALUES (?, ?, ?)",
-                          [(now, o.result_id, o.receipt_status) for o in done])
+        if self.kind == "postgres":
+            cur.execute("INSERT INTO deliveries (at, result_id, outcome) SELECT %s, * FROM unnest(%b::text[],"
+                        " %b::text[])", (now, [o.result_id for o in done], [o.receipt_status for o in done]))
+        else:
+            cur.executemany("INSERT INTO deliveries (at, result_id, outcome) VALUES (?, ?, ?)",
+                            [(now, o.result_id, o.receipt_status) for o in done])
         return done
 
     def _insert_results(self, cur: Any, accepted: list[Accepted], now: float) -> set[str]:
-        """Multi-row insert; returns the ids that were new."""
+        """One statement for the whole batch; returns the ids that were new.
+
+        PostgreSQL gets one column array per field (`unnest`): the statement text never changes, so
+        it is parsed once, whatever the batch size. SQLite gets a multi-row VALUES list.
+        """
         if not accepted:
             return set()
-        rows: list[Any] = []
-        for a in accepted:
-            r, sample = a.result, a.result["sample"]
-            rows += [r["result_id"], a.topic.site, r["device_id"], r["seq"], r["created_at"], sample["sample_id"],
-                     sample.get("patient_id"), a.content_sha256, a.canonical, now]
-        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(accepted))
-        self._exec(cur, "INSERT INTO results (result_id, site, device_id, seq, created_at, sample_id, patient_id,"
-                        f" content_sha256, payload, received_at) VALUES {values}"
-                        " ON CONFLICT (result_id) DO NOTHING RETURNING result_id", tuple(rows))
+        rows = [(a.result["result_id"], a.topic.site, a.result["device_id"], a.result["seq"], a.result["created_at"],
+                 a.result["sample"]["sample_id"], a.result["sample"].get("patient_id"), a.content_sha256, a.canonical,
+                 now) for a in accepted]
+        columns = ("INSERT INTO results (result_id, site, device_id, seq, created_at, sample_id, patient_id,"
+                   " content_sha256, payload, received_at) ")
+        tail = " ON CONFLICT (result_id) DO NOTHING RETURNING result_id"
+        if self.kind == "postgres":
+            # %b: arrays go in binary, so the JSON text is not escaped and re-parsed as an array literal
+            cur.execute(columns + "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %s::bigint[], %b::text[],"
+                        " %b::text[], %b::text[], %b::text[], %b::text[], %b::float8[])" + tail,
+                        [list(col) for col in zip(*rows)])
+        else:
+            values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+            cur.execute(columns + "VALUES " + values + tail, [v for row in rows for v in row])
         return {row[0] for row in cur.fetchall()}
 
     def _stored_hashes(self, cur: Any, ids: list[str]) -> dict[str, str]:
         if not ids:
             return {}
-        marks = ", ".join("?" * len(ids))
-        self._exec(cur, f"SELECT result_id, content_sha256 FROM results WHERE result_id IN ({marks})", tuple(ids))
+        if self.kind == "postgres":
+            cur.execute("SELECT result_id, content_sha256 FROM results WHERE result_id = ANY(%s)", (ids,))
+        else:
+            marks = ", ".join("?" * len(ids))
+            cur.execute(f"SELECT result_id, content_sha256 FROM results WHERE result_id IN ({marks})", ids)
         return dict(cur.fetchall())
 
     def record(self, accepted: Accepted) -> Outcome:
