@@ -31,7 +31,7 @@ class RetryPolicy:
     """Back-off while the database is unavailable: first wait, doubling up to `max_s`."""
 
     first_s: float = 0.2
-    max_s: float = 5.0
+    max_s: float = 2.0
 
 
 class Intake:
