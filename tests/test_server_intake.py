@@ -216,3 +216,38 @@ def test_compiled_schema_check_agrees_with_jsonschema() -> None:
         errors = schema_errors(message)
         assert fast_ok == (not errors), (name, errors)
         assert fast_ok == name.startswith("valid"), (name, errors)
+
+
+@pytest.mark.timeout(120)
+def test_serve_with_workers_shares_the_load_and_restarts_a_dead_worker(tmp_path: Path, certs: Path, broker) -> None:
+    """`workers: 2`: two processes in one share group; a SIGKILLed worker comes back and nothing is lost."""
+    import os
+    import signal
+    import subprocess
+
+    from mqtt_helpers import start_server_process
+
+    db = tmp_path / "server.db"
+    config = write_server_config(tmp_path / "s.yaml", certs, broker.port, f"sqlite:///{db}")
+    config.write_text(json.dumps({**json.loads(config.read_text()), "workers": 2}))
+    serve = start_server_process(config, tmp_path / "serve.log")
+    device = None
+    try:
+        wait_for(lambda: all(f"as smearscope-server-{i}" in broker.log() for i in range(2)), 30, "two workers")
+        device = _device(certs, broker.port)
+        time.sleep(1.0)  # the workers' SUBSCRIBEs follow their connections
+        _send_and_time(device, [valid_message(DEVICE, i) for i in range(40)])
+        children = subprocess.run(["pgrep", "-P", str(serve.pid)], capture_output=True, text=True).stdout.split()
+        workers = [int(p) for p in children if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert len(workers) >= 2, workers
+        os.kill(workers[0], signal.SIGKILL)
+        wait_for(lambda: broker.log().count("as smearscope-server-") >= 3, 30, "the dead worker's restart")
+        _send_and_time(device, [valid_message(DEVICE, 40 + i) for i in range(40)])
+        store = Store(f"sqlite:///{db}")
+        assert store.counts()["results"] == 80
+        store.close()
+    finally:
+        if device is not None:
+            device.close()
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(30) == 0
