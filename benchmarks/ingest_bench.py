@@ -19,6 +19,7 @@ stopped (immediate shutdown) and started again mid-run. The machine's CPU count 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import platform
 import signal
@@ -69,6 +70,7 @@ class Load:
     resend_after_s: float
     drain_timeout_s: float
     max_batch: int
+    device_procs: int
 
 
 @dataclass
@@ -80,6 +82,8 @@ class RunResult:
     offered_per_s: float = 0.0
     stored_per_s: float = 0.0
     receipt_ms: dict[str, float] = field(default_factory=dict)
+    #: publish -> the server's write of the row (results.received_at): where the latency builds up
+    to_store_ms: dict[str, float] = field(default_factory=dict)
     lost: int = 0
     stored_twice: int = 0
     poison_stored: int = 0
@@ -115,10 +119,9 @@ def _children(pid: int) -> list[int]:
 
 
 def _cpu_snapshot(server_pid: int, broker_pid: int) -> dict[str, float]:
-    """CPU seconds so far: server processes (parent and workers), the broker, this load generator."""
-    usage = os.times()
+    """CPU seconds so far: server processes (parent and workers) and the broker."""
     return {"server": sum(_cpu_seconds(p) for p in [server_pid, *_children(server_pid)]),
-            "broker": _cpu_seconds(broker_pid), "devices": usage.user + usage.system}
+            "broker": _cpu_seconds(broker_pid)}
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -192,6 +195,26 @@ def _wait(predicate: Any, timeout_s: float, what: str) -> None:
         time.sleep(0.05)
 
 
+@dataclass(frozen=True)
+class Sent:
+    """One published message as a device group saw it (times: CLOCK_MONOTONIC, shared by processes)."""
+
+    device: str
+    result_id: str
+    kind: str
+    expect: str
+    published: float
+    receipts: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
+class GroupReport:
+    sent: list[Sent]
+    resends: int
+    unreceipted: int
+    cpu_s: float
+
+
 def run_once(rig: Rig, spec: RunSpec, load: Load) -> RunResult:
     """One run with a fresh broker and an empty database."""
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=rig.work))
@@ -202,47 +225,47 @@ def run_once(rig: Rig, spec: RunSpec, load: Load) -> RunResult:
     raw = json.loads(config.read_text())
     config.write_text(json.dumps({**raw, "workers": spec.workers, "max_batch": load.max_batch}))
     server = _start_server(config, run_dir / "server.log")
-    devices: list[SimDevice] = []
     result = RunResult(spec.name, asdict(spec), loadavg_before=list(os.getloadavg()))
+    context = multiprocessing.get_context("spawn")
+    ready: Any = context.Queue()
+    starts: Any = context.Queue()
+    reports: Any = context.Queue()
+    groups: list[Any] = []
     try:
         _wait(lambda: broker.log().count("as smearscope-server") >= spec.workers, 60, f"{spec.workers} workers")
-        devices = [SimDevice(tls_settings(rig.certs, d, broker.port), SITE, d, window=load.window)
-                   for d in rig.device_ids]
-        _wait(lambda: all(d.is_ready() for d in devices), 30, "the devices' subscriptions")
         time.sleep(1.0)  # the workers' SUBSCRIBEs follow their connections
-        warmup = [_messages(d.device, 5, 0, 0) for d in devices]
-        for d, msgs in zip(devices, warmup):
-            for m in msgs:
-                d.publish(m)
-        _wait(lambda: all(d.unreceipted() == 0 for d in devices), 60, "the warm-up receipts")
-
-        per_device = max(1, int(load.rate * load.duration_s / len(devices)))
-        plans = [_messages(d.device, per_device, spec.poison_pct, 5) for d in devices]
-        for d in devices:
-            d.timeline.published.clear()
-            d.timeline.receipts.clear()
+        ids = rig.device_ids
+        for g in range(load.device_procs):
+            part = ids[g::load.device_procs]
+            if part:
+                groups.append(context.Process(target=_device_group, daemon=True, args=(
+                    rig.certs, broker.port, part, load, spec.poison_pct, len(ids), ready, starts, reports)))
+        for proc in groups:
+            proc.start()
+        for _ in groups:
+            ready.get(timeout=120)  # connected, subscribed, warm-up receipted
         outage = threading.Thread(target=_restart_database, args=(rig, load.duration_s / 2, result), daemon=True)
         cpu_before = _cpu_snapshot(server.pid, broker.proc.pid)
-        start = time.monotonic()
+        start = time.monotonic() + 0.2
+        for _ in groups:
+            starts.put(start)
         if spec.db_restart:
             outage.start()
-        senders = [threading.Thread(target=_pace, args=(d, plan, load.rate / len(devices), start), daemon=True)
-                   for d, plan in zip(devices, plans)]
-        for t in senders:
-            t.start()
-        for t in senders:
-            t.join()
-        sent_s = time.monotonic() - start
-        result.resends = _drain(devices, plans, load)
+        group_reports = [reports.get(timeout=load.duration_s + load.drain_timeout_s + 120) for _ in groups]
         cpu_after = _cpu_snapshot(server.pid, broker.proc.pid)
-        result.cpu_s = {k: round(cpu_after[k] - cpu_before[k], 1) for k in cpu_before}
+        result.cpu_s = {k: round(cpu_after[k] - cpu_before[k], 1) for k in ("server", "broker")}
+        result.cpu_s["devices"] = round(sum(r.cpu_s for r in group_reports), 1)
         result.cpu_s["wall"] = round(time.monotonic() - start, 1)
         if spec.db_restart:
             outage.join()
-        _measure(result, devices, plans, url, start, sent_s)
+        result.resends = sum(r.resends for r in group_reports)
+        result.unreceipted_at_end = sum(r.unreceipted for r in group_reports)
+        _measure(result, [s for r in group_reports for s in r.sent], url, start)
     finally:
-        for d in devices:
-            d.close()
+        for proc in groups:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
         server.send_signal(signal.SIGTERM)
         try:
             server.wait(30)
@@ -254,12 +277,39 @@ def run_once(rig: Rig, spec: RunSpec, load: Load) -> RunResult:
     return result
 
 
-def _pace(device: SimDevice, plan: list[Message], rate: float, start: float) -> None:
-    for i, message in enumerate(plan):
-        delay = start + i / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        device.publish(message, timeout_s=300)
+def _device_group(certs: Path, port: int, ids: list[str], load: Load, poison_pct: float, all_devices: int,
+                  ready: Any, starts: Any, reports: Any) -> None:
+    """One process of simulated devices (several, so that their receipts are not timed through one GIL)."""
+    cpu0 = sum(os.times()[:2])
+    sys.setswitchinterval(0.0005)  # receipts are timed in paho's threads: let them run promptly
+    devices = [SimDevice(tls_settings(certs, d, port), SITE, d, window=load.window) for d in ids]
+    try:
+        _wait(lambda: all(d.is_ready() for d in devices), 60, "the devices' subscriptions")
+        for d in devices:
+            for m in _messages(d.device, 5, 0, 0):
+                d.publish(m)
+        _wait(lambda: all(d.unreceipted() == 0 for d in devices), 60, "the warm-up receipts")
+        per_device = max(1, int(load.rate * load.duration_s / all_devices))
+        plans = [_messages(d.device, per_device, poison_pct, 5) for d in devices]
+        for d in devices:
+            d.timeline.published.clear()
+            d.timeline.receipts.clear()
+        ready.put(True)
+        start = starts.get()
+        rate = load.rate * len(devices) / all_devices  # this group's share
+        order = [(d, plan[i]) for i in range(per_device) for d, plan in zip(devices, plans)]
+        for k, (d, message) in enumerate(order):
+            delay = start + k / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            d.publish(message, timeout_s=300)
+        resends = _drain(devices, plans, load)
+        sent = [Sent(d.device, m.result_id, m.kind, m.expect, d.timeline.published[m.result_id],
+                     tuple(d.timeline.receipts.get(m.result_id, ()))) for d, plan in zip(devices, plans) for m in plan]
+        reports.put(GroupReport(sent, resends, sum(d.unreceipted() for d in devices), sum(os.times()[:2]) - cpu0))
+    finally:
+        for d in devices:
+            d.close()
 
 
 def _drain(devices: list[SimDevice], plans: list[list[Message]], load: Load) -> int:
@@ -292,36 +342,35 @@ def _restart_database(rig: Rig, after_s: float, result: RunResult) -> None:
     result.db_outage_s = round(time.monotonic() - down, 2)
 
 
-def _measure(result: RunResult, devices: list[SimDevice], plans: list[list[Message]], url: str, start: float,
-             sent_s: float) -> None:
-    valid = [(d, m) for d, plan in zip(devices, plans) for m in plan if m.kind == "valid"]
-    poison = [(d, m) for d, plan in zip(devices, plans) for m in plan if m.kind != "valid"]
+def _measure(result: RunResult, sent: list[Sent], url: str, start: float) -> None:
+    valid = [m for m in sent if m.kind == "valid"]
+    poison = [m for m in sent if m.kind != "valid"]
     result.published_valid, result.published_poison = len(valid), len(poison)
-    result.offered_per_s = round((len(valid) + len(poison)) / sent_s, 1)
-    latencies = [(d.timeline.receipts[m.result_id][0][1] - d.timeline.published[m.result_id]) * 1000
-                 for d, m in valid if m.result_id in d.timeline.receipts]
-    stored_at = [d.timeline.receipts[m.result_id][0][1] for d, m in valid
-                 if d.timeline.receipts.get(m.result_id, [("", 0)])[0][0] == "stored"]
+    last_publish = max((m.published for m in sent), default=start)
+    result.offered_per_s = round(len(sent) / max(1e-9, last_publish - start), 1)
+    latencies = [(m.receipts[0][1] - m.published) * 1000 for m in valid if m.receipts]
+    stored_at = [m.receipts[0][1] for m in valid if m.receipts and m.receipts[0][0] == "stored"]
     if stored_at:
         result.stored_per_s = round(len(stored_at) / (max(stored_at) - start), 1)
     if latencies:
         result.receipt_ms = {"p50": round(_percentile(latencies, 50), 1), "p99": round(_percentile(latencies, 99), 1),
                              "max": round(max(latencies), 1), "mean": round(statistics.fmean(latencies), 1)}
-    result.poison_rejected_with_receipt = sum(
-        1 for d, m in poison if d.timeline.receipts.get(m.result_id, [("", 0)])[0][0] == m.expect)
-    result.duplicate_receipts = sum(1 for d in devices for r in d.timeline.receipts.values()
-                                    for status, _ in r if status == "duplicate")
-    result.unreceipted_at_end = sum(d.unreceipted() for d in devices)
+    result.poison_rejected_with_receipt = sum(1 for m in poison if m.receipts and m.receipts[0][0] == m.expect)
+    result.duplicate_receipts = sum(1 for m in sent for status, _ in m.receipts if status == "duplicate")
     store = Store(url)
     try:
-        rows = store.query("SELECT result_id, device_id, seq FROM results")
+        rows = store.query("SELECT result_id, device_id, seq, received_at FROM results")
     finally:
         store.close()
-    stored_ids = {r[0] for r in rows}
+    written = {r[0]: r[3] for r in rows}
     captures = [(r[1], r[2]) for r in rows]
-    result.lost = sum(1 for _, m in valid if m.result_id not in stored_ids)
+    offset = time.time() - time.monotonic()  # devices time with CLOCK_MONOTONIC, the store with the wall clock
+    to_store = [(written[m.result_id] - (m.published + offset)) * 1000 for m in valid if m.result_id in written]
+    if to_store:
+        result.to_store_ms = {"p50": round(_percentile(to_store, 50), 1), "p99": round(_percentile(to_store, 99), 1)}
+    result.lost = sum(1 for m in valid if m.result_id not in written)
     result.stored_twice = len(captures) - len(set(captures))
-    result.poison_stored = sum(1 for _, m in poison if m.result_id in stored_ids)
+    result.poison_stored = sum(1 for m in poison if m.result_id in written)
 
 
 def _machine() -> dict[str, Any]:
@@ -354,10 +403,12 @@ def standard_runs(workers: list[int], dbs: list[str], faults: bool) -> list[RunS
               help="Seconds without a receipt before a device resends.")
 @click.option("--max-batch", type=click.IntRange(1, 2000), default=200, show_default=True,
               help="Server's max_batch (messages per transaction).")
+@click.option("--device-procs", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Processes the simulated devices are spread over.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the figures as JSON here [default: print only].")
 def main(devices: int, rate: float, duration: float, workers: str, dbs: str, faults: bool, window: int,
-         resend_after: float, max_batch: int, out: Path | None) -> None:
+         resend_after: float, max_batch: int, device_procs: int, out: Path | None) -> None:
     """Measure results stored per second, publish->receipt latency, lost and duplicated results."""
     try:
         ks = [int(k) for k in workers.split(",") if k.strip()]
@@ -369,7 +420,7 @@ def main(devices: int, rate: float, duration: float, workers: str, dbs: str, fau
     if not db_list or set(db_list) - {"postgres", "sqlite"}:
         raise click.BadParameter(f"{dbs!r}: use postgres and/or sqlite", param_hint="--db")
     load = Load(devices, rate, duration, window, resend_after, drain_timeout_s=max(60.0, 2 * resend_after),
-                max_batch=max_batch)
+                max_batch=max_batch, device_procs=device_procs)
     report: dict[str, Any] = {"machine": _machine(), "load": asdict(load), "runs": []}
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
         rig = Rig(Path(tmp), devices)
@@ -394,7 +445,8 @@ def main(devices: int, rate: float, duration: float, workers: str, dbs: str, fau
 def _line(r: RunResult) -> str:
     ms = r.receipt_ms
     return (f"  {r.name}: stored {r.stored_per_s:.0f}/s (offered {r.offered_per_s:.0f}/s), receipt p50 "
-            f"{ms.get('p50', float('nan')):.0f} ms p99 {ms.get('p99', float('nan')):.0f} ms, lost {r.lost}, "
+            f"{ms.get('p50', float('nan')):.0f} ms p99 {ms.get('p99', float('nan')):.0f} ms (to store "
+            f"{r.to_store_ms.get('p50', float('nan')):.0f}/{r.to_store_ms.get('p99', float('nan')):.0f}), lost {r.lost}, "
             f"stored twice {r.stored_twice}, poison rejected {r.poison_rejected_with_receipt}/{r.published_poison}, "
             f"load {r.loadavg_before[0]:.2f}->{r.loadavg_after[0]:.2f}, cpu s {r.cpu_s}")
 
