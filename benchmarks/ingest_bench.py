@@ -423,12 +423,18 @@ def main(devices: int, rate: float, duration: float, workers: str, dbs: str, fau
                 max_batch=max_batch, device_procs=device_procs)
     report: dict[str, Any] = {"machine": _machine(), "load": asdict(load), "runs": []}
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
-        rig = Rig(Path(tmp), devices)
+        try:
+            rig = Rig(Path(tmp), devices)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise click.ClickException(f"cannot make test certificates with deploy/make-certs.sh: {exc}") from None
         try:
             for spec in standard_runs(ks, db_list, faults):
                 click.echo(f"run: {spec.name} ...", err=True)
                 started = time.monotonic()
-                result = run_once(rig, spec, load)
+                try:
+                    result = run_once(rig, spec, load)
+                except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:  # a missing or failing part
+                    raise click.ClickException(f"{spec.name}: {exc}") from None
                 result.wall_s = round(time.monotonic() - started, 1)
                 report["runs"].append(asdict(result))
                 click.echo(_line(result), err=True)
