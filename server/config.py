@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,8 @@ from runtime.contracts.errors import ConfigError
 from runtime.delivery.connection import MqttSettings, TlsFiles
 
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_WORKERS = 64
+MAX_BATCH = 2000  # SQLite allows 32766 parameters per statement; a result row takes 10
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,10 @@ class ServerConfig:
     share_group: str | None = "smearscope-servers"
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     web: WebConfig = field(default_factory=WebConfig)
+    #: Server processes in this `serve` (each its own MQTT client `<client_id>-<i>` in `share_group`).
+    workers: int = 1
+    #: Most messages committed in one transaction (all of them are acknowledged after that commit).
+    max_batch: int = 200
     base_dir: Path = Path(".")
 
     @classmethod
@@ -133,6 +139,12 @@ class ServerConfig:
             raise ConfigError("broker.ca_file: TLS needs ca_file, cert_file and key_file together")
         if not isinstance(self.max_payload_bytes, int) or self.max_payload_bytes < 1024:
             raise ConfigError(f"max_payload_bytes: must be an integer >= 1024, got {self.max_payload_bytes!r}")
+        if not _is_int(self.workers) or not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"workers: must be an integer 1-{MAX_WORKERS}, got {self.workers!r}")
+        if self.workers > 1 and not self.share_group:
+            raise ConfigError("workers: more than one worker needs a share_group (else each gets every message)")
+        if not _is_int(self.max_batch) or not 1 <= self.max_batch <= MAX_BATCH:
+            raise ConfigError(f"max_batch: must be an integer 1-{MAX_BATCH}, got {self.max_batch!r}")
         if not isinstance(self.database, str) or not self.database.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ConfigError("database: must be sqlite:///PATH or postgresql://USER@HOST/DB")
 
@@ -141,12 +153,22 @@ class ServerConfig:
         p = Path(self.web.images_dir)
         return p if p.is_absolute() else self.base_dir / p
 
+    def for_worker(self, index: int) -> "ServerConfig":
+        """Worker `index` of `workers`: its own client id (its own persistent session) in the share group."""
+        if self.workers == 1:
+            return self
+        return replace(self, workers=1, broker=replace(self.broker, client_id=f"{self.broker.client_id}-{index}"))
+
     def database_url(self) -> str:
         """The database URL with a relative SQLite path resolved against the config file."""
         if self.database.startswith("sqlite:///"):
             p = Path(self.database[len("sqlite:///"):])
             return "sqlite:///" + str(p if p.is_absolute() else self.base_dir / p)
         return self.database
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _no_unknown(raw: dict[str, Any], cls: type, prefix: str, skip: set[str] = frozenset()) -> None:

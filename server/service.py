@@ -3,8 +3,11 @@
 Messages arrive with manual acknowledgement (paho `manual_ack=True`): the broker considers a
 message delivered only after the store has committed it, so a server killed between commit and ack
 gets the message again (from the broker, or as the device's resend) and the store answers
-`duplicate`. Several server processes can share the load through an MQTT 5 shared subscription
-(`$share/<group>/smearscope/v1/+/+/results`).
+`duplicate`. paho's network thread only queues each message; one store thread takes everything
+queued (up to `max_batch`), commits it in one transaction (server.intake: poison messages are
+rejected, a database outage is waited out unacknowledged), then acks and receipts each message in
+arrival order. Several server processes (`workers`, or separate hosts) share the load through an
+MQTT 5 shared subscription (`$share/<group>/smearscope/v1/+/+/results`).
 """
 
 from __future__ import annotations
@@ -12,8 +15,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import signal
+import sys
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -22,13 +28,26 @@ from runtime.delivery.connection import ResilientClient
 from runtime.delivery.topics import results_filter, topic
 from server.config import ServerConfig
 from server.orders import build_order, publish_order
+from server.intake import Intake
 from server.store import Outcome, Store
-from server.validation import Accepted, check_message
 
 log = logging.getLogger(__name__)
 
 #: Fault injection for the delivery tests: SIGKILL this process right after the Nth commit, before its ack.
 CRASH_AFTER_COMMITS_ENV = "SMEARSCOPE_SERVER_CRASH_AFTER_COMMITS"
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
+@dataclass(frozen=True)
+class _Arrival:
+    """A message waiting for the store thread, with the connection it came on (acks go back on it)."""
+
+    client: mqtt.Client
+    connection: int  # ResilientClient connect count when it arrived: an ack is only valid on that connection
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
 
 
 class ResultServer:
@@ -41,7 +60,10 @@ class ResultServer:
         self._commits = 0
         crash = os.environ.get(CRASH_AFTER_COMMITS_ENV)
         self._crash_after = int(crash) if crash else None
-        self._store_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.intake = Intake(self.store, config.max_payload_bytes, self._stopping)
+        self._arrivals: queue.Queue[_Arrival] = queue.Queue()
+        self._store_thread = threading.Thread(target=self._store_loop, name="result-store", daemon=True)
         self.subscription = results_filter(config.site, config.share_group)
         self._subscribing: tuple[mqtt.Client, int] | None = None  # (client, SUBSCRIBE mid) awaiting SUBACK
         self._subscribed: mqtt.Client | None = None
@@ -55,6 +77,7 @@ class ResultServer:
         )
 
     def start(self) -> None:
+        self._store_thread.start()
         self.connection.start()
 
     def is_ready(self) -> bool:
@@ -63,11 +86,18 @@ class ResultServer:
         return client.is_connected() and self._subscribed is client
 
     def stop(self) -> None:
+        """Stop taking messages; what is not committed yet stays unacknowledged at the broker."""
+        self._stopping.set()
         self.connection.stop()
+        if self._store_thread.is_alive():
+            self._store_thread.join(timeout=10)
         self.store.close()
 
     def run_forever(self, stop: threading.Event) -> None:
         """Serve until `stop` is set (the CLI sets it on SIGINT/SIGTERM)."""
+        # The store thread validates in Python while paho's thread waits to send acks and receipts;
+        # a short GIL switch interval keeps that wait (publish -> receipt latency) short.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.start()
         try:
             while not stop.wait(0.5):
@@ -100,29 +130,53 @@ class ResultServer:
 
     def handle(self, topic_name: str, payload: bytes) -> Outcome:
         """Validate and store one message (committed on return). Public for tests and tools."""
-        checked = check_message(topic_name, payload, self.config.max_payload_bytes)
-        with self._store_lock:
-            if isinstance(checked, Accepted):
-                outcome = self.store.record(checked)
-            else:
-                log.warning("rejected message on %s: %s (%s)", topic_name, checked.reason, checked.detail)
-                outcome = self.store.reject(topic_name, checked, payload)
-        return outcome
+        outcomes = self.intake.process([(topic_name, payload)])
+        if outcomes is None:
+            raise RuntimeError("the server stopped before the database came back")
+        return outcomes[0]
 
     def _message(self, client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
-        try:
-            outcome = self.handle(message.topic, message.payload)
-        except Exception:
-            # Not committed, so not acked: the broker or the device's resend brings it back.
-            log.exception("could not store a message from %s; left unacknowledged", message.topic)
+        """paho's network thread: queue only (storing here would stall every socket of this client)."""
+        self._arrivals.put(_Arrival(client, self.connection.stats.connects, message.topic, message.payload,
+                                    message.mid, message.qos))
+
+    def _store_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                first = self._arrivals.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while len(batch) < self.config.max_batch:
+                try:
+                    batch.append(self._arrivals.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                outcomes = self.intake.process([(a.topic, a.payload) for a in batch])
+            except Exception:  # noqa: BLE001 - never let the store thread die; the broker keeps the batch
+                log.exception("could not store %d message(s); left unacknowledged", len(batch))
+                self._stopping.wait(1.0)
+                for arrival in batch:
+                    self._arrivals.put(arrival)
+                continue
+            if outcomes is None:
+                return  # stopping during an outage: unacknowledged, the broker redelivers after restart
+            for arrival, outcome in zip(batch, outcomes):
+                self._commits += 1
+                if self._crash_after is not None and self._commits >= self._crash_after:
+                    log.error("fault injection: SIGKILL after commit %d, before ack", self._commits)
+                    os.kill(os.getpid(), signal.SIGKILL)
+                self._acknowledge(arrival, outcome)
+
+    def _acknowledge(self, arrival: _Arrival, outcome: Outcome) -> None:
+        """Ack on the connection the message came on; after a reconnect the broker resends it (a duplicate)."""
+        client = arrival.client
+        if client is not self.connection.client or arrival.connection != self.connection.stats.connects:
             return
-        self._commits += 1
-        if self._crash_after is not None and self._commits >= self._crash_after:
-            log.error("fault injection: SIGKILL after commit %d, before ack", self._commits)
-            os.kill(os.getpid(), signal.SIGKILL)
-        client.ack(message.mid, message.qos)
+        client.ack(arrival.mid, arrival.qos)
         self.processed += 1
-        self._send_receipt(client, message.topic, outcome)
+        self._send_receipt(client, arrival.topic, outcome)
 
     def _send_receipt(self, client: mqtt.Client, topic_name: str, outcome: Outcome) -> None:
         parts = topic_name.split("/")

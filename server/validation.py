@@ -1,7 +1,10 @@
 """Checks every incoming message before it may touch the store.
 
 Order: size (before decoding anything), topic, strict UTF-8, strict JSON (no NaN/Infinity, no
-duplicate keys), schema version, the full result/1 schema, then device identity. The broker's ACL
+number that overflows to infinity, no duplicate keys, at most MAX_DEPTH levels, no text a database
+cannot hold: U+0000 or an unpaired surrogate), schema version, the full result/1 schema (with its
+integer maxima and strict RFC 3339 `date-time`), device identity, then the sample's lab values
+against the diagnosis inputs' plausible ranges (the one table the device and `diagnose` use). The broker's ACL
 (`pattern write smearscope/v1/+/%u/results`, with the certificate's CN as user name) guarantees that
 the topic's device is the authenticated user; this module checks the payload's device_id against
 the topic, which closes the chain: topic device = payload device = authenticated user.
@@ -11,15 +14,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.contracts.schema import RESULT_SCHEMA, SCHEMA_DIR, is_rfc3339_date_time, schema_errors
 from runtime.delivery.topics import Topic, TopicError, parse
-from runtime.contracts.schema import RESULT_SCHEMA, schema_errors
+from runtime.diagnosis.inputs import InvalidInputs, patient_inputs_from_mapping
+from runtime.diagnosis.units import InputError
 
 SCHEMA_VERSION = "result/1"
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+#: Nesting deeper than this is refused (a result is four levels deep; `derived` and `diagnosis` a few more).
+MAX_DEPTH = 32
+_UNSTORABLE_CHAR = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -47,16 +57,75 @@ class _DuplicateKey(ValueError):
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise _DuplicateKey(f"duplicate key {key!r}")
-        seen[key] = value
+    seen = dict(pairs)
+    if len(seen) != len(pairs):
+        keys = [key for key, _ in pairs]
+        raise _DuplicateKey(f"duplicate key {next(k for k in keys if keys.count(k) > 1)!r}")
     return seen
 
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def loads_strict(text: str) -> Any:
+    """JSON as RFC 8259 means it, and only what a database can store; ValueError names the problem."""
+    value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
+                       parse_float=_finite_float)
+    # U+0000 and surrogates can only come from \u escapes (strict UTF-8 and JSON refuse them raw), and
+    # nesting needs brackets: most messages need no walk at all.
+    if "\\u" in text or text.count("{") + text.count("[") > MAX_DEPTH:
+        _check_storable(value, 0)
+    return value
+
+
+def _check_storable(value: Any, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        bad = _UNSTORABLE_CHAR.search(value)
+        if bad:
+            raise ValueError(f"string contains U+{ord(bad.group()):04X}, which cannot be stored as text")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key, depth + 1)
+            _check_storable(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_storable(item, depth + 1)
+
+
+def _compile_fast_check() -> Callable[[Any], Any] | None:
+    """The result schema compiled to Python by fastjsonschema, with the same strict date-time check."""
+    try:
+        import fastjsonschema
+    except ImportError:
+        return None
+    schema = json.loads((SCHEMA_DIR / f"{RESULT_SCHEMA}.schema.json").read_text())
+    return fastjsonschema.compile(schema, formats={"date-time": is_rfc3339_date_time})
+
+
+_FAST_CHECK = _compile_fast_check()
+
+
+def result_schema_errors(message: Any) -> list[str]:
+    """The result/1 schema's verdict. jsonschema is the authority and writes the error list; the
+    compiled check (about 20 times faster) only lets a valid message skip it. A test holds the two
+    to the same verdict on valid messages and on every poison kind."""
+    if _FAST_CHECK is not None:
+        try:
+            _FAST_CHECK(message)
+            return []
+        except Exception:  # noqa: BLE001 - fastjsonschema's exceptions; jsonschema decides below
+            pass
+    return schema_errors(message, RESULT_SCHEMA)
 
 
 def canonical_json(result: dict[str, Any]) -> str:
@@ -78,33 +147,48 @@ def check_message(topic: str, payload: bytes, max_bytes: int) -> Accepted | Reje
     except UnicodeDecodeError as exc:
         return Rejected("not_utf8", f"invalid UTF-8 at byte {exc.start}", parsed_topic, None)
     try:
-        message = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        message = loads_strict(text)
     except (ValueError, RecursionError) as exc:
-        return Rejected("not_json", str(exc)[:200], parsed_topic, None)
+        return Rejected("not_json", str(exc)[:200], parsed_topic, _sniff_id(payload))
     result_id = _id_of(message)
     if not isinstance(message, dict):
         return Rejected("not_json", "top level is not an object", parsed_topic, None)
     if message.get("schema") != SCHEMA_VERSION:
         return Rejected("schema_version", f"schema {message.get('schema')!r} is not {SCHEMA_VERSION!r}",
                         parsed_topic, result_id)
-    errors = schema_errors(message, RESULT_SCHEMA)
+    errors = result_schema_errors(message)
     if errors:
         return Rejected("schema", "; ".join(errors)[:500], parsed_topic, result_id)
     if message["device_id"] != parsed_topic.device:
         return Rejected("device_mismatch",
                         f"payload device_id {message['device_id']!r} != topic device {parsed_topic.device!r}",
                         parsed_topic, result_id)
+    implausible = _implausible_labs(message["sample"].get("labs"))
+    if implausible:
+        return Rejected("implausible", implausible[:500], parsed_topic, result_id)
     canonical = canonical_json(message)
     return Accepted(parsed_topic, message, canonical, hashlib.sha256(canonical.encode("utf-8")).hexdigest())
 
 
+def _implausible_labs(labs: dict[str, Any] | None) -> str:
+    """Lab values outside the plausible ranges would mislead trends; '' when all are usable."""
+    if not labs:
+        return ""
+    try:
+        patient_inputs_from_mapping(labs)
+    except (InvalidInputs, InputError) as exc:
+        return str(exc)
+    return ""
+
+
 def _id_of(message: Any) -> str | None:
     rid = message.get("result_id") if isinstance(message, dict) else None
-    return rid if isinstance(rid, str) and _UUID.match(rid) else None
+    return rid if isinstance(rid, str) and _UUID.fullmatch(rid) else None
 
 
 def _sniff_id(payload: bytes) -> str | None:
-    """Best effort: the result_id of an oversize payload, so its sender can stop resending it."""
+    """Best effort (lenient JSON): the result_id of an oversize or non-strict payload, so its sender can
+    settle it instead of resending it."""
     try:
         return _id_of(json.loads(payload.decode("utf-8")))
     except (UnicodeDecodeError, ValueError, RecursionError):

@@ -99,7 +99,8 @@ def test_topics_outside_the_contract_are_rejected() -> None:
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
     cases = {"databse: x": "databse", "broker: {prot: 1}": "broker.prot", "broker: {port: 0}": "broker.port",
              "database: mysql://x": "database", "max_payload_bytes: 10": "max_payload_bytes",
-             "broker: {ca_file: a.crt}": "broker.ca_file"}
+             "broker: {ca_file: a.crt}": "broker.ca_file", "workers: 0": "workers", "workers: '2'": "workers",
+             "workers: 2\nshare_group: null": "workers", "max_batch: 0": "max_batch", "max_batch: true": "max_batch"}
     for text, key in cases.items():
         path = tmp_path / "s.yaml"
         path.write_text(text)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -14,13 +16,39 @@ from runtime.contracts.errors import SchemaError
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 RESULT_SCHEMA = "result-1"
 
+# RFC 3339 section 5.6 `date-time`, nothing looser: jsonschema checks `date-time` only when an
+# optional package is installed, so the check lives here and every validator uses it.
+_DATE_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?([Zz]|[+-]([0-9]{2}):([0-9]{2}))")
+
+
+def is_rfc3339_date_time(value: object) -> bool:
+    """True for a strict RFC 3339 date-time with a real calendar date (non-strings pass: `type` checks them)."""
+    if not isinstance(value, str):
+        return True
+    m = _DATE_TIME.fullmatch(value)
+    if m is None:
+        return False
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    try:
+        date(year, month, day)
+    except ValueError:
+        return False
+    offset_ok = m.group(9) is None or (int(m.group(9)) <= 23 and int(m.group(10)) <= 59)
+    return hour <= 23 and minute <= 59 and second <= 60 and offset_ok  # 60: a leap second
+
+
+def _format_checker() -> jsonschema.FormatChecker:
+    checker = jsonschema.FormatChecker()
+    checker.checks("date-time")(is_rfc3339_date_time)
+    return checker
+
 
 @lru_cache(maxsize=None)
 def _validator(name: str) -> jsonschema.protocols.Validator:
     schema = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+    return cls(schema, format_checker=_format_checker())
 
 
 def schema_errors(message: Any, name: str = RESULT_SCHEMA) -> list[str]:

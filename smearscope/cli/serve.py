@@ -24,8 +24,9 @@ def serve(config_path: str, web: bool | None, mqtt: bool, verbose: bool) -> None
     stored with an idempotent upsert on result_id (SQLite, or PostgreSQL with a postgresql:// URL),
     committed, acknowledged, and answered with a receipt on the device's receipts topic. Rejected
     messages are kept with their reason. Start several servers with the same share_group to split
-    the load (MQTT 5 shared subscription). The web app (inbox, review, patients, devices, upload;
-    docs/web.md) listens on web.host:web.port, loopback by default. Stops on Ctrl-C or SIGTERM.
+    the load (MQTT 5 shared subscription), or set `workers: K` to run K server processes here. The
+    web app (inbox, review, patients, devices, upload; docs/web.md) listens on web.host:web.port,
+    loopback by default. Stops on Ctrl-C or SIGTERM.
     """
     from runtime.contracts.errors import ConfigError
     from server.config import ServerConfig
@@ -48,6 +49,14 @@ def serve(config_path: str, web: bool | None, mqtt: bool, verbose: bool) -> None
         click.echo(f"web app on {web_server.url}", err=True)
     try:
         if mqtt:
+            if config.workers > 1:
+                from server.workers import serve_workers
+
+                click.echo(f"serving with {config.workers} workers in share group {config.share_group}; "
+                           "Ctrl-C stops", err=True)
+                restarts = serve_workers(config, stop, logging.INFO if verbose else logging.WARNING)
+                click.echo(f"stopped ({restarts} worker restarts)", err=True)
+                return
             from server.service import ResultServer
 
             server = ResultServer(config)
