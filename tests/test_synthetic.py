@@ -1,13 +1,20 @@
-"""The synthetic smear generator: exact truth, determinism, parameter checks."""
+"""The synthetic smear generator: exact truth, determinism, parameter checks, and the shipped model counting it like its truth."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
+from runtime.analysis.analyzer import Analyzer
+from runtime.capture.cameras import SyntheticCamera
 from runtime.contracts.classes import CELL_CLASSES, NUM_CLASSES
+from runtime.contracts.config import SyntheticCameraConfig
 from runtime.contracts.errors import ConfigError
+from runtime.inference.session import SessionOptions
 from runtime.contracts.classes import area_percentages
+from runtime.inference.model import SegmentationModel
 from runtime.capture.synthetic import SmearStyle, generate_smear
 
 
@@ -69,3 +76,54 @@ def test_jpeg_and_bad_parameters():
         generate_smear(0, 64, 64, um_per_px=0)
     with pytest.raises(ConfigError):
         SmearStyle(jpeg_quality=0)
+
+
+
+# --- the shipped model on synthetic smears: the generator looks enough like real smears -----------
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """The model's counts against the generator's truth over a run of frames."""
+
+    frames: int
+    wbc_exact: float
+    rbc_mape: float
+    rbc_diameter_px: tuple[float, ...]
+
+
+@pytest.fixture(scope="module")
+def shipped_analyzer() -> Analyzer:
+    """The shipped int8 model (models/segmentation.int8.onnx), as the device runs it."""
+    return Analyzer(SegmentationModel.load(None, SessionOptions(providers=("cpu",), intra_op_threads=2)))
+
+
+def agreement(analyzer: Analyzer, frames: int, um_per_px_known: bool) -> Agreement:
+    """Analyse the demo camera's seeded synthetic smears and compare with their truth."""
+    camera = SyntheticCamera(SyntheticCameraConfig(seed=0))
+    exact, errors, diameters = 0, [], []
+    for _ in range(frames):
+        frame = camera.capture()
+        truth = frame.truth["counts"]
+        analysis = analyzer.analyze(frame.image, um_per_px=frame.um_per_px if um_per_px_known else None)
+        exact += analysis.counts["wbc"] == truth["wbc"]
+        errors.append(abs(analysis.counts["rbc"] - truth["rbc"]) / truth["rbc"])
+        diameters.append(analysis.scale.rbc_diameter_px)
+    return Agreement(frames, exact / frames, float(np.mean(errors)), tuple(diameters))
+
+
+@pytest.mark.slow
+def test_shipped_model_counts_50_synthetic_smears_like_their_truth(shipped_analyzer):
+    """On 50 seeded frames: white cells counted exactly on >= 95 %, red-cell count MAPE <= 8 %."""
+    result = agreement(shipped_analyzer, 50, um_per_px_known=True)
+    assert result.wbc_exact >= 0.95 and result.rbc_mape <= 0.08, result
+
+
+@pytest.mark.parametrize("um_per_px_known", [True, False], ids=["calibrated", "scale-from-frame"])
+def test_shipped_model_counts_synthetic_smears_like_their_truth(shipped_analyzer, um_per_px_known):
+    """The same on 8 frames; without a calibration the red cells must also measure their true size
+    (7.5 µm at the camera's 0.25 µm/px: 30 px) in the scale search."""
+    result = agreement(shipped_analyzer, 8, um_per_px_known)
+    assert result.wbc_exact >= 0.95 and result.rbc_mape <= 0.08, result
+    if not um_per_px_known:
+        assert float(np.median(result.rbc_diameter_px)) == pytest.approx(7.5 / 0.25, rel=0.1), result

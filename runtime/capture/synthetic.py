@@ -7,8 +7,15 @@ so anything that analyses a frame can be checked against the truth.
 Rendering follows Beer-Lambert: every stained object adds optical density (OD) per colour channel
 on top of a pale plasma background lit with a gradient, so overlapping red cells look darker where
 they overlap, as they do under a microscope. Red cells have a thin centre (pale) and a thick rim
-(dark); white cells have a violet nucleus (round, or 2-5 lobes) in pale cytoplasm; platelets are
-small purple granules, sometimes clumped.
+(dark); white cells, about twice a red cell across, have a blue-violet nucleus (round, or 2-5 lobes
+joined by strands) in pale, finely granular cytoplasm; platelets are small purple granules in the
+plasma, sometimes clumped.
+
+The look is matched to the real frames the shipped model reads (TXL-PBC): plasma colour and each
+class's optical density measured on them (two stain looks, mixed per field), sizes relative to the
+red cell from their labels, and camera noise matched to their background's high-pass noise at the
+model's working scale, then JPEG. What that buys is checked in tests/test_synthetic.py: the shipped
+model counts these frames like their truth.
 
 Truth follows paint order: red cells first, then white cells (they occlude red cells), then
 platelets (they lie on top). A cell cut by the frame border counts, as in the real labelled data;
@@ -25,12 +32,37 @@ import numpy as np
 from runtime.contracts.classes import CELL_CLASSES, PLATELET, RBC, WBC, area_percentages
 from runtime.contracts.errors import ConfigError
 
-# Optical densities per BGR channel (at full stain strength), chosen to look like May-Grünwald-Giemsa.
-_OD_RBC = np.array([0.30, 0.62, 0.10], np.float32)  # pink-red: absorbs green most
-_OD_NUCLEUS = np.array([0.55, 1.25, 0.85], np.float32)  # violet
-_OD_CYTOPLASM = np.array([0.10, 0.22, 0.18], np.float32)  # pale lilac
-_OD_PLATELET = np.array([0.45, 0.95, 0.60], np.float32)  # purple granules
-_PLASMA_BGR = np.array([232.0, 236.0, 240.0], np.float32)
+@dataclass(frozen=True)
+class _Stain:
+    """Plasma colour (BGR) and optical densities per BGR channel at full stain strength."""
+
+    plasma: tuple[float, float, float]
+    rbc: tuple[float, float, float]
+    nucleus: tuple[float, float, float]
+    cytoplasm: tuple[float, float, float]
+    granules: tuple[float, float, float]
+    platelet: tuple[float, float, float]
+
+    def mix(self, other: _Stain, t: float) -> dict[str, np.ndarray]:
+        """Per-field arrays, a fraction `t` of the way from this stain to `other`."""
+        return {
+            name: ((1 - t) * np.array(getattr(self, name), np.float32) + t * np.array(getattr(other, name), np.float32))
+            for name in self.__dataclass_fields__
+        }
+
+
+# Two ends of the May-Grünwald-Giemsa looks of the real frames (TXL-PBC train split: median colour
+# of the background and optical density of each labelled class against it, per source). The camera's
+# white balance makes violet nuclei transmit a little more blue than the plasma in grey frames, hence
+# negative blue densities. Each synthetic field takes its own mix of the two.
+_GREY_STAIN = _Stain(  # 640x480 frames: grey-green plasma, greyish-mauve red cells, blue-violet nuclei
+    plasma=(192.0, 198.0, 195.0), rbc=(0.22, 0.37, 0.14), nucleus=(-0.10, 0.72, 0.34),
+    cytoplasm=(-0.02, 0.07, 0.035), granules=(0.0, 0.14, 0.09), platelet=(-0.02, 0.30, 0.20),
+)
+_WARM_STAIN = _Stain(  # 360x363 frames: warm plasma, pink red cells, dark purple nuclei
+    plasma=(202.0, 227.0, 254.0), rbc=(0.21, 0.36, 0.24), nucleus=(0.40, 2.0, 1.2),
+    cytoplasm=(0.05, 0.16, 0.09), granules=(0.10, 0.30, 0.20), platelet=(0.25, 1.0, 0.6),
+)
 
 
 @dataclass(frozen=True)
@@ -41,17 +73,24 @@ class SmearStyle:
     """Target fraction of the frame covered by red cells (before occlusion)."""
     rbc_overlap_fraction: float = 0.15
     """Share of red cells allowed to overlap a neighbour (the rest keep a mostly single layer)."""
-    wbc_per_10k_um2: float = 1.5
+    wbc_per_10k_um2: float = 1.0
     """Mean white cells per 10,000 µm² of frame (Poisson; far above real blood, so every frame teaches
     something about white cells); at least `min_wbc` are placed."""
     min_wbc: int = 1
     platelets_per_rbc: float = 0.06
     clump_probability: float = 0.3
     blur_sigma_um: tuple[float, float] = (0.05, 0.25)
-    noise_sigma: tuple[float, float] = (1.0, 4.0)
+    noise_sigma: tuple[float, float] = (2.0, 5.0)
+    """Camera noise per channel (grey levels); the default gives the real frames' background high-pass
+    noise at the model's scale (about 2.4 grey levels). Much smoother frames read as cytoplasm to the model."""
+    stain_mix: tuple[float, float] = (0.0, 0.15)
+    """Range of each field's stain, from the grey look (0) to the warm look (1) of the real frames. The
+    default stays near the grey look: in warm fields red cells carry little saturation against their
+    plasma, and the quality gate's coverage (Otsu on saturation) then sees only nuclei and rejects them."""
     stain_jitter: float = 0.15
     lighting_strength: float = 0.12
-    jpeg_quality: int | None = None
+    jpeg_quality: int | None = 90
+    """JPEG round trip, as the real frames are stored; None keeps the raw render."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rbc_coverage <= 0.9:
@@ -111,20 +150,20 @@ def generate_smear(
 
     wbcs = _place_wbcs(rng, height, width, px_per_um, style)
     rbcs = _place_rbcs(rng, height, width, px_per_um, style, wbcs)
-    platelets = _place_platelets(rng, height, width, px_per_um, style, len(rbcs))
+    platelets = _place_platelets(rng, height, width, px_per_um, style, rbcs + wbcs)
     cells = rbcs + wbcs + platelets  # paint order
 
     od = np.zeros((height, width, 3), np.float32)
     instances = np.zeros((height, width), np.int32)
     classes = np.zeros(len(cells) + 1, np.uint8)
     centres = np.zeros((len(cells), 2), np.float32)
-    stain = _stain_jitter(rng, style.stain_jitter)
+    stain = _field_stain(rng, style)
     for idx, cell in enumerate(cells, start=1):
         classes[idx] = cell.cls
         centres[idx - 1] = (cell.cx, cell.cy)
         _paint_cell(rng, cell, idx, od, instances, stain)
 
-    image = _expose(rng, od, style, px_per_um)
+    image = _expose(rng, od, style, px_per_um, stain["plasma"])
     mask = classes[instances]
     visible = np.unique(instances)
     visible = visible[visible > 0]
@@ -152,7 +191,7 @@ def _place_wbcs(rng: np.random.Generator, h: int, w: int, px_per_um: float, styl
     for _ in range(n * 20):
         if len(cells) >= n:
             break
-        r = rng.uniform(5.0, 7.5) * px_per_um
+        r = rng.uniform(5.5, 8.0) * px_per_um  # about twice a red cell across, as in the real frames
         cx, cy = rng.uniform(-0.3 * r, w + 0.3 * r), rng.uniform(-0.3 * r, h + 0.3 * r)
         if any(np.hypot(cx - c.cx, cy - c.cy) < (r + c.rx) * 1.05 for c in cells):
             continue
@@ -191,16 +230,23 @@ def _place_rbcs(
 
 
 def _place_platelets(
-    rng: np.random.Generator, h: int, w: int, px_per_um: float, style: SmearStyle, n_rbc: int
+    rng: np.random.Generator, h: int, w: int, px_per_um: float, style: SmearStyle, occupied: list[_Cell]
 ) -> list[_Cell]:
-    n = int(rng.poisson(max(style.platelets_per_rbc * n_rbc, 0.5)))
+    """Single platelets and small clumps, in the plasma between cells where there is room (as in a
+    well-spread smear); a site is drawn a few times before it may land on a cell."""
+    n = int(rng.poisson(max(style.platelets_per_rbc * sum(c.cls == RBC for c in occupied), 0.5)))
+    xy = np.array([[c.cx, c.cy] for c in occupied], np.float32).reshape(-1, 2)
+    radii = np.array([c.rx for c in occupied], np.float32)
     cells: list[_Cell] = []
     while len(cells) < n:
-        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
-        members = int(rng.integers(3, 8)) if rng.random() < style.clump_probability else 1
+        for _ in range(8):
+            cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+            if not len(radii) or np.all(np.hypot(xy[:, 0] - cx, xy[:, 1] - cy) > radii + 1.5 * px_per_um):
+                break
+        members = int(rng.integers(2, 5)) if rng.random() < style.clump_probability else 1
         for _ in range(members):
-            r = rng.uniform(0.75, 1.5) * px_per_um
-            jitter = 2.2 * px_per_um if members > 1 else 0.0
+            r = rng.uniform(1.0, 1.6) * px_per_um
+            jitter = 1.6 * px_per_um if members > 1 else 0.0
             cells.append(
                 _Cell(PLATELET, cx + rng.normal(0, jitter), cy + rng.normal(0, jitter), r, r * rng.uniform(0.7, 1.0),
                       rng.uniform(0, 180))
@@ -211,13 +257,20 @@ def _place_platelets(
 # --- rendering ---------------------------------------------------------------------------------
 
 
-def _stain_jitter(rng: np.random.Generator, amount: float) -> dict[int, np.ndarray]:
-    """Per-frame stain strength/colour variation, one OD multiplier per class and channel."""
+def _field_stain(rng: np.random.Generator, style: SmearStyle) -> dict[str, np.ndarray]:
+    """This field's plasma colour and densities: a mix of the two real looks, then per-class strength
+    and colour jitter (white-cell parts share one jitter, as one stain colours them)."""
+    stain = _GREY_STAIN.mix(_WARM_STAIN, float(rng.uniform(*style.stain_mix)))
+    amount = style.stain_jitter
     base = rng.uniform(1 - amount, 1 + amount)
-    return {
-        cls: (base * rng.uniform(1 - amount / 2, 1 + amount / 2, size=3)).astype(np.float32)
-        for cls in (RBC, WBC, PLATELET)
-    }
+    jitter = {cls: (base * rng.uniform(1 - amount / 2, 1 + amount / 2, size=3)).astype(np.float32)
+              for cls in (RBC, WBC, PLATELET)}
+    stain["rbc"] = stain["rbc"] * jitter[RBC]
+    for part in ("nucleus", "cytoplasm", "granules"):
+        stain[part] = stain[part] * jitter[WBC]
+    stain["platelet"] = stain["platelet"] * jitter[PLATELET]
+    stain["plasma"] = stain["plasma"] * rng.uniform(0.94, 1.04) * rng.uniform(0.99, 1.01, size=3).astype(np.float32)
+    return stain
 
 
 def _ellipse_footprint(cell: _Cell, shape: tuple[int, int]) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
@@ -243,7 +296,7 @@ def _paint_cell(
     idx: int,
     od: np.ndarray,
     instances: np.ndarray,
-    stain: dict[int, np.ndarray],
+    stain: dict[str, np.ndarray],
 ) -> None:
     region, inside, rho = _ellipse_footprint(cell, instances.shape)
     if not inside.any():
@@ -252,40 +305,54 @@ def _paint_cell(
     target = od[region]
     if cell.cls == RBC:
         # Biconcave disc: thin pale centre, thick rim, slight fall-off at the very edge.
-        pallor = rng.uniform(0.35, 0.6)
-        thickness = pallor + (1 - pallor) * np.exp(-(((rho - 0.78) / 0.28) ** 2))
-        target[inside] += (thickness[inside, None] * _OD_RBC * stain[RBC])
+        pallor = rng.uniform(0.3, 0.55)
+        thickness = pallor + (1 - pallor) * np.exp(-(((rho - 0.78) / 0.26) ** 2))
+        # Where red cells overlap the darker one shows, plus a part of the other (the cells are thin
+        # and lie partly side by side), so overlaps darken less than a sum of densities would.
+        cell_od = thickness[inside, None] * stain["rbc"]
+        below = target[inside]
+        target[inside] = np.maximum(below, cell_od) + 0.35 * np.minimum(below, cell_od)
     elif cell.cls == WBC:
         nucleus = _nucleus_mask(rng, cell, region, rho)
-        texture = rng.uniform(0.85, 1.15, size=inside.shape).astype(np.float32)
-        texture = cv2.GaussianBlur(texture, (0, 0), 1.5)[..., None]
-        layer = np.where(nucleus[..., None], _OD_NUCLEUS * texture, _OD_CYTOPLASM) * stain[WBC]
+        grain = max(0.6, 0.05 * cell.rx)  # chromatin and granules about 0.3 µm across
+        texture = cv2.GaussianBlur(rng.uniform(0.75, 1.25, size=inside.shape).astype(np.float32), (0, 0), grain)
+        granules = cv2.GaussianBlur(rng.random(inside.shape).astype(np.float32), (0, 0), grain)
+        granules = np.clip((granules - granules.mean()) / (granules.std() + 1e-6), 0, None)[..., None]
+        cytoplasm = stain["cytoplasm"] + 0.5 * granules * stain["granules"]
+        layer = np.where(nucleus[..., None], stain["nucleus"] * texture[..., None], cytoplasm)
         target[inside] = layer[inside]  # white cells occlude what lies beneath
     else:
-        granule = 0.8 + 0.4 * (1 - rho)
-        target[inside] += granule[inside, None] * _OD_PLATELET * stain[PLATELET]
+        granule = 0.7 + 0.5 * (1 - rho)
+        target[inside] += granule[inside, None] * stain["platelet"]
 
 
 def _nucleus_mask(rng: np.random.Generator, cell: _Cell, region: tuple[slice, slice], rho: np.ndarray) -> np.ndarray:
-    """Round nucleus (lymphocyte-like) or 2-5 lobes on an arc (neutrophil-like), inside the cell."""
+    """Round nucleus (lymphocyte-like) or 2-5 lobes joined by thin strands on an arc (neutrophil-like),
+    inside the cell; either fills about half the cell or more, as in the real frames."""
     if cell.nucleus_lobes <= 1:
-        extent = rng.uniform(0.6, 0.8)
+        extent = rng.uniform(0.65, 0.85)
         return rho <= extent
     ys, xs = region
     yy, xx = np.mgrid[ys.start:ys.stop, xs.start:xs.stop].astype(np.float32)
-    out = np.zeros(rho.shape, bool)
-    lobe_r = cell.rx * rng.uniform(0.24, 0.32)
+    out = np.zeros(rho.shape, np.uint8)
+    lobe_r = cell.rx * rng.uniform(0.28, 0.36)
     arc = rng.uniform(1.6, 3.2)
     start = rng.uniform(0, 2 * np.pi)
-    ring = cell.rx * 0.42
+    ring = cell.rx * 0.4
+    previous = None
     for k in range(cell.nucleus_lobes):
         a = start + arc * k / max(1, cell.nucleus_lobes - 1)
         lx, ly = cell.cx + ring * np.cos(a), cell.cy + ring * np.sin(a)
-        out |= (xx - lx) ** 2 + (yy - ly) ** 2 <= lobe_r**2
-    return out & (rho <= 0.92)
+        out |= ((xx - lx) ** 2 + (yy - ly) ** 2 <= (lobe_r * rng.uniform(0.85, 1.1)) ** 2).astype(np.uint8)
+        centre = (int(round(lx - xs.start)), int(round(ly - ys.start)))
+        if previous is not None:
+            cv2.line(out, previous, centre, 1, max(1, int(round(0.5 * lobe_r))))
+        previous = centre
+    return out.astype(bool) & (rho <= 0.92)
 
 
-def _expose(rng: np.random.Generator, od: np.ndarray, style: SmearStyle, px_per_um: float) -> np.ndarray:
+def _expose(rng: np.random.Generator, od: np.ndarray, style: SmearStyle, px_per_um: float,
+            plasma: np.ndarray) -> np.ndarray:
     """Optical density -> 8-bit BGR camera frame: lighting, blur, noise, optional JPEG."""
     h, w = od.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -293,7 +360,6 @@ def _expose(rng: np.random.Generator, od: np.ndarray, style: SmearStyle, px_per_
     ramp = (gx * (xx / w - 0.5) + gy * (yy / h - 0.5)) / max(1e-6, np.hypot(gx, gy))
     vignette = ((xx / w - 0.5) ** 2 + (yy / h - 0.5) ** 2) * 2
     light = 1.0 - style.lighting_strength * (0.5 * ramp + 0.5 * vignette)
-    plasma = _PLASMA_BGR * rng.uniform(0.95, 1.03, size=3).astype(np.float32)
     sigma = rng.uniform(*style.blur_sigma_um) * px_per_um
     if sigma > 0.3:
         od = cv2.GaussianBlur(od, (0, 0), sigma)
