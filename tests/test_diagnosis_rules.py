@@ -233,6 +233,9 @@ def test_followups_cite_their_guideline():
     ({"fpg_mmol_l": 0}, "fpg_mmol_l"),
     ({"fpg_mmol_l": -2}, "fpg_mmol_l"),
     ({"fpg_mmol_l": 60.5}, "fpg_mmol_l"),
+    ({"fpg_mg_dl": 7}, "fpg_mg_dl"),
+    ({"fpg_mmol_l": 0.5}, "fpg_mmol_l"),
+    ({"hba1c_pct": 48}, "hba1c_pct"),
     ({"random_glucose_mg_dl": 1100}, "random_glucose_mg_dl"),
     ({"hba1c_pct": 25.5}, "hba1c_pct"),
     ({"hba1c_mmol_mol": 260}, "hba1c_mmol_mol"),
@@ -251,6 +254,13 @@ def test_bad_input_names_the_field(values, field):
         diagnose(values, "ada")
     assert [e.field for e in err.value.errors] == [field]
     assert field in str(err.value)
+
+
+def test_unit_mistakes_are_named():
+    with pytest.raises(InvalidInputs, match="fpg 7 mg/dL is not plausible .*did you mean 7 mmol/L"):
+        diagnose({"fpg_mg_dl": 7}, "ada")
+    with pytest.raises(InvalidInputs, match="hba1c 48 % is not plausible .*did you mean 48 mmol/mol"):
+        diagnose({"hba1c": "48 %"}, "ada")
 
 
 def test_limits_are_inclusive_where_possible():
@@ -287,13 +297,14 @@ _TEST_UNITS = sorted({(c.guideline, c.pregnant, c.test, u) for c in CUTPOINTS fo
 
 
 @settings(max_examples=150, deadline=None)
-@given(case=st.sampled_from(_TEST_UNITS), a=st.floats(0.1, 25.0), b=st.floats(0.1, 25.0))
+@given(case=st.sampled_from(_TEST_UNITS), a=st.floats(0.0, 1.0), b=st.floats(0.0, 1.0))
 def test_a_higher_value_never_gives_a_lower_status(case, a, b):
+    """Across each test's whole plausible range (runtime.contracts.plausible.LABS)."""
+    from runtime.contracts.plausible import LABS, lab_column
+
     guideline, pregnant, test, unit = case
-    scale = {MMOL_L: 1.0, PERCENT: 1.0, MG_DL: 18.016, MMOL_MOL: 10.0}[unit]
-    lo, hi = sorted((round(a * scale, 2), round(b * scale, 2)))
-    if unit in (PERCENT, MMOL_MOL):
-        lo, hi = min(lo, 24.0 * scale), min(hi, 24.0 * scale)
+    rng = LABS[lab_column(test, unit)]
+    lo, hi = sorted(round(rng.low + f * (rng.high - rng.low), 2) for f in (a, b))
     statuses = [diagnose(PatientInputs(pregnant=pregnant, symptoms=True, **{test: Measurement(v, unit)}),
                          guideline).status for v in (lo, hi)]
     ranks = [STATUS_RANK.get(s, -1) for s in statuses]  # indeterminate (random glucose below 11.1) lowest

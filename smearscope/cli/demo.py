@@ -63,6 +63,7 @@ def demo(out_dir: Path, presses: int, model_path: Path | None, guideline: str, s
     import contextlib
 
     from runtime.contracts.errors import SmearscopeError
+    from smearscope.cli.entry import as_user_error
     from runtime.delivery.sinks import FanOut, FileSink
 
     try:
@@ -89,7 +90,7 @@ def demo(out_dir: Path, presses: int, model_path: Path | None, guideline: str, s
         click.echo(click.style("Glucose cannot be seen in a smear: the diagnosis comes from the lab values; the "
                                "smear decides whether HbA1c can be trusted.", dim=True))
     except SmearscopeError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise as_user_error(exc) from None  # one line; exit 2 for config/model, 1 for data
     failed = [o for o in report.outcomes if o.status in ("error", "offline")]
     if failed or len(report.outcomes) < presses:
         raise SystemExit(1)

@@ -33,7 +33,11 @@ def run(config_path: Path, sample_id: str | None, patient_id: str | None, labs: 
     from runtime.contracts.config import load_config
     from runtime.contracts.errors import SmearscopeError
     from runtime.contracts.sample import parse_lab_options
+    from smearscope.cli.entry import as_user_error
 
+    if labs and not (sample_id or worklist):
+        raise click.UsageError("--lab needs --sample-id: lab values belong to one sample "
+                               "(or put them in a --worklist row)")
     try:
         cfg = load_config(config_path)
         sample = cfg.sample
@@ -49,7 +53,7 @@ def run(config_path: Path, sample_id: str | None, patient_id: str | None, labs: 
         logging.basicConfig(level=cfg.output.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
         setup = build_device(cfg)
     except SmearscopeError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise as_user_error(exc) from None
 
     if cfg.trigger.type == "stdin":
         click.echo("Press Enter to capture, 'sample ID [PATIENT]' to change sample, 'q' to quit.", err=True)
