@@ -165,16 +165,18 @@ def test_anaemia_by_haemoglobin_excludes_hba1c():
 
 
 @pytest.mark.parametrize("smear,excluded", [
-    (SmearFindings(mean_rbc_diameter_um=5.6), True),
-    (SmearFindings(mean_rbc_diameter_um=9.1), True),
-    (SmearFindings(mean_rbc_diameter_um=7.4), False),
-    (SmearFindings(mean_rbc_diameter_um=7.4, rbc_diameter_cv_pct=16), True),
-    (SmearFindings(mean_rbc_diameter_um=7.4, rbc_diameter_cv_pct=9), False),
+    (SmearFindings(mean_rbc_diameter_um=5.6, fields=5), True),
+    (SmearFindings(mean_rbc_diameter_um=9.1, fields=5), True),
+    (SmearFindings(mean_rbc_diameter_um=7.4, fields=5), False),
+    (SmearFindings(mean_rbc_diameter_um=7.4, rbc_diameter_cv_pct=16, fields=5), True),
+    (SmearFindings(mean_rbc_diameter_um=7.4, rbc_diameter_cv_pct=9, fields=5), False),
     (SmearFindings(rbc_area_pct=20.0, fields=10), True),
     (SmearFindings(rbc_area_pct=55.0, fields=10), False),
     (SmearFindings(rbc_per_field=60, field_area_um2=10_000, fields=5), True),
     (SmearFindings(rbc_per_field=120, field_area_um2=10_000, fields=5), False),
     (SmearFindings(rbc_area_pct=20.0, fields=1), False),  # one field is too few to judge coverage
+    (SmearFindings(mean_rbc_diameter_um=5.6, fields=1), False),  # ... and the same rule for cell size
+    (SmearFindings(mean_rbc_diameter_um=5.6, fields=4), False),
 ])
 def test_smear_rule(smear, excluded):
     r = diagnose(PatientInputs(hba1c=Measurement(6.6, PERCENT)), "ada", smear=smear)
@@ -186,6 +188,9 @@ def test_smear_rule_reports_what_it_could_not_judge():
     r = diagnose({"hba1c_pct": 6.6, "rbc_area_pct": 20, "smear_fields": 1}, "ada")
     assert not r.hba1c_excluded.excluded
     assert any("rbc_area_pct not judged: 1 field averaged, needs at least 5" in f for f in r.flags)
+    r = diagnose({"hba1c_pct": 6.6, "mean_rbc_diameter_um": 5.0, "smear_fields": 1}, "ada")
+    assert not r.hba1c_excluded.excluded  # one consistent minimum: size waits for 5 fields like coverage
+    assert any("mean_rbc_diameter_um not judged: 1 field averaged, needs at least 5" in f for f in r.flags)
     r = diagnose({"hba1c_pct": 6.6, "rbc_area_pct": 20, "smear_fields": 8}, "ada")
     assert r.hba1c_excluded.excluded and "low red-cell coverage" in r.hba1c_excluded.reasons[0]
     assert any("haemoglobin-variant" in f.test for f in r.followup)

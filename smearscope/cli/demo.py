@@ -266,6 +266,11 @@ def _print_summary(echo: Callable[[str], None], report: DemoReport, out_dir: Pat
         if diagnosis is None:
             continue
         echo(f"    diagnosis: {_diagnosis_text(diagnosis)}")
+        if diagnosis.get("confirmation_reason"):
+            echo(f"    {diagnosis['confirmation_reason']}")
+        seen = diagnosis.get("network") or {}
+        if seen.get("inputs_not_used"):
+            echo(f"    network saw {', '.join(seen['inputs_used'])}; not {', '.join(seen['inputs_not_used'])}")
         excluded = diagnosis.get("hba1c_excluded") or {}
         if isinstance(excluded, dict) and excluded.get("excluded"):
             echo(f"    HbA1c not used: {'; '.join(excluded.get('reasons') or [])}")

@@ -39,9 +39,10 @@ def list_cmd(config_path: str | None, database: str | None) -> None:
     if not rows:
         click.echo("no patients yet")
         return
-    click.echo(f"{'patient':<24} {'samples':>7} {'results':>7}  last result")
+    width = max(len("patient"), *(len(pid) for pid, *_ in rows))  # whole ids: `patients show` takes them
+    click.echo(f"{'patient':<{width}} {'samples':>7} {'results':>7}  last result")
     for pid, samples, results, last in rows:
-        click.echo(f"{pid[:24]:<24} {samples:>7} {results:>7}  {last}")
+        click.echo(f"{pid:<{width}} {samples:>7} {results:>7}  {last}")
 
 
 @patients.command("show")
