@@ -169,6 +169,9 @@ class SampleTracker:
                 raise ConfigError(f"sample.pseudonym_secret_env: environment variable {config.pseudonym_secret_env} is not set")
             secret = value.encode("utf-8")
         if config.worklist:
+            if config.labs:  # they would belong to no sample of the worklist: never drop them silently
+                raise ConfigError("sample.labs: lab values given with a worklist; put them in the worklist's rows "
+                                  "(or give a sample_id / run --sample-id instead of the worklist)")
             return cls(read_worklist(config.worklist, secret, config.fields_per_sample), config.fields_per_sample)
         if config.sample_id:
             patient = config.patient_id

@@ -193,6 +193,8 @@ def _parse_with_unit(field: str, raw: Any, default_unit: str, allowed: tuple[str
         while i < len(text) and (text[i].isdigit() or text[i] in ".-+eE"):
             i += 1
         number, unit_text = text[:i], text[i:]
+        if not number.strip("+-.eE"):  # no number in front: 'abc', 'nan', 'inf' are not units
+            return Measurement(parse_float(field, text), default_unit)
     unit = parse_unit(unit_text, allowed, field) if unit_text.strip() else default_unit
     return Measurement(parse_float(field, number if unit_text.strip() else text), unit)
 

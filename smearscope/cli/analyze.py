@@ -17,7 +17,7 @@ import click
 @click.option("--um-per-px", type=float, default=None,
               help="Microscope calibration in µm per pixel: sets the scale directly and adds µm² areas "
                    "and cells per mm². Without it the red-cell size is measured from each image.")
-@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--threads", type=click.IntRange(min=0, max=256), default=0, show_default=True,
               help="ONNX Runtime CPU threads (0: one per core).")
 def analyze(images: tuple[Path, ...], model_path: Path | None, out_dir: Path, um_per_px: float | None,
             threads: int) -> None:

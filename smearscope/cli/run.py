@@ -35,17 +35,18 @@ def run(config_path: Path, sample_id: str | None, patient_id: str | None, labs: 
     from runtime.contracts.sample import parse_lab_options
     from smearscope.cli.entry import as_user_error
 
-    if labs and not (sample_id or worklist):
-        raise click.UsageError("--lab needs --sample-id: lab values belong to one sample "
-                               "(or put them in a --worklist row)")
     try:
         cfg = load_config(config_path)
         sample = cfg.sample
         overrides = {k: v for k, v in {"sample_id": sample_id, "patient_id": patient_id,
                                          "worklist": str(worklist) if worklist else None,
                                          "fields_per_sample": fields}.items() if v is not None}
+        if labs and worklist:
+            raise click.UsageError("--lab belongs to one sample (--sample-id); a --worklist carries labs in its rows")
         if labs:
             overrides["labs"] = {**sample.labs, **parse_lab_options(labs)}
+        elif worklist:  # the worklist's rows carry their own labs; the config's were its replaced sample's
+            overrides["labs"] = {}
         if sample_id or worklist:  # a sample on the command line replaces the config's sample or worklist
             overrides.setdefault("worklist", None)
             overrides.setdefault("sample_id", None)
