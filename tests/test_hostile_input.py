@@ -101,7 +101,7 @@ IMAGE_KINDS: dict[str, tuple[str, str]] = {
     "zero_size_header": ("zero.png", "0x10 pixels"),
     "corrupt_png_data": ("corrupt.png", "corrupt PNG data"),
     "jpeg_without_frame": ("noframe.jpg", "corrupt JPEG header"),
-    "oversize_file": ("sparse.png", "MiB limit for an image"),
+    "oversize_file": ("sparse.png", f"file is {MAX_IMAGE_BYTES + 1:,} bytes, more than the"),
     "greyscale": ("grey.png", "1 channel"),
     "rgba": ("rgba.png", "4 channels"),
     "gif_unsupported": ("anim.gif", "unsupported format"),

@@ -62,8 +62,8 @@ def _read_bounded(path: Path) -> bytes:
     if info.st_size == 0:
         raise ImageError(f"{path}: file is empty")
     if info.st_size > MAX_IMAGE_BYTES:
-        raise ImageError(f"{path}: file is {info.st_size / 2**20:.0f} MiB, more than the "
-                         f"{MAX_IMAGE_BYTES / 2**20:.0f} MiB limit for an image")
+        raise ImageError(f"{path}: file is {info.st_size:,} bytes, more than the {MAX_IMAGE_BYTES:,}-byte "
+                         f"({MAX_IMAGE_BYTES / 2**20:.0f} MiB) limit for an image")
     try:
         with open(path, "rb") as fh:
             data = fh.read(MAX_IMAGE_BYTES + 1)
