@@ -614,3 +614,8 @@ def test_patients_unknown_and_bad_database(cli_runner, tmp_path):
     url = f"sqlite:///{tmp_path / 'r.db'}"
     assert_clean(cli_runner.invoke(cli, ["patients", "show", "p-nobody", "--database", url]), 1, "p-nobody")
     assert_clean(cli_runner.invoke(cli, ["patients", "list"]), 2, "give --config server.yaml or --database URL")
+    assert_clean(cli_runner.invoke(cli, ["patients", "list", "--database", "foo://bar"]), 2, "unsupported URL")
+    unreachable = cli_runner.invoke(cli, ["patients", "list", "--database", "postgresql://u:secret@127.0.0.1:1/x"])
+    assert "secret" not in assert_clean(unreachable, 1, "database: cannot open")
+    assert_clean(cli_runner.invoke(cli, ["patients", "list", "--database", "sqlite:////proc/no/x.db"]), 1,
+                 "/proc/no: No such file or directory")
