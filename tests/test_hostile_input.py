@@ -385,6 +385,32 @@ def test_run(cli_runner, tmp_path, kind):
     assert not (tmp_path / "results").exists() or not list((tmp_path / "results").glob("*.json"))
 
 
+def test_run_with_a_nan_model_publishes_no_ok_result(cli_runner, tmp_path, caplog):
+    model = _nan_or_narrow_model(tmp_path, "nan", float("nan"), 4)
+    config = tmp_path / "nan.yaml"
+    config.write_text(_device_config(tmp_path).read_text().replace(str(SHIPPED), str(model)))
+    result = cli_runner.invoke(cli, ["run", "--config", str(config), "--sample-id", "S1"])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "1 capture(s): 0 published, 1 rejected or failed" in result.output
+    assert "NaN or infinite value(s)" in caplog.text  # the device's log and status LED say why
+    assert not list((tmp_path / "results").glob("*.json"))
+
+
+def test_an_implausible_order_leaves_the_sample_as_it_was(tmp_path):
+    from runtime.contracts.config import load_config
+    from runtime.device.assembly import build_device, order_to_event
+
+    setup = build_device(load_config(_device_config(tmp_path, sample="sample: {sample_id: KEEP}\n")))
+    try:
+        order = {"sample": {"sample_id": "NEW", "labs": {"hba1c_pct": 48}}, "fields": 2}
+        setup.device._switch_sample(order_to_event(order))
+        assert setup.device.samples.current.sample_id == "KEEP"
+        setup.device._switch_sample(order_to_event({"sample": {"sample_id": "NEW", "labs": {"hba1c_pct": 6.1}}}))
+        assert setup.device.samples.current.sample_id == "NEW"
+    finally:
+        setup.stop()
+
+
 @pytest.mark.parametrize("text,needle", [
     ("a: [1, 2\n", "not valid YAML"),
     ("- just\n- a list\n", "device.yaml"),
