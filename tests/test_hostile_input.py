@@ -276,23 +276,29 @@ def _model_kind(kind: str, folder: Path) -> Path:
         card["preprocess"] = {"stride": 3}
     elif kind == "card_wrong_classes":
         card["classes"] = ["background", "rbc"]
+    elif kind == "card_opset_text":
+        card["opset"] = "seventeen"
+    elif kind == "card_sha_number":
+        card["sha256"] = 12345
     model.with_suffix(".json").write_text(json.dumps(card))
     return model
 
 
 @pytest.mark.parametrize("kind,code,needle", [
     ("missing_model", 2, "absent.onnx: model file does not exist"),
-    ("model_is_directory", 2, "m.onnx"),
+    ("model_is_directory", 2, "m.onnx: is a directory"),
     ("bad_sha", 2, "does not match its card"),
     ("truncated_onnx", 2, "m.onnx"),
     ("garbage_onnx", 2, "m.onnx"),
     ("card_missing", 2, "no model card"),
     ("card_garbage", 2, "m.json"),
-    ("card_a_list", 2, "m.json"),
-    ("card_bad_preprocess", 2, "stride"),
+    ("card_a_list", 2, "m.json: a model card is a JSON object, got list"),
+    ("card_bad_preprocess", 2, "m.json: preprocess.stride: must be a power of two"),
+    ("card_opset_text", 2, "m.json: invalid literal for int()"),
+    ("card_sha_number", 2, "m.json: sha256 must be 64 lowercase hex digits"),
     ("card_wrong_classes", 2, "classes"),
-    ("wrong_outputs", 1, "expected 1x4xHxW class scores"),
-    ("nan_outputs", 1, "NaN or infinite value(s)"),
+    ("wrong_outputs", 2, "expected 1x4xHxW class scores"),
+    ("nan_outputs", 2, "NaN or infinite value(s)"),
 ])
 def test_model_files(cli_runner, tmp_path, good_image, kind, code, needle):
     model = _model_kind(kind, tmp_path)

@@ -52,7 +52,7 @@ def analyze(images: tuple[Path, ...], model_path: Path | None, out_dir: Path, um
 
 def _analyze_all(model, images: tuple[Path, ...], out_dir: Path, um_per_px: float | None) -> int:
     from runtime.analysis.analyzer import Analyzer
-    from runtime.contracts.errors import SmearscopeError
+    from runtime.contracts.errors import ModelError, SmearscopeError
 
     analyzer = Analyzer(model)
     failures = 0
@@ -62,6 +62,8 @@ def _analyze_all(model, images: tuple[Path, ...], out_dir: Path, um_per_px: floa
         stem = _unique_stem(path, used_stems)
         try:
             record = _analyze_one(analyzer, path, out_dir, stem, um_per_px)
+        except ModelError:
+            raise  # a broken model fails every image: stop at once (exit 2), nothing written from it
         except SmearscopeError as exc:
             failures += 1
             click.secho(f"error: {exc}", fg="red", err=True)
