@@ -221,6 +221,18 @@ def test_analyze_options(cli_runner, tmp_path, good_image, args, code, needle):
     assert not list(tmp_path.glob("*.json"))
 
 
+def test_analyze_unwritable_output(cli_runner, good_image):
+    result = cli_runner.invoke(cli, ["analyze", str(good_image), "--out", "/proc/hostile-out", "--um-per-px", "0.25"])
+    assert_clean(result, 1, "/proc/hostile-out: cannot create output folder")
+
+
+def test_diagnose_batch_unwritable_output(cli_runner, tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text("fpg_mmol_l\n5.0\n")
+    result = cli_runner.invoke(cli, ["diagnose", "--no-model", "--batch", str(src), "--out", "/proc/hostile/o.csv"])
+    assert_clean(result, 1, "/proc/hostile")
+
+
 def _nan_or_narrow_model(folder: Path, name: str, fill: float, classes: int) -> Path:
     """A real ONNX model (1x1 convolution) with the shipped card's preprocessing: its weights are
     `fill` and it has `classes` output channels."""
@@ -349,6 +361,8 @@ RUN_KINDS = {
                                           "hba1c_pct=48"], 2, "did you mean 48 mmol/mol?"),
     "lab_nan": (lambda t: ["--config", str(_device_config(t)), "--sample-id", "S1", "--lab", "hba1c_pct=nan"], 2,
                 "not a finite number"),
+    "lab_unknown_name_infinite": (lambda t: ["--config", str(_device_config(t)), "--sample-id", "S1", "--lab",
+                                             "note=inf"], 2, "note: not a finite number"),
     "lab_no_value": (lambda t: ["--config", str(_device_config(t)), "--sample-id", "S1", "--lab", "fpg"], 2,
                      "expected NAME=VALUE"),
     "lab_with_worklist": (lambda t: ["--config", str(_device_config(t)), "--worklist",

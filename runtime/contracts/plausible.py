@@ -151,8 +151,16 @@ def _likely_mistake(test: str, column: str, value: float, rng: PlausibleRange) -
 
 
 def check_labs(labs: Mapping[str, Any]) -> list[str]:
-    """Every problem in a labs mapping (column names as keys); keys this table does not know pass."""
-    return [p for name, value in labs.items() if (p := check_lab(str(name), value)) is not None]
+    """Every problem in a labs mapping (column names as keys). Keys this table does not know pass,
+    unless their value is NaN or infinite: no JSON message could carry it."""
+    problems = []
+    for name, value in labs.items():
+        problem = check_lab(str(name), value)
+        if problem is None and isinstance(value, float) and not math.isfinite(value):
+            problem = f"{name}: not a finite number: {value!r}"
+        if problem is not None:
+            problems.append(problem)
+    return problems
 
 
 def check_calibration(um_per_px: Any, preprocess: Any | None = None, source: str = "um_per_px") -> float:
