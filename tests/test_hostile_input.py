@@ -92,6 +92,7 @@ IMAGE_KINDS: dict[str, tuple[str, str]] = {
     "text_as_png": ("text.png", "not a readable image"),
     "truncated_png": ("truncated.png", "PNG file is truncated"),
     "truncated_jpeg": ("truncated.jpg", "JPEG file is truncated"),
+    "corrupt_jpeg_middle": ("damaged.jpg", "corrupt JPEG data (Corrupt JPEG data:"),
     "png_bomb_30000": ("bomb.png", "30000x30000 (900.0 megapixels), more than the 24-megapixel limit"),
     "jpeg_header_20000": ("huge.jpg", "20000x20000"),
     "bmp_header_50000": ("huge.bmp", "50000x40000"),
@@ -99,7 +100,7 @@ IMAGE_KINDS: dict[str, tuple[str, str]] = {
     "webp_header_16000": ("huge.webp", "16000x16000"),
     "field_8000x6000": ("field8000.png", "8000x6000 (48.0 megapixels)"),
     "zero_size_header": ("zero.png", "0x10 pixels"),
-    "corrupt_png_data": ("corrupt.png", "corrupt PNG data"),
+    "corrupt_png_data": ("corrupt.png", "corrupt PNG data) (libpng error: IDAT: invalid stored block lengths)"),
     "jpeg_without_frame": ("noframe.jpg", "corrupt JPEG header"),
     "oversize_file": ("sparse.png", f"file is {MAX_IMAGE_BYTES + 1:,} bytes, more than the"),
     "greyscale": ("grey.png", "1 channel"),
@@ -118,6 +119,9 @@ def _write_hostile_images(folder: Path) -> dict[str, Path]:
     paths["truncated_png"].write_bytes(png.tobytes()[: len(png) // 2])
     ok, jpg = cv2.imencode(".jpg", smear_image())
     paths["truncated_jpeg"].write_bytes(jpg.tobytes()[: len(jpg) // 2])
+    damaged = bytearray(jpg.tobytes())
+    damaged[len(damaged) // 3: len(damaged) // 3 + 400] = b"\x37" * 400  # would decode half grey, silently
+    paths["corrupt_jpeg_middle"].write_bytes(bytes(damaged))
     paths["png_bomb_30000"].write_bytes(png_claiming(30000, 30000))
     paths["jpeg_header_20000"].write_bytes(jpeg_claiming(20000, 20000))
     paths["bmp_header_50000"].write_bytes(bmp_claiming(50000, 40000))
@@ -171,6 +175,22 @@ def test_image_kind(analyzed, kind):
     lines = [line for line in result.output.splitlines() if line.startswith(f"error: {paths[kind]}:")]
     assert len(lines) == 1, result.output
     assert IMAGE_KINDS[kind][1] in lines[0], lines[0]
+
+
+def test_decoder_noise_stays_in_the_one_line(tmp_path, capfd):
+    """The C decoders' own stderr lines are folded into the error; other stderr output passes."""
+    from runtime.contracts.errors import ImageError
+    from runtime.contracts.imageio import decoder_messages, read_image
+
+    paths = _write_hostile_images(tmp_path)
+    for kind in ("corrupt_png_data", "corrupt_jpeg_middle"):
+        with pytest.raises(ImageError):
+            read_image(paths[kind])
+    with decoder_messages():
+        os.write(2, b"a log line from another thread\n")
+    err = capfd.readouterr().err
+    assert "libpng" not in err and "Corrupt JPEG" not in err
+    assert "a log line from another thread" in err
 
 
 def test_every_image_file_is_read_through_imageio():

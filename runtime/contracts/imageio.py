@@ -12,7 +12,12 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 #: A field far beyond any microscope camera is refused (a 24-megapixel sensor, 6000x4000, is the most).
 MAX_IMAGE_PIXELS = 6000 * 4000
@@ -41,10 +46,49 @@ def read_image(path: str | Path) -> np.ndarray:
     check_pixel_count(size, str(path))
     if not _complete(fmt, data):
         raise ImageError(f"{path}: {fmt} file is truncated (its end marker is missing)")
-    frame = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    with decoder_messages() as messages:
+        frame = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    said = f" ({'; '.join(messages)[:200]})" if messages else ""
     if frame is None:
-        raise ImageError(f"{path}: not a readable image (corrupt {fmt} data)")
+        raise ImageError(f"{path}: not a readable image (corrupt {fmt} data){said}")
+    if any(m.startswith(_CORRUPT_BUT_DECODED) for m in messages):  # decoded, with grey where data was lost
+        raise ImageError(f"{path}: corrupt {fmt} data{said}")
     return check_frame(frame, source=str(path))
+
+
+#: What the image libraries print (to the process's stderr, not through Python) while decoding.
+_DECODER_PREFIXES = ("libpng", "Corrupt JPEG", "Premature end of JPEG", "Invalid JPEG", "Not a JPEG",
+                     "Bogus", "Unsupported JPEG", "TIFF", "[ WARN", "[ERROR")
+#: Messages after which the library still returns an image, filled in where data was missing.
+_CORRUPT_BUT_DECODED = ("Corrupt JPEG", "Premature end of JPEG", "libpng error")
+_STDERR_LOCK = threading.Lock()
+
+
+@contextmanager
+def decoder_messages() -> Iterator[list[str]]:
+    """Collect what the C decoders print on file descriptor 2 during the block, so a person sees one
+    line naming the file instead of a library's own line; anything else printed meanwhile (another
+    thread's log) is passed on unchanged afterwards."""
+    messages: list[str] = []
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no usable descriptor 2: decode without collecting
+            yield messages
+            return
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield messages
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            others = []
+            for line in sink.read().decode("utf-8", "replace").splitlines():
+                (messages if line.startswith(_DECODER_PREFIXES) else others).append(line.strip())
+            if others:
+                os.write(2, ("\n".join(others) + "\n").encode("utf-8"))
 
 
 def _read_bounded(path: Path) -> bytes:
