@@ -48,7 +48,7 @@ def test_worklist_option(cli_runner, tmp_path):
 
 def test_bad_config_and_bad_option_are_one_line(cli_runner, tmp_path):
     result = cli_runner.invoke(cli, ["run", "--config", _config(tmp_path, "quality: {min_focus: -1}\n")])
-    assert result.exit_code == 1 and "quality.min_focus: must be >= 0" in result.output
+    assert result.exit_code == 2 and "quality.min_focus: must be >= 0" in result.output  # 2: config
     assert result.exception is None or isinstance(result.exception, SystemExit)
     result = cli_runner.invoke(cli, ["run", "--config", _config(tmp_path), "--lab", "fpg"])
-    assert result.exit_code == 1 and "--lab 'fpg': expected NAME=VALUE" in result.output
+    assert result.exit_code == 2 and "--lab 'fpg': expected NAME=VALUE" in result.output

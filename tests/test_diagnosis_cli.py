@@ -54,9 +54,10 @@ def test_single_patient_text_and_default_units(cli_runner):
 
 @pytest.mark.parametrize("args,needle", [
     (["--fpg", "7 g/L"], "--fpg: unknown unit 'g/L'"),
-    (["--fpg", "0"], "--fpg: impossible glucose"),
-    (["--hba1c", "26"], "--hba1c: impossible HbA1c"),
-    (["--age", "-1", "--fpg", "5"], "--age: impossible value -1"),
+    (["--fpg", "0"], "--fpg: fpg 0 mmol/L is not plausible"),
+    (["--fpg", "7", "--glucose-unit", "mg/dL"], "did you mean 7 mmol/L?"),
+    (["--hba1c", "26"], "--hba1c: hba1c 26 % is not plausible (expected 3-25 %): did you mean 26 mmol/mol?"),
+    (["--age", "-1", "--fpg", "5"], "--age: age -1 years is not plausible"),
     (["--bmi", "heavy", "--fpg", "5"], "--bmi: not a number"),
     (["--fpg", "5", "--glucose-unit", "mg/ml"], "unknown unit 'mg/ml'"),
     ([], "give at least one input"),

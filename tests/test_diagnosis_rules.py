@@ -165,16 +165,18 @@ def test_anaemia_by_haemoglobin_excludes_hba1c():
 
 
 @pytest.mark.parametrize("smear,excluded", [
-    (SmearFindings(mean_rbc_diameter_um=5.6), True),
-    (SmearFindings(mean_rbc_diameter_um=9.1), True),
-    (SmearFindings(mean_rbc_diameter_um=7.4), False),
-    (SmearFindings(mean_rbc_diameter_um=7.4, rbc_diameter_cv_pct=16), True),
-    (SmearFindings(mean_rbc_diameter_um=7.4, rbc_diameter_cv_pct=9), False),
+    (SmearFindings(mean_rbc_diameter_um=5.6, fields=5), True),
+    (SmearFindings(mean_rbc_diameter_um=9.1, fields=5), True),
+    (SmearFindings(mean_rbc_diameter_um=7.4, fields=5), False),
+    (SmearFindings(mean_rbc_diameter_um=7.4, rbc_diameter_cv_pct=16, fields=5), True),
+    (SmearFindings(mean_rbc_diameter_um=7.4, rbc_diameter_cv_pct=9, fields=5), False),
     (SmearFindings(rbc_area_pct=20.0, fields=10), True),
     (SmearFindings(rbc_area_pct=55.0, fields=10), False),
     (SmearFindings(rbc_per_field=60, field_area_um2=10_000, fields=5), True),
     (SmearFindings(rbc_per_field=120, field_area_um2=10_000, fields=5), False),
     (SmearFindings(rbc_area_pct=20.0, fields=1), False),  # one field is too few to judge coverage
+    (SmearFindings(mean_rbc_diameter_um=5.6, fields=1), False),  # ... and the same rule for cell size
+    (SmearFindings(mean_rbc_diameter_um=5.6, fields=4), False),
 ])
 def test_smear_rule(smear, excluded):
     r = diagnose(PatientInputs(hba1c=Measurement(6.6, PERCENT)), "ada", smear=smear)
@@ -186,6 +188,9 @@ def test_smear_rule_reports_what_it_could_not_judge():
     r = diagnose({"hba1c_pct": 6.6, "rbc_area_pct": 20, "smear_fields": 1}, "ada")
     assert not r.hba1c_excluded.excluded
     assert any("rbc_area_pct not judged: 1 field averaged, needs at least 5" in f for f in r.flags)
+    r = diagnose({"hba1c_pct": 6.6, "mean_rbc_diameter_um": 5.0, "smear_fields": 1}, "ada")
+    assert not r.hba1c_excluded.excluded  # one consistent minimum: size waits for 5 fields like coverage
+    assert any("mean_rbc_diameter_um not judged: 1 field averaged, needs at least 5" in f for f in r.flags)
     r = diagnose({"hba1c_pct": 6.6, "rbc_area_pct": 20, "smear_fields": 8}, "ada")
     assert r.hba1c_excluded.excluded and "low red-cell coverage" in r.hba1c_excluded.reasons[0]
     assert any("haemoglobin-variant" in f.test for f in r.followup)
@@ -233,6 +238,9 @@ def test_followups_cite_their_guideline():
     ({"fpg_mmol_l": 0}, "fpg_mmol_l"),
     ({"fpg_mmol_l": -2}, "fpg_mmol_l"),
     ({"fpg_mmol_l": 60.5}, "fpg_mmol_l"),
+    ({"fpg_mg_dl": 7}, "fpg_mg_dl"),
+    ({"fpg_mmol_l": 0.5}, "fpg_mmol_l"),
+    ({"hba1c_pct": 48}, "hba1c_pct"),
     ({"random_glucose_mg_dl": 1100}, "random_glucose_mg_dl"),
     ({"hba1c_pct": 25.5}, "hba1c_pct"),
     ({"hba1c_mmol_mol": 260}, "hba1c_mmol_mol"),
@@ -251,6 +259,13 @@ def test_bad_input_names_the_field(values, field):
         diagnose(values, "ada")
     assert [e.field for e in err.value.errors] == [field]
     assert field in str(err.value)
+
+
+def test_unit_mistakes_are_named():
+    with pytest.raises(InvalidInputs, match="fpg 7 mg/dL is not plausible .*did you mean 7 mmol/L"):
+        diagnose({"fpg_mg_dl": 7}, "ada")
+    with pytest.raises(InvalidInputs, match="hba1c 48 % is not plausible .*did you mean 48 mmol/mol"):
+        diagnose({"hba1c": "48 %"}, "ada")
 
 
 def test_limits_are_inclusive_where_possible():
@@ -287,13 +302,14 @@ _TEST_UNITS = sorted({(c.guideline, c.pregnant, c.test, u) for c in CUTPOINTS fo
 
 
 @settings(max_examples=150, deadline=None)
-@given(case=st.sampled_from(_TEST_UNITS), a=st.floats(0.1, 25.0), b=st.floats(0.1, 25.0))
+@given(case=st.sampled_from(_TEST_UNITS), a=st.floats(0.0, 1.0), b=st.floats(0.0, 1.0))
 def test_a_higher_value_never_gives_a_lower_status(case, a, b):
+    """Across each test's whole plausible range (runtime.contracts.plausible.LABS)."""
+    from runtime.contracts.plausible import LABS, lab_column
+
     guideline, pregnant, test, unit = case
-    scale = {MMOL_L: 1.0, PERCENT: 1.0, MG_DL: 18.016, MMOL_MOL: 10.0}[unit]
-    lo, hi = sorted((round(a * scale, 2), round(b * scale, 2)))
-    if unit in (PERCENT, MMOL_MOL):
-        lo, hi = min(lo, 24.0 * scale), min(hi, 24.0 * scale)
+    rng = LABS[lab_column(test, unit)]
+    lo, hi = sorted(round(rng.low + f * (rng.high - rng.low), 2) for f in (a, b))
     statuses = [diagnose(PatientInputs(pregnant=pregnant, symptoms=True, **{test: Measurement(v, unit)}),
                          guideline).status for v in (lo, hi)]
     ranks = [STATUS_RANK.get(s, -1) for s in statuses]  # indeterminate (random glucose below 11.1) lowest

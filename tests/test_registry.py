@@ -101,4 +101,4 @@ def test_patients_cli_show_and_list(tmp_path: Path, cli_runner) -> None:
     listed = cli_runner.invoke(cli, ["patients", "list", "--database", url])
     assert listed.exit_code == 0 and "p-7f3a" in listed.output and "p-other" in listed.output
     missing = cli_runner.invoke(cli, ["patients", "show", "nobody", "--database", url])
-    assert missing.exit_code != 0 and "no results for patient" in str(missing.exception)
+    assert missing.exit_code == 1 and "error: no results for patient 'nobody'" in missing.output

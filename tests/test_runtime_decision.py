@@ -47,7 +47,11 @@ def test_diagnosis_needs_lab_values_and_fits_the_result_schema():
 
 
 def test_unusable_lab_values_become_an_indeterminate_diagnosis():
-    placed = SampleField(SampleContext("S", None, {"fpg_mmol_l": -3.0}), 0)
+    from runtime.contracts.plausible import ImplausibleValue
+
+    with pytest.raises(ImplausibleValue, match="fpg_mmol_l: fpg -3 mmol/L is not plausible"):
+        SampleContext("S", None, {"fpg_mmol_l": -3.0})  # refused at the door: worklist, --lab, order
+    placed = SampleField(SampleContext("S", None, {"fpg_mmol_l": 6.0, "sex": "X"}), 0)
     diagnosis = GuidelineDiagnoser("who")(placed, _summary(1))
     assert diagnosis["status"] == "indeterminate"
-    assert "fpg_mmol_l" in diagnosis["flags"][0]
+    assert "sex" in diagnosis["flags"][0]

@@ -11,6 +11,7 @@ to analyse rejected frames anyway.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from runtime.contracts.imageio import check_frame
 from runtime.analysis.counting import count_cells
 from runtime.analysis.scale_search import Segmentation, count_segmentation, search_scale, to_segmentation
 from runtime.inference.preprocess import Prepared, ScaleDecision
-from runtime.analysis.quality import QualityReport, assess
+from runtime.analysis.quality import QualityReport, assess, implausible_segmentation
 from runtime.contracts.sample import SampleField, SampleSummary
 from runtime.inference.model import SegmentationModel
 from runtime.inference.passes import NetworkPass
@@ -166,6 +167,9 @@ class Analyzer:
             seg, counts, area = self.postprocess(passes)
             t = lap("postprocess", t)
             mask, scale = seg.mask, seg.scale
+            implausible = implausible_segmentation(area) if report.accepted else []
+            if implausible:
+                report = dataclasses.replace(report, accepted=False, reasons=(*report.reasons, *implausible))
         else:
             mask = np.zeros(frame.shape[:2], np.uint8)
             counts, area = count_cells(mask), area_percentages(mask)

@@ -22,6 +22,9 @@ from runtime.contracts.config import QualityConfig
 from runtime.contracts.imageio import check_frame
 from runtime.inference.preprocess import foreground_mask
 
+#: White cells never cover more than this share of a smear field: the largest white-cell share among
+#: the TXL-PBC training labels is 48 % of the image by bounding boxes (about 37 % by cell area).
+MAX_WBC_AREA_PCT = 60.0
 _WORK_SIDE = 1024  # measure on at most this many pixels along the long side (cost, not accuracy)
 
 
@@ -100,3 +103,14 @@ def assess(frame_bgr: np.ndarray, config: QualityConfig, scale: float = 1.0) -> 
         cell_coverage=coverage,
         reasons=tuple(reasons),
     )
+
+
+def implausible_segmentation(area_pct: dict[str, float]) -> list[str]:
+    """Reasons a segmentation cannot be a blood smear (noise, a non-smear image): checked after the
+    network, since such a frame can pass focus, exposure and coverage."""
+    reasons = []
+    wbc = float(area_pct.get("wbc", 0.0))
+    if wbc > MAX_WBC_AREA_PCT:
+        reasons.append(f"implausible segmentation: white cells cover {wbc:.0f}% of the field (a smear field: "
+                       f"at most {MAX_WBC_AREA_PCT:.0f}%); noise, not a smear, or the wrong magnification")
+    return reasons

@@ -1,29 +1,249 @@
-"""Reading and checking image files and frames, with errors that name the file and the problem."""
+"""Reading and checking image files and frames, with errors that name the file and the problem.
+
+This is the one place that turns an image file into pixels. Limits come before work: the path must
+be a regular file (a FIFO or a device would block or never end), the file must fit MAX_IMAGE_BYTES,
+and the width and height are read from the format's header and checked against MAX_IMAGE_PIXELS
+before anything is decoded (a small compressed file can decode to gigabytes). OpenCV's own pixel
+limit is set to the same number as a second fence.
+"""
 
 from __future__ import annotations
 
+import os
+import stat
+import struct
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-import cv2
-import numpy as np
+#: A field far beyond any microscope camera is refused (a 24-megapixel sensor, 6000x4000, is the most).
+MAX_IMAGE_PIXELS = 6000 * 4000
+#: Compressed size limit: a 24-megapixel 16-bit TIFF without compression is about 144 MB.
+MAX_IMAGE_BYTES = 160 * 1024 * 1024
+# OpenCV reads this once, at its first decode; set before cv2 is imported anywhere through here.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
 
-from runtime.contracts.errors import ImageError
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from runtime.contracts.errors import ImageError  # noqa: E402
+
+SUPPORTED_FORMATS = "PNG, JPEG, BMP, TIFF or WebP"
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as an HxWx3 uint8 BGR array (OpenCV's order)."""
+    """Read an image file as an HxWx3 uint8 BGR array (OpenCV's order), limits checked first."""
     path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: file does not exist")
-    if path.is_dir():
+    data = _read_bounded(path)
+    fmt, size = image_header_size(data)
+    if fmt is None:
+        raise ImageError(f"{path}: not a readable image (corrupt or unsupported format; use {SUPPORTED_FORMATS})")
+    if size is None:
+        raise ImageError(f"{path}: not a readable image (corrupt {fmt} header: no width and height)")
+    check_pixel_count(size, str(path))
+    if not _complete(fmt, data):
+        raise ImageError(f"{path}: {fmt} file is truncated (its end marker is missing)")
+    with decoder_messages() as messages:
+        frame = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    said = f" ({'; '.join(messages)[:200]})" if messages else ""
+    if frame is None:
+        raise ImageError(f"{path}: not a readable image (corrupt {fmt} data){said}")
+    if any(m.startswith(_CORRUPT_BUT_DECODED) for m in messages):  # decoded, with grey where data was lost
+        raise ImageError(f"{path}: corrupt {fmt} data{said}")
+    return check_frame(frame, source=str(path))
+
+
+#: What the image libraries print (to the process's stderr, not through Python) while decoding.
+_DECODER_PREFIXES = ("libpng", "Corrupt JPEG", "Premature end of JPEG", "Invalid JPEG", "Not a JPEG",
+                     "Bogus", "Unsupported JPEG", "TIFF", "[ WARN", "[ERROR")
+#: Messages after which the library still returns an image, filled in where data was missing.
+_CORRUPT_BUT_DECODED = ("Corrupt JPEG", "Premature end of JPEG", "libpng error")
+_STDERR_LOCK = threading.Lock()
+
+
+@contextmanager
+def decoder_messages() -> Iterator[list[str]]:
+    """Collect what the C decoders print on file descriptor 2 during the block, so a person sees one
+    line naming the file instead of a library's own line; anything else printed meanwhile (another
+    thread's log) is passed on unchanged afterwards."""
+    messages: list[str] = []
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no usable descriptor 2: decode without collecting
+            yield messages
+            return
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield messages
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            others = []
+            for line in sink.read().decode("utf-8", "replace").splitlines():
+                (messages if line.startswith(_DECODER_PREFIXES) else others).append(line.strip())
+            if others:
+                os.write(2, ("\n".join(others) + "\n").encode("utf-8"))
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes, after checking it is a regular file within MAX_IMAGE_BYTES."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file does not exist") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
         raise ImageError(f"{path}: is a directory, expected an image file")
-    data = path.read_bytes()
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageError(f"{path}: not a regular file (a pipe, socket or device), expected an image file")
+    if info.st_size == 0:
+        raise ImageError(f"{path}: file is empty")
+    if info.st_size > MAX_IMAGE_BYTES:
+        raise ImageError(f"{path}: file is {info.st_size:,} bytes, more than the {MAX_IMAGE_BYTES:,}-byte "
+                         f"({MAX_IMAGE_BYTES / 2**20:.0f} MiB) limit for an image")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_IMAGE_BYTES + 1)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror})") from None
+    if len(data) > MAX_IMAGE_BYTES:  # it grew between stat and read
+        raise ImageError(f"{path}: file is larger than the {MAX_IMAGE_BYTES / 2**20:.0f} MiB limit for an image")
     if not data:
         raise ImageError(f"{path}: file is empty")
-    frame = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if frame is None:
-        raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
-    return check_frame(frame, source=str(path))
+    return data
+
+
+def check_pixel_count(size: tuple[int, int], source: str) -> None:
+    """Refuse a width x height beyond MAX_IMAGE_PIXELS (or without pixels) before decoding."""
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{source}: image header says {width}x{height} pixels; not a usable image")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageError(f"{source}: image is {width}x{height} ({width * height / 1e6:.1f} megapixels), more than "
+                         f"the {MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit for one field; crop or downscale it")
+
+
+def image_header_size(data: bytes) -> tuple[str | None, tuple[int, int] | None]:
+    """(format, (width, height)) read from the header only; (None, None) for an unknown format,
+    (format, None) for a known one whose header is cut short or corrupt."""
+    for fmt, test, reader in _FORMATS:
+        if test(data):
+            try:
+                return fmt, reader(data)
+            except (struct.error, IndexError, ValueError):
+                return fmt, None
+    return None, None
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if data[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Walk the marker segments up to the first start-of-frame (SOF0-SOF15 except DHT/JPG/DAC)."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        length = struct.unpack(">H", data[i + 2:i + 4])[0]
+        if length < 2:
+            return None
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            return width, height
+        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
+            return None
+        i += 2 + length
+    return None
+
+
+def _bmp_size(data: bytes) -> tuple[int, int] | None:
+    header = struct.unpack("<I", data[14:18])[0]
+    if header == 12:  # OS/2 BITMAPCOREHEADER
+        width, height = struct.unpack("<HH", data[18:22])
+    else:
+        width, height = struct.unpack("<ii", data[18:26])
+    return abs(width), abs(height)
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height (tags 256, 257) of the first IFD; a BigTIFF is read too."""
+    order = "<" if data[:2] == b"II" else ">"
+    version = struct.unpack(order + "H", data[2:4])[0]
+    if version == 42:
+        offset = struct.unpack(order + "I", data[4:8])[0]
+        count = struct.unpack(order + "H", data[offset:offset + 2])[0]
+        entries, entry_size, first = count, 12, offset + 2
+    elif version == 43:
+        offset = struct.unpack(order + "Q", data[8:16])[0]
+        count = struct.unpack(order + "Q", data[offset:offset + 8])[0]
+        entries, entry_size, first = count, 20, offset + 8
+    else:
+        return None
+    found: dict[int, int] = {}
+    for n in range(min(entries, 4096)):
+        at = first + n * entry_size
+        tag, kind = struct.unpack(order + "HH", data[at:at + 4])
+        if tag in (256, 257):
+            value_at = at + (8 if version == 42 else 12)
+            fmt = {3: "H", 4: "I", 16: "Q"}.get(kind)
+            if fmt is None:
+                return None
+            found[tag] = struct.unpack(order + fmt, data[value_at:value_at + struct.calcsize(fmt)])[0]
+    if 256 not in found or 257 not in found:
+        return None
+    return found[256], found[257]
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8 ":
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L":
+        bits = struct.unpack("<I", data[21:25])[0]
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+        return width, height
+    return None
+
+
+_FORMATS = (
+    ("PNG", lambda d: d[:8] == b"\x89PNG\r\n\x1a\n", _png_size),
+    ("JPEG", lambda d: d[:2] == b"\xff\xd8", _jpeg_size),
+    ("BMP", lambda d: d[:2] == b"BM" and len(d) >= 26, _bmp_size),
+    ("TIFF", lambda d: d[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"), _tiff_size),
+    ("WebP", lambda d: d[:4] == b"RIFF" and d[8:12] == b"WEBP", _webp_size),
+)
+
+
+def _complete(fmt: str, data: bytes) -> bool:
+    """A PNG ends with its IEND chunk and a JPEG with its EOI marker; a cut-off file would decode
+    to a partly grey image without an error."""
+    tail = data[-4096:]
+    if fmt == "PNG":
+        return b"IEND" in tail
+    if fmt == "JPEG":
+        return b"\xff\xd9" in tail
+    return True
 
 
 def check_frame(frame: np.ndarray, source: str = "frame") -> np.ndarray:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.contracts.errors import ModelError, ModelIntegrityError
+from runtime.contracts.errors import ConfigError, ModelError, ModelIntegrityError
 from runtime.contracts.card_sections import PreprocessParams
 
 CARD_SCHEMA = "smearscope-model-card/1"
@@ -76,10 +76,22 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "card") -> "ModelCard":
+        if not isinstance(data, dict):
+            raise ModelError(f"{source}: a model card is a JSON object, got {type(data).__name__}")
+        try:
+            return cls._from_dict(data, source)
+        except (TypeError, ValueError, ConfigError) as exc:  # a field of the wrong type or range
+            raise ModelError(f"{source}: {exc}") from None
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any], source: str) -> "ModelCard":
         required = ("name", "version", "sha256", "task", "classes", "input_name", "input_shape", "output_names", "opset")
         missing = [k for k in required if k not in data]
         if missing:
             raise ModelError(f"{source}: model card lacks {', '.join(missing)}")
+        sha = data["sha256"]
+        if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise ModelError(f"{source}: sha256 must be 64 lowercase hex digits, got {sha!r:.80}")
         known = set(required) | {"schema", "preprocess", "quantization", "training_data", "metrics"}
         pre = data.get("preprocess")
         return cls(
@@ -110,6 +122,8 @@ class ModelCard:
 def load_card(model_path: str | Path, *, verify: bool = True) -> ModelCard:
     """Load the card beside `model_path`; with `verify`, refuse a model whose hash differs."""
     model_path = Path(model_path)
+    if model_path.is_dir():
+        raise ModelError(f"{model_path}: is a directory, expected an .onnx model file")
     if not model_path.is_file():
         raise ModelError(f"{model_path}: model file does not exist")
     card_file = card_path_for(model_path)

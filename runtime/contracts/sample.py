@@ -9,10 +9,8 @@ site secret configured, whatever reference the worklist gives is replaced by a k
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import hmac
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -22,7 +20,10 @@ from typing import Any, Iterable, Mapping
 from runtime.contracts.classes import CELL_CLASSES, CLASS_NAMES
 from runtime.contracts.config import SampleConfig
 from runtime.contracts.errors import ConfigError, DataError
+from runtime.contracts.csvtable import read_csv_table, read_text_bounded
 from runtime.contracts.ids import uuid7
+from runtime.contracts.strictjson import loads_strict
+from runtime.contracts.plausible import ImplausibleValue, check_labs
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ class SampleContext:
             raise ConfigError(f"sample_id: must be 1-128 characters, got {self.sample_id!r}")
         if self.fields < 1:
             raise ConfigError(f"sample {self.sample_id}: fields must be >= 1, got {self.fields}")
+        problems = check_labs(self.labs)
+        if problems:
+            raise ImplausibleValue(f"sample {self.sample_id}: lab " + "; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -97,12 +101,7 @@ def parse_lab_options(options: Iterable[str]) -> dict[str, LabValue]:
 def read_worklist(path: str | Path, secret: bytes | None = None, default_fields: int = 1) -> list[SampleContext]:
     """Samples from a CSV (columns sample_id, patient_id, fields, then lab values) or JSON list."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: worklist file does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read worklist ({exc})") from exc
+    text = read_text_bounded(path, "worklist")
     rows = _json_rows(path, text) if path.suffix.lower() == ".json" else _csv_rows(path, text)
     samples = []
     for number, row in enumerate(rows, start=1):
@@ -125,12 +124,12 @@ def read_worklist(path: str | Path, secret: bytes | None = None, default_fields:
 
 
 def _csv_rows(path: Path, text: str) -> list[dict[str, Any]]:
-    reader = csv.DictReader(text.splitlines())
-    if not reader.fieldnames or "sample_id" not in reader.fieldnames:
+    table = read_csv_table(path, text)
+    if "sample_id" not in table.columns:
         raise DataError(f"{path}: a CSV worklist needs a header row with a sample_id column")
     rows = []
-    for row in reader:
-        labs = {k: parse_lab_value(v) for k, v in row.items() if k not in _RESERVED_COLUMNS and k and v not in (None, "")}
+    for row in table.rows:
+        labs = {k: parse_lab_value(v) for k, v in row.items() if k not in _RESERVED_COLUMNS and v != ""}
         rows.append({"sample_id": row.get("sample_id"), "patient_id": row.get("patient_id"),
                      "fields": row.get("fields"), "labs": labs})
     return rows
@@ -138,9 +137,9 @@ def _csv_rows(path: Path, text: str) -> list[dict[str, Any]]:
 
 def _json_rows(path: Path, text: str) -> list[dict[str, Any]]:
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+        data = loads_strict(text)
+    except ValueError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise DataError(f"{path}: a JSON worklist is a list of objects with sample_id, patient_id, fields, labs")
     for number, row in enumerate(data, start=1):
@@ -170,6 +169,9 @@ class SampleTracker:
                 raise ConfigError(f"sample.pseudonym_secret_env: environment variable {config.pseudonym_secret_env} is not set")
             secret = value.encode("utf-8")
         if config.worklist:
+            if config.labs:  # they would belong to no sample of the worklist: never drop them silently
+                raise ConfigError("sample.labs: lab values given with a worklist; put them in the worklist's rows "
+                                  "(or give a sample_id / run --sample-id instead of the worklist)")
             return cls(read_worklist(config.worklist, secret, config.fields_per_sample), config.fields_per_sample)
         if config.sample_id:
             patient = config.patient_id
@@ -177,6 +179,9 @@ class SampleTracker:
                 patient = pseudonymize(patient, secret)
             return cls([SampleContext(config.sample_id, patient, dict(config.labs), config.fields_per_sample)],
                        config.fields_per_sample)
+        if config.labs:  # lab values belong to one sample: never drop them, never guess which
+            raise ConfigError("sample.labs: lab values need a sample: give sample.sample_id (run --sample-id) "
+                              "or a worklist with the labs in its rows")
         return cls([], config.fields_per_sample)
 
     @property

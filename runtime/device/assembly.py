@@ -16,7 +16,10 @@ from runtime.diagnosis.decision import GuidelineDiagnoser
 from runtime.device.loop import Device, ModelHolder
 from runtime.delivery.sinks import Publisher, make_publisher
 from runtime.contracts.sample import SampleTracker
-from runtime.inference.model import session_options
+from runtime.contracts.errors import ModelError
+from runtime.contracts.modelcard import load_card
+from runtime.contracts.plausible import check_calibration
+from runtime.inference.model import default_model_path, session_options
 from runtime.capture.triggers import LogStatus, StatusIndicator, TriggerEvent, TriggerQueue, TriggerSource, make_trigger
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,8 @@ def build_device(
     indicators: list[StatusIndicator] | None = None,
 ) -> DeviceSetup:
     """Everything the config describes; any part given as an argument replaces the configured one."""
+    if config.um_per_px is not None:
+        check_device_calibration(config)
     camera = make_camera(config.camera)
     events = TriggerQueue()
     if publisher is None:
@@ -79,6 +84,17 @@ def build_device(
         first_seq=_next_seq(publisher),
     )
     return DeviceSetup(device=device, trigger=trigger)
+
+
+def check_device_calibration(config: DeviceConfig) -> None:
+    """The configured calibration against the plausible range and the model card's scale range,
+    before the device waits for its first capture. A model that cannot be read is left to the
+    device, which reports it on its status LED and retries."""
+    try:
+        preprocess = load_card(config.model.path or default_model_path()).preprocess
+    except ModelError:
+        preprocess = None
+    check_calibration(config.um_per_px, preprocess)
 
 
 def _next_seq(publisher: Publisher) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping
 
 from runtime.diagnosis.diabetes_type import assess_type
+from runtime.diagnosis.features import network_view
 from runtime.diagnosis.followup import followup_triggers, followups_for
 from runtime.diagnosis.inputs import PatientInputs, patient_inputs_from_mapping
 from runtime.diagnosis.report import Criterion, DiagnosisReport, HbA1cReliability
@@ -120,16 +121,48 @@ def diagnose(
     unequivocal = any(c.test == "random_glucose" for c in criteria)
     diabetes_tests = {c.test for c in criteria if c.status == "diabetes"}
     confirmation_needed = status == "diabetes" and not unequivocal and len(diabetes_tests) < 2
-    if confirmation_needed:
-        flags.append("one abnormal test only: repeat on a new sample (or a second test) before diagnosing")
+    confirmation_reason = _confirmation_reason(p, criteria, evaluated) if confirmation_needed else None
+    if confirmation_reason:
+        flags.append(confirmation_reason)
 
     type_ = assess_type(p, status)
     probabilities = network.predict(p, exclude_hba1c=hba1c.excluded) if network is not None else None
+    seen = network_view(p, exclude_hba1c=hba1c.excluded) if probabilities else None
+    if seen:
+        flags.extend(unseen_by_network(seen, criteria))
     triggers = followup_triggers(p, guideline, status, confirmation_needed, hba1c, type_,
                                  random_without_symptoms, red_cells_abnormal, anaemia, evaluated)
     return DiagnosisReport(
         guideline=guideline, status=status, category=category, criteria=criteria,
         confirmation_needed=confirmation_needed, flags=flags, hba1c_excluded=hba1c,
         probabilities=probabilities, type=type_, followup=followups_for(triggers, guideline),
-        tests_evaluated=evaluated, population=population,
+        tests_evaluated=evaluated, population=population, confirmation_reason=confirmation_reason,
+        network=seen,
     )
+
+
+def _confirmation_reason(p: PatientInputs, criteria: list[Criterion], evaluated: list[str]) -> str:
+    """Why a diabetes-level result needs confirming: the one test it rests on, and any other test
+    that did not agree."""
+    at_diabetes = [c for c in criteria if c.status == "diabetes"]
+    basis = ", ".join(f"{c.label} {c.value:g} {c.unit} >= {c.threshold:g} {c.unit}" for c in at_diabetes)
+    others = [t for t in evaluated if t not in {c.test for c in at_diabetes}]
+    disagree = ", ".join(f"{TEST_LABELS[t]} {p.measurement(t)}" for t in others)
+    return (f"confirm: diabetes rests on one test ({basis})"
+            + (f"; {disagree} below the diabetes cut-point (discordant)" if disagree else "")
+            + ": repeat it on a new sample, or a second test, before diagnosing")
+
+
+def unseen_by_network(seen: dict[str, list[str]], criteria: list[Criterion]) -> list[str]:
+    """Flags for the network's blind spots: given inputs it does not take, and guideline criteria
+    resting on a test it did not see (its probabilities cannot reflect them)."""
+    flags = []
+    not_used = seen["inputs_not_used"]
+    if not_used:
+        flags.append(f"network: its probabilities use {', '.join(seen['inputs_used'])}; they do not use "
+                     f"{', '.join(not_used)}")
+    for c in criteria:
+        if c.test in not_used:
+            flags.append(f"the {c.status.replace('_', ' ')} verdict rests on {c.label} {c.value:g} {c.unit}, which "
+                         "the network did not see: its probabilities do not reflect this test")
+    return flags

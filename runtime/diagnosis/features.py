@@ -4,6 +4,7 @@ so the order and units are defined only here."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Callable
 
 import numpy as np
@@ -31,6 +32,10 @@ _GETTERS: dict[str, Callable[[PatientInputs], float | None]] = {
     "vldl_mmol_l": lambda p: p.vldl_mmol_l,
 }
 FEATURES: tuple[str, ...] = tuple(_GETTERS)
+#: The PatientInputs field behind each feature (the names a person gives: fpg, hba1c, age ...).
+FEATURE_INPUTS: dict[str, str] = {
+    name: {"sex_female": "sex", "ogtt_2h_mmol_l": "ogtt_2h", "hba1c_pct": "hba1c"}.get(name, name) for name in FEATURES
+}
 CLASSES: tuple[str, ...] = ("normal", "prediabetes", "diabetes")
 
 
@@ -47,3 +52,12 @@ def feature_vector(p: PatientInputs, *, exclude_hba1c: bool = False) -> tuple[np
             values[i] = v
             mask[i] = 1.0
     return values, mask
+
+
+def network_view(p: PatientInputs, *, exclude_hba1c: bool = False) -> dict[str, list[str]]:
+    """Which of the patient's given inputs the network takes, and which it cannot use (not among its
+    features, or HbA1c set aside as unreliable): its probabilities say nothing about the latter."""
+    _values, mask = feature_vector(p, exclude_hba1c=exclude_hba1c)
+    used = [FEATURE_INPUTS[name] for name, present in zip(FEATURES, mask) if present]
+    given = [f.name for f in fields(p) if getattr(p, f.name) is not None]
+    return {"inputs_used": used, "inputs_not_used": [name for name in given if name not in used]}

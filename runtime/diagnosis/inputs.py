@@ -14,35 +14,19 @@ from typing import Any, Iterable, Mapping
 
 from runtime.diagnosis.tables import TESTS
 from runtime.diagnosis.units import (
-    GLUCOSE_UNITS, HBA1C_UNITS, MG_DL, MMOL_L, MMOL_MOL, PERCENT, InputError, Measurement,
-    glucose_mmol_l, hba1c_pct, parse_unit,
+    GLUCOSE_UNITS, HBA1C_UNITS, MMOL_L, PERCENT, InputError, Measurement, parse_unit,
 )
 from runtime.contracts.errors import DataError
+from runtime.contracts.plausible import UNIT_SUFFIXES as PLAUSIBLE_UNIT_SUFFIXES, check_lab
 
 #: Unit suffixes of the lab-test columns, e.g. fpg_mg_dl.
-UNIT_SUFFIXES = MappingProxyType({"mmol_l": MMOL_L, "mg_dl": MG_DL, "pct": PERCENT, "mmol_mol": MMOL_MOL})
-MAX_GLUCOSE_MMOL_L = 60.0
-MAX_HBA1C_PCT = 25.0
-
-#: Plain numeric fields with their plausible range: (low, high, low_inclusive).
-NUMERIC_BOUNDS: Mapping[str, tuple[float, float, bool]] = MappingProxyType({
-    "age": (0.0, 130.0, True),
-    "bmi": (0.0, 150.0, False),
-    "pregnancies": (0.0, 30.0, True),
-    "diastolic_bp_mmhg": (0.0, 250.0, False),
-    "triceps_skinfold_mm": (0.0, 150.0, False),
-    "insulin_2h_uu_ml": (0.0, 5000.0, False),
-    "diabetes_pedigree": (0.0, 10.0, True),
-    "urea_mmol_l": (0.0, 150.0, False),
-    "creatinine_umol_l": (0.0, 3000.0, False),
-    "cholesterol_mmol_l": (0.0, 50.0, False),
-    "triglycerides_mmol_l": (0.0, 100.0, False),
-    "hdl_mmol_l": (0.0, 20.0, False),
-    "ldl_mmol_l": (0.0, 30.0, False),
-    "vldl_mmol_l": (0.0, 50.0, False),
-    "c_peptide_pmol_l": (0.0, 20000.0, True),
-    "haemoglobin_g_l": (0.0, 300.0, False),
-})
+UNIT_SUFFIXES = PLAUSIBLE_UNIT_SUFFIXES
+#: Plain numeric fields; their plausible ranges are in runtime.contracts.plausible.LABS (one table).
+NUMERIC_FIELDS: tuple[str, ...] = (
+    "age", "bmi", "pregnancies", "diastolic_bp_mmhg", "triceps_skinfold_mm", "insulin_2h_uu_ml",
+    "diabetes_pedigree", "urea_mmol_l", "creatinine_umol_l", "cholesterol_mmol_l", "triglycerides_mmol_l",
+    "hdl_mmol_l", "ldl_mmol_l", "vldl_mmol_l", "c_peptide_pmol_l", "haemoglobin_g_l",
+)
 BINARY_FIELDS = (
     "pregnant", "symptoms", "gad_positive", "ia2_positive", "znt8_positive", "ketones",
     "haemoglobinopathy", "recent_transfusion", "recent_blood_loss", "haemodialysis", "erythropoietin",
@@ -144,18 +128,13 @@ def _check_record(p: PatientInputs) -> Iterable[InputError]:
         if m.unit not in allowed:
             yield InputError(name, f"unknown unit {m.unit!r} (use {' or '.join(allowed)})")
             continue
-        if test == "hba1c":
-            pct = hba1c_pct(m)
-            if not math.isfinite(m.value) or m.value <= 0 or pct > MAX_HBA1C_PCT:
-                yield InputError(name, f"impossible HbA1c {m} (must be > 0 and <= {MAX_HBA1C_PCT:g} %)")
-        else:
-            mmol = glucose_mmol_l(m)
-            if not math.isfinite(m.value) or m.value <= 0 or mmol > MAX_GLUCOSE_MMOL_L:
-                yield InputError(name, f"impossible glucose {m} (must be > 0 and <= {MAX_GLUCOSE_MMOL_L:g} mmol/L)")
-    for name, (low, high, inclusive) in NUMERIC_BOUNDS.items():
+        problem = check_lab(measurement_field(test, m.unit), m.value)
+        if problem is not None:
+            yield InputError(name, problem.partition(": ")[2])
+    for name in NUMERIC_FIELDS:
         value = getattr(p, name)
-        if value is not None and out_of_bounds(value, low, high, inclusive):
-            yield InputError(name, f"impossible value {value:g} (must be {bounds_text(low, high, inclusive)})")
+        if value is not None and (problem := check_lab(name, value)) is not None:
+            yield InputError(name, problem.partition(": ")[2])
     if p.sex is not None and p.sex not in ("F", "M"):
         yield InputError("sex", f"unknown sex {p.sex!r} (use F or M)")
     if p.pregnant and p.sex == "M":
@@ -214,6 +193,8 @@ def _parse_with_unit(field: str, raw: Any, default_unit: str, allowed: tuple[str
         while i < len(text) and (text[i].isdigit() or text[i] in ".-+eE"):
             i += 1
         number, unit_text = text[:i], text[i:]
+        if not number.strip("+-.eE"):  # no number in front: 'abc', 'nan', 'inf' are not units
+            return Measurement(parse_float(field, text), default_unit)
     unit = parse_unit(unit_text, allowed, field) if unit_text.strip() else default_unit
     return Measurement(parse_float(field, number if unit_text.strip() else text), unit)
 
@@ -226,7 +207,7 @@ def classify_column(name: str) -> str:
     """'patient', 'smear', 'test' (a lab test with a unit suffix) or 'other'; raises for a lab
     test column whose unit suffix is unknown (e.g. fpg_g_l)."""
     key = name.strip()
-    if key in NUMERIC_BOUNDS or key in BINARY_FIELDS or key == "sex" or key in TESTS:
+    if key in NUMERIC_FIELDS or key in BINARY_FIELDS or key == "sex" or key in TESTS:
         return "patient"
     if key in SMEAR_FIELDS:
         return "smear"
@@ -266,7 +247,7 @@ def patient_inputs_from_mapping(
                 kwargs["sex"] = _parse_sex(raw)
             elif key in BINARY_FIELDS:
                 kwargs[key] = _parse_bool(key, raw)
-            elif key in NUMERIC_BOUNDS:
+            elif key in NUMERIC_FIELDS:
                 kwargs[key] = parse_float(key, raw)
             else:
                 if kind == "test":

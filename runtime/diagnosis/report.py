@@ -76,6 +76,8 @@ class DiagnosisReport:
     followup: list[FollowUpItem]
     tests_evaluated: list[str]
     population: str
+    confirmation_reason: str | None = None
+    network: dict[str, list[str]] | None = None  # inputs the network used / could not use
 
     @property
     def model_class(self) -> str | None:
@@ -93,9 +95,11 @@ class DiagnosisReport:
             "criteria": [c.to_dict() for c in self.criteria],
             "tests_evaluated": list(self.tests_evaluated),
             "confirmation_needed": self.confirmation_needed,
+            "confirmation_reason": self.confirmation_reason,
             "flags": list(self.flags),
             "hba1c_excluded": self.hba1c_excluded.to_dict(),
             "probabilities": dict(self.probabilities) if self.probabilities else None,
+            "network": dict(self.network) if self.network else None,
             "model_class": self.model_class,
             "type": self.type.to_dict(),
             "followup": [f.to_dict() for f in self.followup],

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from runtime.diagnosis.inputs import (
     SMEAR_FIELDS, InvalidInputs, bounds_text, out_of_bounds, parse_float, is_blank,
 )
-from runtime.diagnosis.tables import SMEAR_RANGES
+from runtime.diagnosis.tables import SMEAR_MIN_FIELDS, SMEAR_RANGES
 from runtime.diagnosis.units import InputError
 
 
@@ -66,28 +66,27 @@ class RedCellAssessment:
 
 
 def assess_red_cells(smear: SmearFindings | None) -> RedCellAssessment:
-    """Walk SMEAR_RANGES; a measure outside its range is a finding, a missing one a note."""
+    """Walk SMEAR_RANGES; a measure outside its range is a finding. Nothing is judged from fewer
+    than SMEAR_MIN_FIELDS fields (a note says so), whichever measure it is."""
     if smear is None or smear.is_empty():
         return RedCellAssessment()
     findings: list[str] = []
     notes: list[str] = []
-    judged = 0
-    for rng in SMEAR_RANGES:
+    present = [rng for rng in SMEAR_RANGES if smear.measure(rng.measure) is not None]
+    plural = "s" if smear.fields != 1 else ""
+    if present and smear.fields < SMEAR_MIN_FIELDS:
+        notes.append(f"smear: {', '.join(r.measure for r in present)} not judged: {smear.fields} field{plural} "
+                     f"averaged, needs at least {SMEAR_MIN_FIELDS}")
+        return RedCellAssessment(findings, notes)
+    for rng in present:
         value = smear.measure(rng.measure)
-        if value is None:
-            continue
-        if smear.fields < rng.min_fields:
-            notes.append(f"smear: {rng.measure} not judged: {smear.fields} field{'s' if smear.fields != 1 else ''} "
-                         f"averaged, needs at least {rng.min_fields}")
-            continue
-        judged += 1
         low = rng.low is not None and value < rng.low
         high = rng.high is not None and value > rng.high
         if low or high:
             ref = f"{'' if rng.low is None else f'{rng.low:g}'}-{'' if rng.high is None else f'{rng.high:g}'}"
             findings.append(f"smear: {rng.finding}: {rng.measure} {value:.3g} {rng.unit} outside {ref} "
-                            f"(over {smear.fields} field{'s' if smear.fields != 1 else ''})")
-    if judged == 0 and not notes:
+                            f"(over {smear.fields} field{plural})")
+    if not present:
         notes.append("smear: cell counts per field without a µm/px calibration or red-cell area "
                      "cannot indicate anaemia; red cells not judged")
     return RedCellAssessment(findings, notes)

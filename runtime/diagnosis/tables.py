@@ -159,8 +159,7 @@ ANAEMIA_CUTOFFS = MappingProxyType({
 class SmearRange:
     """A reference range for one smear measurement; outside it the smear suggests `finding`.
 
-    `min_fields`: how many monolayer fields the value must be averaged over before it is judged
-    (coverage and density vary from field to field far more than cell size does)."""
+    Every measure is judged only over SMEAR_MIN_FIELDS fields or more (one rule for all)."""
 
     measure: str
     low: float | None
@@ -168,21 +167,23 @@ class SmearRange:
     unit: str
     finding: str
     needs_calibration: bool
-    min_fields: int
 
 
+#: Fields a smear measure must be averaged over before any red-cell rule judges it: coverage and
+#: density vary from field to field, and one field's mean cell size rests on a few dozen cells.
+SMEAR_MIN_FIELDS = 5
 #: Typical red-cell area (7.5 µm diameter) used to turn the coverage limit into a density limit.
 RBC_AREA_UM2 = 44.2
 #: Project-defined screening ranges (their basis and limits are in docs/diagnosis.md).
 SMEAR_RANGES: tuple[SmearRange, ...] = (
     # Normal red cells are 6.2-8.2 µm across; the limits are widened by 0.2-0.8 µm because the
     # diameter comes from segmented areas (touching cells that merge inflate it).
-    SmearRange("mean_rbc_diameter_um", 6.0, 9.0, "µm", "abnormal red-cell size (micro- or macrocytosis)", True, 1),
-    SmearRange("rbc_diameter_cv_pct", None, 15.0, "%", "anisocytosis (red cells of unequal size)", True, 1),
+    SmearRange("mean_rbc_diameter_um", 6.0, 9.0, "µm", "abnormal red-cell size (micro- or macrocytosis)", True),
+    SmearRange("rbc_diameter_cv_pct", None, 15.0, "%", "anisocytosis (red cells of unequal size)", True),
     # 30 % coverage of the reading area: below the 5th percentile of the TXL-PBC training images.
-    SmearRange("rbc_area_pct", 30.0, None, "% of field", "low red-cell coverage of the reading area (possible anaemia)", False, 5),
+    SmearRange("rbc_area_pct", 30.0, None, "% of field", "low red-cell coverage of the reading area (possible anaemia)", False),
     SmearRange("rbc_per_10000_um2", round(30.0 / 100 * 1e4 / RBC_AREA_UM2), None, "cells per 10,000 µm²",
-               "low red-cell density (possible anaemia)", True, 5),
+               "low red-cell density (possible anaemia)", True),
 )
 
 

@@ -84,4 +84,9 @@ class SegmentationModel(Network):
             raise ModelError(
                 f"{self.path}: output has shape {logits.shape}, expected 1x{NUM_CLASSES}xHxW class scores"
             )
+        for name, value in outputs.items():  # NaN scores would argmax to "background": an empty, "ok" field
+            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+                raise ModelError(f"{self.path}: output {name!r} has {bad} NaN or infinite value(s) of {value.size}; "
+                                 "the model is broken, no result is made from it")
         return outputs

@@ -24,6 +24,7 @@ import numpy as np
 from runtime.contracts.card_sections import PreprocessParams
 from runtime.contracts.errors import ConfigError, ImageError
 from runtime.contracts.imageio import check_frame
+from runtime.contracts.plausible import check_calibration
 
 IGNORE_INDEX = 255
 """Mask value for pixels the loss must not see (padding, uncertain label boundaries)."""
@@ -133,8 +134,7 @@ def decide_scale(
 ) -> ScaleDecision:
     """Choose the resampling factor: calibration beats a measured size beats an estimate."""
     if um_per_px is not None:
-        if not um_per_px > 0:
-            raise ConfigError(f"um_per_px must be positive, got {um_per_px}")
+        um_per_px = check_calibration(um_per_px, params)  # a clipped scale would be a silently wrong one
         diameter = params.nominal_rbc_diameter_um / um_per_px
         source: ScaleSource = "calibration"
     elif rbc_diameter_px is not None:

@@ -12,6 +12,7 @@ import importlib.util
 import click
 
 from smearscope import __version__
+from smearscope.cli.entry import as_user_error, guard_command
 
 # name -> "module:attribute"; each module imports only click at import time.
 SUBCOMMANDS: dict[str, str] = {
@@ -41,7 +42,17 @@ class LazyGroup(click.Group):
         if target is None or not _module_exists(target):
             return None
         module_name, attr = target.split(":")
-        return getattr(importlib.import_module(module_name), attr)
+        return guard_command(getattr(importlib.import_module(module_name), attr))
+
+    def invoke(self, ctx: click.Context):
+        """Every failure of a subcommand ends as one line with exit 2 (usage/config) or 1 (data)."""
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:  # noqa: BLE001 - turned into one line, or re-raised unchanged
+            error = as_user_error(exc)
+            if error is None:
+                raise
+            raise error from None
 
 
 def _module_exists(target: str) -> bool:
@@ -57,6 +68,9 @@ def cli() -> None:
     Start with `smearscope demo`: it runs the whole path (capture, quality gate,
     segmentation, counting, diagnosis, delivery) on built-in defaults.
     """
+
+
+guard_command(cli)
 
 
 def main() -> None:

@@ -14,10 +14,10 @@ import click
                    "Default: the shipped models/segmentation.int8.onnx.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("analysis"),
               show_default=True, help="Folder for <stem>.json, <stem>.mask.png and <stem>.overlay.png.")
-@click.option("--um-per-px", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--um-per-px", type=float, default=None,
               help="Microscope calibration in µm per pixel: sets the scale directly and adds µm² areas "
                    "and cells per mm². Without it the red-cell size is measured from each image.")
-@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--threads", type=click.IntRange(min=0, max=256), default=0, show_default=True,
               help="ONNX Runtime CPU threads (0: one per core).")
 def analyze(images: tuple[Path, ...], model_path: Path | None, out_dir: Path, um_per_px: float | None,
             threads: int) -> None:
@@ -31,12 +31,16 @@ def analyze(images: tuple[Path, ...], model_path: Path | None, out_dir: Path, um
     """
     from runtime.contracts.errors import SmearscopeError
     from runtime.inference.session import SessionOptions
+    from runtime.contracts.plausible import check_calibration
     from runtime.inference.model import SegmentationModel
+    from smearscope.cli.entry import as_user_error
 
     try:
         model = SegmentationModel.load(model_path, SessionOptions(intra_op_threads=threads))
+        if um_per_px is not None:  # refused before any image, naming the card's range
+            check_calibration(um_per_px, model.card.preprocess, source="--um-per-px")
     except SmearscopeError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise as_user_error(exc) from None
     click.echo(f"model {model.card.name} {model.card.version} ({', '.join(model.loaded.providers)})", err=True)
 
     failures = _analyze_all(model, images, out_dir, um_per_px)
@@ -48,7 +52,7 @@ def analyze(images: tuple[Path, ...], model_path: Path | None, out_dir: Path, um
 
 def _analyze_all(model, images: tuple[Path, ...], out_dir: Path, um_per_px: float | None) -> int:
     from runtime.analysis.analyzer import Analyzer
-    from runtime.contracts.errors import SmearscopeError
+    from runtime.contracts.errors import ModelError, SmearscopeError
 
     analyzer = Analyzer(model)
     failures = 0
@@ -58,6 +62,8 @@ def _analyze_all(model, images: tuple[Path, ...], out_dir: Path, um_per_px: floa
         stem = _unique_stem(path, used_stems)
         try:
             record = _analyze_one(analyzer, path, out_dir, stem, um_per_px)
+        except ModelError:
+            raise  # a broken model fails every image: stop at once (exit 2), nothing written from it
         except SmearscopeError as exc:
             failures += 1
             click.secho(f"error: {exc}", fg="red", err=True)

@@ -24,12 +24,13 @@ def _serial_config(port: str | None, usb_id: str | None, **extra) -> dict:
 
 
 def _open(config: dict):
-    from firmware_bridge import BridgeError, open_bridge
+    from firmware_bridge import BridgeConfigError, BridgeError, open_bridge
+    from smearscope.cli.entry import DATA_EXIT, USAGE_EXIT, UserError
 
     try:
         return open_bridge(config)
-    except BridgeError as exc:
-        raise click.ClickException(str(exc)) from exc
+    except BridgeError as exc:  # a bad setting is usage (2); an absent or silent controller is not (1)
+        raise UserError(str(exc), USAGE_EXIT if isinstance(exc, BridgeConfigError) else DATA_EXIT) from None
 
 
 @click.group()

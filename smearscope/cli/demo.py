@@ -67,6 +67,7 @@ def demo(out_dir: Path, presses: int, model_path: Path | None, guideline: str, s
     import contextlib
 
     from runtime.contracts.errors import SmearscopeError
+    from smearscope.cli.entry import as_user_error
     from runtime.delivery.sinks import FanOut, FileSink
 
     try:
@@ -94,7 +95,7 @@ def demo(out_dir: Path, presses: int, model_path: Path | None, guideline: str, s
         click.echo(click.style("Glucose cannot be seen in a smear: the diagnosis comes from the lab values; the "
                                "smear decides whether HbA1c can be trusted.", dim=True))
     except SmearscopeError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise as_user_error(exc) from None  # one line; exit 2 for config/model, 1 for data
     failed = [o for o in report.outcomes if o.status in ("error", "offline")]
     if failed or len(report.outcomes) < presses:
         raise SystemExit(1)
@@ -300,6 +301,11 @@ def _print_summary(echo: Callable[[str], None], report: DemoReport, out_dir: Pat
         if diagnosis is None:
             continue
         echo(f"    diagnosis: {_diagnosis_text(diagnosis)}")
+        if diagnosis.get("confirmation_reason"):
+            echo(f"    {diagnosis['confirmation_reason']}")
+        seen = diagnosis.get("network") or {}
+        if seen.get("inputs_not_used"):
+            echo(f"    network saw {', '.join(seen['inputs_used'])}; not {', '.join(seen['inputs_not_used'])}")
         excluded = diagnosis.get("hba1c_excluded") or {}
         if isinstance(excluded, dict) and excluded.get("excluded"):
             echo(f"    HbA1c not used: {'; '.join(excluded.get('reasons') or [])}")

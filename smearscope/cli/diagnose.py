@@ -60,7 +60,7 @@ PATIENT_OPTIONS = (
 )
 OPTION_FOR_COLUMN = {col: opt for opt, col, _ in TEST_OPTIONS + PATIENT_OPTIONS}
 ADDED_COLUMNS = ("guideline_status", "confirmation_needed", "model_class", "p_normal", "p_prediabetes",
-                 "p_diabetes", "hba1c_excluded", "followup", "error")
+                 "p_diabetes", "network_not_used", "hba1c_excluded", "followup", "error")
 
 
 def _param_name(option: str) -> str:
@@ -101,6 +101,7 @@ def diagnose(guideline: str, as_json: bool, batch_in: Path | None, batch_out: Pa
     Decision support only: results need a clinician's review.
     """
     from runtime.contracts.errors import SmearscopeError
+    from smearscope.cli.entry import UserError
 
     guideline = guideline.lower()
     try:
@@ -120,9 +121,8 @@ def diagnose(guideline: str, as_json: bool, batch_in: Path | None, batch_out: Pa
             raise click.UsageError("give at least one input (e.g. --fpg 7.2) or --batch IN.csv --out OUT.csv")
         _inputs, report = _diagnose_mapping(mapping, guideline, network, glucose_unit, hba1c_unit)
     except SmearscopeError as exc:
-        error = click.ClickException(str(exc) if batch_in is not None else _name_options(exc))
-        error.exit_code = 2  # unusable input; 1 means "batch written, some rows failed"
-        raise error from exc
+        # unusable input: exit 2, since 1 means "batch written, some rows failed"
+        raise UserError(str(exc) if batch_in is not None else _name_options(exc), 2) from None
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -162,6 +162,8 @@ def _text(report) -> str:
     lines = [f"guideline: {d['guideline'].upper()} ({d['population']})",
              f"status: {d['status']}" + (f" ({d['category']})" if d["category"] and d["category"] != d["status"] else "")
              + ("  - confirmation needed" if d["confirmation_needed"] else "")]
+    if d.get("confirmation_reason"):
+        lines.append(f"  {d['confirmation_reason']}")
     if d["criteria"]:
         lines.append("criteria met:")
         lines += [f"  {c['label']} {c['value']:g} {c['unit']} >= {c['threshold']:g} {c['unit']} -> {c['category']}"
@@ -169,7 +171,10 @@ def _text(report) -> str:
     h = d["hba1c_excluded"]
     lines.append("HbA1c: excluded - " + "; ".join(h["reasons"]) if h["excluded"] else "HbA1c: usable")
     if d["probabilities"]:
-        lines.append("network: " + ", ".join(f"{k[2:]} {v:.2f}" for k, v in d["probabilities"].items()))
+        seen = d.get("network") or {}
+        basis = f" (from {', '.join(seen.get('inputs_used') or [])}" + (
+            f"; not seen: {', '.join(seen['inputs_not_used'])})" if seen.get("inputs_not_used") else ")")
+        lines.append("network" + basis + ": " + ", ".join(f"{k[2:]} {v:.2f}" for k, v in d["probabilities"].items()))
     t = d["type"]
     if t["label"] != "not_applicable":
         probs = ", ".join(f"{k} {v:.2f}" for k, v in (t["probabilities"] or {}).items())
@@ -179,25 +184,19 @@ def _text(report) -> str:
         lines += [f"  {f['test']} - {f['reason']}  [{f['citation']}]" for f in d["followup"]]
     if d["flags"]:
         lines.append("notes:")
-        lines += [f"  {f}" for f in d["flags"]]
+        lines += [f"  {f}" for f in d["flags"] if f != d.get("confirmation_reason")]
     return "\n".join(lines)
 
 
 def _run_batch(path_in: Path, path_out: Path, guideline: str, network) -> int:
     """Diagnose every row; rows with bad values get an `error` and the rest still run. Returns
     the number of failed rows (summarised on stderr)."""
-    from runtime.diagnosis.inputs import classify_column
+    from runtime.contracts.csvtable import read_csv_table
     from runtime.contracts.errors import DataError
+    from runtime.diagnosis.inputs import classify_column
 
-    try:
-        with path_in.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            columns = [c for c in (reader.fieldnames or [])]
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path_in}: cannot read CSV ({exc})") from exc
-    if not columns:
-        raise DataError(f"{path_in}: empty CSV (no header)")
+    table = read_csv_table(path_in)  # a duplicated column or a row's extra cell is refused, naming it
+    columns, rows = table.columns, table.rows
     try:
         kinds = {c: classify_column(c) for c in columns}
     except DataError as exc:  # a lab column with an unknown unit: no row can be read safely
@@ -227,8 +226,8 @@ def _run_batch(path_in: Path, path_out: Path, guideline: str, network) -> int:
     with path_out.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=out_columns, extrasaction="ignore")
         writer.writeheader()
-        for row, report, error, probs in zip(rows, reports, errors, probabilities):
-            writer.writerow({**row, **_added(report, error, probs)})
+        for row, inputs, report, error, probs in zip(rows, patients, reports, errors, probabilities):
+            writer.writerow({**row, **_added(inputs, report, error, probs)})
     failed = [(i + 1, e) for i, e in enumerate(errors) if e]
     click.echo(f"{len(rows) - len(failed)} of {len(rows)} rows diagnosed ({guideline.upper()}); wrote {path_out}",
                err=True)
@@ -249,9 +248,12 @@ def _batch_probabilities(network, reports: list[Any], patients: list[Any]) -> li
     return out
 
 
-def _added(report, error: str | None, probs: dict[str, float] | None) -> dict[str, Any]:
+def _added(inputs, report, error: str | None, probs: dict[str, float] | None) -> dict[str, Any]:
+    from runtime.diagnosis.features import network_view
+
     if report is None:
         return {c: "" for c in ADDED_COLUMNS} | {"error": error or ""}
+    not_seen = network_view(inputs, exclude_hba1c=report.hba1c_excluded.excluded)["inputs_not_used"] if probs else []
     probs = probs or {}
     return {
         "guideline_status": report.status,
@@ -260,6 +262,7 @@ def _added(report, error: str | None, probs: dict[str, float] | None) -> dict[st
         "p_normal": probs.get("p_normal", ""),
         "p_prediabetes": probs.get("p_prediabetes", ""),
         "p_diabetes": probs.get("p_diabetes", ""),
+        "network_not_used": " ".join(not_seen),
         "hba1c_excluded": int(report.hba1c_excluded.excluded),
         "followup": "; ".join(f.test for f in report.followup),
         "error": "",

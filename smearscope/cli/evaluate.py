@@ -85,7 +85,7 @@ def evaluate(split: str, models: tuple[Path, ...], data_dir: Path | None, json_p
     from runtime.contracts.card_sections import InferencePlan
 
     if update_cards and (plan_overrides or rule_overrides):
-        raise click.ClickException("--update-cards records the shipped plan and rules: drop --plan/--rule")
+        raise click.UsageError("--update-cards records the shipped plan and rules: drop --plan/--rule")
     plan_changes = _numeric_overrides(plan_overrides, InferencePlan, "--plan")
     rule_changes = _numeric_overrides(rule_overrides, CountRules, "--rule")
     rules = dataclasses.replace(DEFAULT_RULES, **rule_changes)
@@ -115,7 +115,9 @@ def evaluate(split: str, models: tuple[Path, ...], data_dir: Path | None, json_p
 
             report = run_evaluation(data_dir, split, methods, limit=limit, flagged=set(flagged), progress=step)
     except SmearscopeError as exc:
-        raise click.ClickException(str(exc)) from None
+        from smearscope.cli.entry import as_user_error
+
+        raise as_user_error(exc) from None  # exit 2 for config/model, 1 for data
     report["flagged"] = flagged
     report["overrides"] = {"plan": plan_changes, "rules": rule_changes}
     json_path = json_path or Path(f"evaluation-{split}.json")
@@ -127,7 +129,7 @@ def evaluate(split: str, models: tuple[Path, ...], data_dir: Path | None, json_p
     click.echo(f"full report: {json_path}")
     if update_cards:
         if limit is not None:
-            raise click.ClickException("--update-cards needs the whole split (drop --limit)")
+            raise click.UsageError("--update-cards needs the whole split (drop --limit)")
         from training.evaluate import card_metrics, write_card_metrics
 
         names = {p.name for p in models}

@@ -50,11 +50,12 @@ def export(checkpoint: Path, out_dir: Path, name: str, model_version: str, calib
       smearscope export --checkpoint runs/syn/best.pt --out-dir models --name seg-unet
     """
     from runtime.contracts.errors import SmearscopeError
+    from smearscope.cli.entry import as_user_error
 
     try:
         _export(**click.get_current_context().params)
     except SmearscopeError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise as_user_error(exc) from None  # one line; exit 2 for config/model, 1 for data
 
 
 def _export(checkpoint: Path, out_dir: Path, name: str, model_version: str, calibration_data: str | None,

@@ -10,15 +10,27 @@ _DATABASE = click.option("--database", help="Database URL instead of --config (s
 
 
 def _open_store(config_path: str | None, database: str | None):
-    from runtime.contracts.errors import ConfigError
+    from runtime.contracts.errors import ConfigError, DataError
     from server.config import ServerConfig
     from server.store import Store
 
-    if database:
-        return Store(database)
-    if config_path:
-        return Store(ServerConfig.load(config_path).database_url())
-    raise ConfigError("give --config server.yaml or --database URL")
+    if not (database or config_path):
+        raise ConfigError("give --config server.yaml or --database URL")
+    url = database or ServerConfig.load(config_path).database_url()
+    try:
+        return Store(url)
+    except _database_errors() as exc:  # unreachable or unreadable: one line, without the URL's password
+        raise DataError(f"database: cannot open ({' '.join(str(exc).split())})") from None
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    import sqlite3
+
+    try:
+        import psycopg
+    except ImportError:
+        return (sqlite3.Error,)
+    return (sqlite3.Error, psycopg.Error)
 
 
 @click.group()
@@ -39,9 +51,10 @@ def list_cmd(config_path: str | None, database: str | None) -> None:
     if not rows:
         click.echo("no patients yet")
         return
-    click.echo(f"{'patient':<24} {'samples':>7} {'results':>7}  last result")
+    width = max(len("patient"), *(len(pid) for pid, *_ in rows))  # whole ids: `patients show` takes them
+    click.echo(f"{'patient':<{width}} {'samples':>7} {'results':>7}  last result")
     for pid, samples, results, last in rows:
-        click.echo(f"{pid[:24]:<24} {samples:>7} {results:>7}  {last}")
+        click.echo(f"{pid:<{width}} {samples:>7} {results:>7}  {last}")
 
 
 @patients.command("show")

@@ -33,6 +33,7 @@ def run(config_path: Path, sample_id: str | None, patient_id: str | None, labs: 
     from runtime.contracts.config import load_config
     from runtime.contracts.errors import SmearscopeError
     from runtime.contracts.sample import parse_lab_options
+    from smearscope.cli.entry import as_user_error
 
     try:
         cfg = load_config(config_path)
@@ -40,8 +41,12 @@ def run(config_path: Path, sample_id: str | None, patient_id: str | None, labs: 
         overrides = {k: v for k, v in {"sample_id": sample_id, "patient_id": patient_id,
                                          "worklist": str(worklist) if worklist else None,
                                          "fields_per_sample": fields}.items() if v is not None}
+        if labs and worklist:
+            raise click.UsageError("--lab belongs to one sample (--sample-id); a --worklist carries labs in its rows")
         if labs:
             overrides["labs"] = {**sample.labs, **parse_lab_options(labs)}
+        elif worklist:  # the worklist's rows carry their own labs; the config's were its replaced sample's
+            overrides["labs"] = {}
         if sample_id or worklist:  # a sample on the command line replaces the config's sample or worklist
             overrides.setdefault("worklist", None)
             overrides.setdefault("sample_id", None)
@@ -49,7 +54,7 @@ def run(config_path: Path, sample_id: str | None, patient_id: str | None, labs: 
         logging.basicConfig(level=cfg.output.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
         setup = build_device(cfg)
     except SmearscopeError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise as_user_error(exc) from None
 
     if cfg.trigger.type == "stdin":
         click.echo("Press Enter to capture, 'sample ID [PATIENT]' to change sample, 'q' to quit.", err=True)

@@ -65,11 +65,12 @@ def segmentation(**options) -> None:
       smearscope train segmentation --data synthetic --out runs/syn --minutes 10
     """
     from runtime.contracts.errors import SmearscopeError
+    from smearscope.cli.entry import as_user_error
 
     try:
         _train(**options)
     except SmearscopeError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise as_user_error(exc) from None  # one line; exit 2 for config/model, 1 for data
 
 
 def _train(data: str, out_dir: Path, minutes: float | None, steps: int | None, base_width: int, depth: int,

@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from runtime.diagnosis import diagnose
+from runtime.diagnosis import InvalidInputs, diagnose
 from runtime.diagnosis.features import FEATURES
 from training.diagnosis.data import Table
 from training.diagnosis.metrics import (
@@ -41,7 +41,9 @@ def rule_predictions(t: Table) -> tuple[np.ndarray, np.ndarray]:
     """The guideline engine on the table's glucose/HbA1c: (class per row, score for AUC).
 
     Pima: WHO 2-h OGTT rule (status diabetes vs not; score = 2-h glucose).
-    Iraqi: ADA HbA1c rule (normal / prediabetes / diabetes; score = HbA1c)."""
+    Iraqi: ADA HbA1c rule (normal / prediabetes / diabetes; score = HbA1c). A value outside the
+    plausible range (runtime.contracts.plausible) is refused by the engine, as on the device: such a
+    row keeps class 0, like a missing value."""
     if t.name == "pima":
         test, feat, guideline = "ogtt_2h_mmol_l", "ogtt_2h_mmol_l", "who"
     else:
@@ -51,7 +53,10 @@ def rule_predictions(t: Table) -> tuple[np.ndarray, np.ndarray]:
     for i in range(len(t)):
         if t.mask[i, j] == 0:
             continue
-        status = diagnose({test: float(t.values[i, j]), "pregnant": 0}, guideline=guideline).status
+        try:
+            status = diagnose({test: float(t.values[i, j]), "pregnant": 0}, guideline=guideline).status
+        except InvalidInputs:
+            continue
         classes[i] = STATUS_TO_CLASS.get(status, 0)
     return classes, t.values[:, j] * t.mask[:, j]
 
