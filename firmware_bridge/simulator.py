@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firmware_bridge import wire
-from firmware_bridge.api import SimulatorSettings, parse_settings
+from firmware_bridge.api import SimulatorSettings
 from firmware_bridge.controller import Controller
 
 
@@ -354,6 +354,5 @@ def open_simulated_bridge(settings: SimulatorSettings | None = None) -> Simulate
     faults = Faults(drop=settings.drop, corrupt=settings.corrupt, split=settings.split, merge=settings.merge)
     simulator = Simulator(to_host=faults, to_controller=Faults(drop=settings.drop, corrupt=settings.corrupt), seed=settings.seed)
     simulator.start()
-    _, serial_settings = parse_settings({"type": "serial", **settings.serial, "port": simulator.port_path})
-    bridge = SerialBridge(serial_settings)
+    bridge = SerialBridge(settings.serial.model_copy(update={"port": simulator.port_path}))
     return SimulatedBridge(simulator, bridge)

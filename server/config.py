@@ -1,88 +1,66 @@
-"""`server.yaml`: typed, unknown keys refused, every error names its key."""
+"""`server.yaml`: typed, unknown keys refused, every error one line naming its key.
+
+The `broker:` section is the shared MQTT settings model (runtime.contracts.mqtt_settings) with
+the server's own defaults; TLS file paths in it are relative to the config file.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import yaml
+from pydantic import Field, PrivateAttr
 
 from runtime.contracts.errors import ConfigError
-from runtime.delivery.connection import MqttSettings, TlsFiles
+from runtime.contracts.mqtt_settings import MqttSettings, Port
+from runtime.contracts.safe_load import load_yaml_file
+from runtime.contracts.validation import NAME, Section, text_matching, validate_section
 
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 
 
-@dataclass(frozen=True)
-class BrokerConfig:
+class BrokerConfig(MqttSettings):
     """How the server reaches the broker (TLS with its own client certificate in production)."""
 
-    host: str = "127.0.0.1"
-    port: int = 8883
-    client_id: str = "smearscope-server"
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    keepalive_s: int = 30
-    session_expiry_s: int = 7 * 24 * 3600
+    port: Port = 8883
+    client_id: Annotated[NAME, Field(min_length=1)] = "smearscope-server"
 
     def settings(self, base: Path) -> MqttSettings:
-        tls = None
-        if self.ca_file:
-            tls = TlsFiles(*(base / p for p in (self.ca_file, self.cert_file or "", self.key_file or "")))
-        return MqttSettings(host=self.host, port=self.port, client_id=self.client_id, tls=tls,
-                            keepalive_s=self.keepalive_s, session_expiry_s=self.session_expiry_s)
+        """The connection settings, relative TLS paths taken from `base` (the config file's folder)."""
+        return self.connection(base_dir=base)
 
 
-@dataclass(frozen=True)
-class ServerConfig:
+class ServerConfig(Section):
     """Everything `smearscope serve` needs."""
 
-    broker: BrokerConfig = field(default_factory=BrokerConfig)
-    database: str = "sqlite:///smearscope-server.sqlite3"
-    site: str = "+"
-    share_group: str | None = "smearscope-servers"
-    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
-    base_dir: Path = Path(".")
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    database: text_matching(r"^(sqlite:///|postgresql://|postgres://)\S",
+                            "must be sqlite:///PATH or postgresql://USER@HOST/DB") = "sqlite:///smearscope-server.sqlite3"
+    site: text_matching(r"^(\+|[A-Za-z0-9_.-]{1,64})$", "a site name (1-64 letters, digits, '_', '.', '-') or + for all") = "+"
+    share_group: NAME | None = "smearscope-servers"
+    max_payload_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = DEFAULT_MAX_PAYLOAD_BYTES
+    _base_dir: Path = PrivateAttr(default=Path("."))
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths are taken from: the config file's (the working directory otherwise)."""
+        return self._base_dir
 
     @classmethod
     def load(cls, path: str | Path) -> "ServerConfig":
         """Read and check a YAML file; relative paths in it are relative to the file."""
         path = Path(path)
+        raw = load_yaml_file(path, "server config")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
-        return cls.from_dict(raw, base_dir=path.resolve().parent)
+            return cls.from_dict(raw, base_dir=path.resolve().parent)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], base_dir: Path = Path(".")) -> "ServerConfig":
-        if not isinstance(raw, dict):
-            raise ConfigError("server config: top level must be a mapping")
-        _no_unknown(raw, cls, "", skip={"base_dir"})
-        broker_raw = raw.get("broker", {}) or {}
-        if not isinstance(broker_raw, dict):
-            raise ConfigError("broker: must be a mapping")
-        _no_unknown(broker_raw, BrokerConfig, "broker.")
-        try:
-            broker = BrokerConfig(**broker_raw)
-            cfg = cls(broker=broker, base_dir=base_dir, **{k: v for k, v in raw.items() if k != "broker"})
-        except TypeError as exc:
-            raise ConfigError(f"server config: {exc}") from exc
-        cfg.check()
-        return cfg
-
-    def check(self) -> None:
-        if not isinstance(self.broker.port, int) or not 0 < self.broker.port < 65536:
-            raise ConfigError(f"broker.port: must be 1-65535, got {self.broker.port!r}")
-        tls = (self.broker.ca_file, self.broker.cert_file, self.broker.key_file)
-        if any(tls) and not all(tls):
-            raise ConfigError("broker.ca_file: TLS needs ca_file, cert_file and key_file together")
-        if not isinstance(self.max_payload_bytes, int) or self.max_payload_bytes < 1024:
-            raise ConfigError(f"max_payload_bytes: must be an integer >= 1024, got {self.max_payload_bytes!r}")
-        if not isinstance(self.database, str) or not self.database.startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise ConfigError("database: must be sqlite:///PATH or postgresql://USER@HOST/DB")
+    def from_dict(cls, raw: Any, base_dir: Path = Path(".")) -> "ServerConfig":
+        config = validate_section(cls, raw)
+        config._base_dir = base_dir
+        return config
 
     def database_url(self) -> str:
         """The database URL with a relative SQLite path resolved against the config file."""
@@ -92,8 +70,6 @@ class ServerConfig:
         return self.database
 
 
-def _no_unknown(raw: dict[str, Any], cls: type, prefix: str, skip: set[str] = frozenset()) -> None:
-    known = {f.name for f in fields(cls)} - set(skip)
-    for key in raw:
-        if key not in known:
-            raise ConfigError(f"{prefix}{key}: unknown key (expected one of {', '.join(sorted(known))})")
+def server_config_schema() -> dict[str, Any]:
+    """The JSON Schema of `server.yaml` (for editors)."""
+    return ServerConfig.model_json_schema()

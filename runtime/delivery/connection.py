@@ -14,7 +14,6 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -22,31 +21,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from runtime.contracts.mqtt_settings import MqttSettings, TlsFiles  # noqa: F401  (TlsFiles: re-exported)
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """Client-certificate TLS: the CA that signed the broker, and this client's certificate and key."""
-
-    ca: Path
-    cert: Path
-    key: Path
-
-
-@dataclass(frozen=True)
-class MqttSettings:
-    """Where and how to connect. `session_expiry_s` > 0 keeps the broker-side session across drops."""
-
-    host: str = "127.0.0.1"
-    port: int = 1883
-    client_id: str = ""
-    tls: TlsFiles | None = None
-    keepalive_s: int = 30
-    session_expiry_s: int = 7 * 24 * 3600
-    reconnect_min_s: float = 0.2
-    reconnect_max_s: float = 5.0
-    max_inflight: int = 100
 
 
 @dataclass

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -267,4 +267,4 @@ class MqttPublisher:
 
 
 def _with_client_id(settings: MqttSettings, device_id: str) -> MqttSettings:
-    return replace(settings, client_id=f"device-{device_id}")
+    return settings.connection(client_id=f"device-{device_id}")
