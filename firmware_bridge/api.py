@@ -227,12 +227,20 @@ def _one_line(exc: ValidationError) -> str:
     if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
         return f"bridge.type must be one of {', '.join(SETTINGS_BY_TYPE)}; got {error['input'].get('type')!r}"
     path = ".".join(str(p) for p in error["loc"][1:])  # loc[0] is the type tag
-    message = {"extra_forbidden": "unknown key", "missing": "required key is missing"}.get(error["type"], error["msg"])
+    kind, bound = error["type"], next(iter((error.get("ctx") or {}).values()), None)
+    bound = f"{bound:g}" if isinstance(bound, float) else bound
+    message = _WORDS.get(kind) or (f"must be {_SIGNS[kind]} {bound}" if kind in _SIGNS else error["msg"].lower())
     value = repr(error["input"])
     value = value if len(value) <= 40 else value[:37] + "..."
-    tail = "" if error["type"] in ("extra_forbidden", "missing") else f"; got {value}"
+    tail = "" if kind in ("extra_forbidden", "missing") else f"; got {value}"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"bridge.{path}: {message[:1].lower() + message[1:]}{tail}{more}"
+    return f"bridge.{path}: {message}{tail}{more}"
+
+
+_WORDS = {"extra_forbidden": "unknown key", "missing": "required key is missing", "float_type": "expected a number",
+          "int_type": "expected an integer", "bool_type": "expected true or false", "string_type": "expected text",
+          "model_type": "expected a mapping", "string_too_short": "must not be empty"}
+_SIGNS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
 
 
 def open_bridge(config: Mapping[str, Any] | _Settings) -> Bridge:

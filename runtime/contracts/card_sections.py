@@ -8,7 +8,7 @@ sections are pydantic models of the one validation engine (runtime.contracts.val
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -19,6 +19,8 @@ Positive = Annotated[float, Field(gt=0)]
 
 class PreprocessParams(Section):
     """Everything that defines the tensor a model was trained on. Stored in the model card."""
+
+    section_path: ClassVar[str] = "preprocess"
 
     version: Annotated[int, Field(ge=1)] = 1
     color_order: Literal["RGB", "BGR"] = "RGB"
@@ -49,7 +51,7 @@ class PreprocessParams(Section):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PreprocessParams":
         """From a card's `preprocess` section; unknown keys are an error."""
-        return validate_section(cls, data, "preprocess")
+        return validate_section(cls, data, cls.section_path)
 
 
 class InferencePlan(Section):
@@ -60,6 +62,8 @@ class InferencePlan(Section):
     scale: each model draws cells a little larger or smaller, so the measurement is divided by it
     before it sets the scale (fitted on training frames at export, export.scale_fit).
     """
+
+    section_path: ClassVar[str] = "inference"
 
     measured_diameter_ratio: Annotated[float, Field(ge=0.5, le=2.0)] = 1.0
     candidates: Annotated[tuple[Positive, ...], ListTuple, Field(min_length=1, max_length=8)] = (1.0, 2.0)
@@ -100,7 +104,7 @@ class InferencePlan(Section):
         """From a card's `inference` section (absent: the defaults); unknown keys are an error."""
         if not data:
             return cls()
-        return validate_section(cls, data, "inference")
+        return validate_section(cls, data, cls.section_path)
 
 
 DEFAULT_PLAN = InferencePlan()

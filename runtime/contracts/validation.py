@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import reprlib
 from collections.abc import Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
@@ -38,6 +38,17 @@ class Section(BaseModel):
     """A validated, immutable piece of configuration."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=False)
+    section_path: ClassVar[str] = ""
+    """Where the section sits in its file, for errors of sections constructed in code ("inference")."""
+
+    def __init__(self, /, **data: Any) -> None:
+        """Constructed in code, a section checks its values too: bad ones are a ConfigError."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(describe_errors(exc, data, self.section_path, type(self))) from None
+
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]  # nested sections skip it
 
     def replace(self: S, **changes: Any) -> S:
         """A copy with some fields changed, validated like the original (ConfigError if not valid)."""
@@ -158,6 +169,7 @@ def _message(errors: list[dict[str, Any]], path: str, cls: type[BaseModel] | Non
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         sign = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
         bound = next(iter(ctx.values()))
+        bound = f"{bound:g}" if isinstance(bound, float) else bound
         return f"must be {sign} {bound}, got {_short.repr(value)}"
     if kind in ("too_short", "string_too_short"):
         return f"must not be empty, got {_short.repr(value)}" if ctx.get("min_length", 1) <= 1 else \
