@@ -31,12 +31,15 @@ from yaml.scanner import Scanner
 
 from runtime.contracts.errors import ConfigError
 
-MAX_CONFIG_BYTES = 256 * 1024
-"""A hand-written config is a few kilobytes; 256 KiB leaves room for long comments."""
+MAX_CONFIG_BYTES = 64 * 1024
+"""A hand-written config is a few kilobytes (the commented default example: 6 KiB); 64 KiB leaves room
+for long comments and keeps the pure-Python YAML reader under a tenth of a second on any file."""
 MAX_DEPTH = 32
 MAX_ALIASES = 64
-MAX_EXPANDED_NODES = 20_000
-"""Nodes in the document with every alias expanded: what a consumer walking the data would see."""
+MAX_EXPANDED_NODES = 2_000
+"""Values (nodes) in the document, every alias expanded: what a consumer walking the data would see.
+A device config has about a hundred; pure-Python YAML composes some 15,000 a second on a small
+board, so the limit also bounds the time spent on a hostile file."""
 
 
 def read_text_file(path: str | Path, what: str = "file", max_bytes: int = MAX_CONFIG_BYTES) -> str:
@@ -140,6 +143,16 @@ class _Limited(Exception):
     """A limit was hit while composing; carries a message without the offending content."""
 
 
+class _BoundedScanner(Scanner):
+    """PyYAML's scanner, refusing deep flow nesting (``[[[[...``) as it reads it: its bookkeeping of
+    possible keys grows with the flow level, so thousands of brackets would cost seconds."""
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        if self.flow_level >= MAX_DEPTH:
+            raise _Limited(f"line {self.line + 1}: nested deeper than {MAX_DEPTH} levels")
+        super().fetch_flow_collection_start(TokenClass)
+
+
 class _BoundedComposer(Composer):
     """PyYAML's composer with nesting depth and alias count checked as nodes are composed."""
 
@@ -189,10 +202,10 @@ class _StrictConstructor(SafeConstructor):
 _StrictConstructor.add_constructor("tag:yaml.org,2002:map", _StrictConstructor.construct_yaml_map)
 
 
-class _BoundedLoader(Reader, Scanner, Parser, _BoundedComposer, _StrictConstructor, Resolver):
+class _BoundedLoader(Reader, _BoundedScanner, Parser, _BoundedComposer, _StrictConstructor, Resolver):
     def __init__(self, stream: str) -> None:
         Reader.__init__(self, stream)
-        Scanner.__init__(self)
+        _BoundedScanner.__init__(self)
         Parser.__init__(self)
         _BoundedComposer.__init__(self)
         _StrictConstructor.__init__(self)

@@ -37,7 +37,7 @@ ListTuple = BeforeValidator(_list_to_tuple)
 class Section(BaseModel):
     """A validated, immutable piece of configuration."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=False, allow_inf_nan=False)
     section_path: ClassVar[str] = ""
     """Where the section sits in its file, for errors of sections constructed in code ("inference")."""
 
