@@ -76,6 +76,7 @@ def test_opencv_camera_drops_and_reconnects(tmp_path):
     with pytest.raises(CameraDisconnected, match="stopped delivering frames"):
         camera.capture()
     shutil.rmtree(frames)  # unplugged
+    time.sleep(0.02)
     with pytest.raises(CameraDisconnected, match="cannot be opened"):
         camera.capture()
     assert not camera.available()
