@@ -107,6 +107,35 @@ def test_validation_lists_every_failure_in_one_error(tiny_model, tmp_path):
     assert info.value.report.float_convs
 
 
+def test_validation_compares_names_and_shapes_before_values(tiny_model):
+    """A PyTorch model whose output would broadcast against the graph's is a shape mismatch, listed
+    with the other failures, not a small difference."""
+    import torch
+
+    from export.quick import TINY_PARAMS, TINY_STYLE
+    from export.validate import ExportValidationError, validate_export
+    from training.checkpoint import load_checkpoint
+    from training.datasets import SyntheticSource
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = self.inner(x)
+            return logits.mean(dim=(2, 3), keepdim=True), logits  # one output too many, the first pooled
+
+    model = Pooled(load_checkpoint(tiny_model.int8.parent / "train" / "best.pt").build())
+    source = SyntheticSource(count=1, split="test", height=192, width=192, style=TINY_STYLE)
+    with pytest.raises(ExportValidationError) as info:
+        validate_export(model, tiny_model.fp32, tiny_model.fp32, [source[0]], TINY_PARAMS)
+    problems = info.value.report.problems
+    assert problems[0] == "fp32 ONNX vs PyTorch: missing output(s) output #1"  # PyTorch gave two
+    assert problems[1].startswith("fp32 ONNX vs PyTorch: output logits has shape")
+    assert any("float convolution" in p for p in problems)
+
+
 def test_report_figures(tiny_model, capsys):
     """Print the measured figures (pytest -s shows them; docs/model-pipeline.md quotes a run)."""
     report = tiny_model.report.to_dict()
