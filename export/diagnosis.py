@@ -19,7 +19,7 @@ import click
 import numpy as np
 import torch
 
-from export.card import write_card
+from export.card import CardContent, write_card
 from export.compare import check_outputs
 from export.onnx_export import export_onnx
 from runtime.diagnosis.features import CLASSES, FEATURES
@@ -101,8 +101,8 @@ def run(data_dir: Path, out: Path, cfg: NetConfig, folds: int, seed: int) -> Mod
     click.echo(f"exported {out}; ONNX Runtime vs PyTorch max |diff| {worst:.2e}; temperature {calib['temperature']}")
     metrics = card_metrics(cv)
     metrics["final_model_calibration"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in calib.items()}
-    card = write_card(
-        out, name=MODEL_NAME, version=MODEL_VERSION, task="diabetes-classification",
+    card = write_card(out, CardContent(
+        name=MODEL_NAME, version=MODEL_VERSION, task="diabetes-classification",
         preprocess=None, quantization=None, classes=list(CLASSES),
         training_data={
             "pima": {"path": "diabetes/pima.csv", **pima.notes},
@@ -122,7 +122,7 @@ def run(data_dir: Path, out: Path, cfg: NetConfig, folds: int, seed: int) -> Mod
             "limits": "Pima labels only diabetes vs not; prediabetes is learned from the Iraqi table alone. "
                       "Both tables are small and from specific populations; see docs/diagnosis.md.",
         },
-    )
+    ))
     return card
 
 

@@ -73,23 +73,15 @@ class Simulator:
         to_host: Faults | None = None,
         to_controller: Faults | None = None,
         seed: int | None = None,
-        heartbeat_ms: int | None = None,
-        host_timeout_ms: int | None = None,
-        retry_ms: int | None = None,
-        retry_max_ms: int | None = None,
-        debounce_ms: int | None = None,
+        controller_options: dict[str, int] | None = None,
         link_dir: str | os.PathLike | None = None,
     ) -> None:
+        """`controller_options`: the simulated board's timings (controller.CONTROLLER_OPTIONS), e.g.
+        {"heartbeat_ms": 50}; the protocol's own values otherwise."""
         self.to_host = to_host or Faults()
         self.to_controller = to_controller or Faults()
         self.rng = random.Random(seed)
-        self._controller_options = {
-            "heartbeat_ms": heartbeat_ms,
-            "host_timeout_ms": host_timeout_ms,
-            "retry_ms": retry_ms,
-            "retry_max_ms": retry_max_ms,
-            "debounce_ms": debounce_ms,
-        }
+        self._controller_options = dict(controller_options or {})
         self.controller = self._new_controller()
         self.stats = SimulatorStats()
         self._own_dir = link_dir is None
@@ -200,7 +192,7 @@ class Simulator:
     # ----- internals ------------------------------------------------------------------------
 
     def _new_controller(self) -> Controller:
-        return Controller(boot_id=self.rng.getrandbits(32), **self._controller_options)
+        return Controller(boot_id=self.rng.getrandbits(32), options=self._controller_options)
 
     def _now(self) -> float:
         return time.monotonic() - self._epoch

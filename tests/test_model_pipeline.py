@@ -151,14 +151,14 @@ def test_report_figures(tiny_model, capsys):
 
 def test_centre_head_exports_logits_and_centres(tmp_path):
     """A U-Net with the centre head exports both outputs, by name, through quantization and validation."""
-    from export.quick import build_tiny_model
+    from export.quick import TinyRecipe, build_tiny_model
     from export.validate import Tolerances
 
     # 16 steps only: this checks the two-output plumbing, not accuracy (the int8 Dice gate is
     # exercised on the trained model above), hence the loose Dice tolerance.
-    result = build_tiny_model(tmp_path, steps=16, name="tiny-centres", centre_head=True,
-                              calibration_frames=2, validation_frames=2,
-                              tolerances=Tolerances(max_int8_dice_change=1.0))
+    result = build_tiny_model(tmp_path, TinyRecipe(steps=16, name="tiny-centres", centre_head=True,
+                                                   calibration_frames=2, validation_frames=2,
+                                                   tolerances=Tolerances(max_int8_dice_change=1.0)))
     assert result.report.fp32_vs_pytorch_max_abs_diff["centres"] <= 1e-3
     assert result.report.float_convs == []
     for path in (result.fp32, result.int8):
