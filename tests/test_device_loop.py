@@ -159,7 +159,7 @@ def test_camera_that_disconnects_and_comes_back(model_path, tmp_path):
     for i in range(2):
         _smear_file(frames / f"f{i:03d}.png", 10 + i)
     camera = OpenCVCamera(OpenCVCameraConfig(source=str(frames / "f%03d.png"), backend="images",
-                                             discard_frames=0, reconnect_interval_s=0.0))
+                                             discard_frames=0, reconnect_interval_s=0.01))  # the shortest allowed
     device = _device(model_path, camera, tmp_path, um_per_px=UM_PER_PX)
     with Harness(device) as loop:
         for _ in range(2):
@@ -168,6 +168,7 @@ def test_camera_that_disconnects_and_comes_back(model_path, tmp_path):
         shutil.rmtree(frames)  # the camera runs dry, then is unplugged
         loop.press()
         dropped = loop.next()
+        time.sleep(0.02)  # past the reconnect interval: the next capture tries to reopen
         loop.press()
         unplugged = loop.next()
         loop.wait_state("offline")

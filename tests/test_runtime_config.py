@@ -75,7 +75,7 @@ def test_type_field_picks_the_section_and_its_keys():
         ({"publisher": {"type": "mqtt", "host": "b", "keepalive_s": 0}}, r"^publisher\.keepalive_s: must be >= 5, got 0$"),
         ({"publisher": {"type": "mqtt", "host": "b", "port": 70000}}, r"^publisher\.port: must be <= 65535"),
         ({"publisher": {"type": "mqtt", "host": "b", "session_expiry_s": 0}}, r"^publisher\.session_expiry_s: must be >= 1"),
-        ({"trigger": {"type": "bridge", "bridge": {"type": "usb"}}}, r"^trigger\.bridge\.type: unknown type 'usb'"),
+        ({"trigger": {"type": "bridge", "bridge": {"type": "usb"}}}, r"^trigger\.bridge\.type: must be one of serial, gpio, simulator; got 'usb'$"),
         ({"trigger": {"type": "bridge", "bridge": {"type": "serial", "ack_timeout": 0}}},
          r"^trigger\.bridge\.ack_timeout: must be > 0"),
         ({"trigger": {"type": "bridge", "bridge": {"type": "simulator", "serial": {"heartbeat_interval": 0}}}},

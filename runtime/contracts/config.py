@@ -12,11 +12,12 @@ Relative paths in a config are taken relative to the current working directory.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from firmware_bridge.api import BridgeSettings, SerialSettings
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from runtime.contracts.errors import ConfigError
 from runtime.contracts.mqtt_settings import Host, MqttSettings, Port
@@ -117,13 +118,28 @@ class IntervalTriggerConfig(Section):
 class BridgeTriggerConfig(Section):
     """The microscope controller's CAPTURE button and status LED, through firmware_bridge.
 
-    `bridge` is the bridge's own section (firmware_bridge.api): `{type: serial, port: ...}` for the
-    controller on USB, `{type: gpio, button_line: 17, ...}` for a button wired to a Pi,
-    `{type: simulator}` for the protocol simulator on a pseudo-terminal.
+    `bridge` is the bridge's own section, validated by firmware_bridge's models (which this package
+    does not import at load time: contracts import nothing else of the project): `{type: serial,
+    port: ...}` for the controller on USB, `{type: gpio, button_line: 17, ...}` for a button wired
+    to a Pi, `{type: simulator}` for the protocol simulator on a pseudo-terminal.
     """
 
     type: Literal["bridge"] = "bridge"
-    bridge: BridgeSettings = Field(default_factory=SerialSettings)
+    bridge: dict[str, Any] = Field(default_factory=lambda: {"type": "serial"},
+                                   json_schema_extra={"description": "firmware_bridge settings: type serial, gpio or simulator"})
+
+    @field_validator("bridge")
+    @classmethod
+    def _bridge_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from firmware_bridge.api import BridgeConfigError, parse_settings
+
+        try:
+            parse_settings(value)
+        except BridgeConfigError as exc:  # "bridge.KEY: problem" -> reported at trigger.bridge.KEY
+            found = re.match(r"bridge\.([\w.\[\]]+):? (.*)", str(exc))
+            key, problem = found.groups() if found else ("", str(exc))
+            raise PydanticCustomError("field_rule", problem, {"key": key} if key else {}) from None
+        return value
 
 
 TriggerConfig = Annotated[

@@ -142,7 +142,7 @@ def _dotted(error: dict[str, Any], data: Any, where: str) -> str:
         elif last and mapping and error["type"] in ("missing", "extra_forbidden"):
             parts.append(str(item))
         # else: a union branch name ('int', 'str', 'function-after[...]'): not part of the key path
-    if error["type"] == "field_rule":
+    if error["type"] == "field_rule" and (error.get("ctx") or {}).get("key"):
         parts.append(error["ctx"]["key"])
     if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
         parts.append("type")
