@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.delivery.topics import Topic, TopicError, parse
+from runtime.contracts.safe_load import loads_strict_json
 from runtime.contracts.schema import RESULT_SCHEMA, schema_errors
 
 SCHEMA_VERSION = "result/1"
@@ -42,23 +43,6 @@ class Rejected:
     result_id: str | None
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise _DuplicateKey(f"duplicate key {key!r}")
-        seen[key] = value
-    return seen
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def canonical_json(result: dict[str, Any]) -> str:
     return json.dumps(result, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
@@ -78,7 +62,7 @@ def check_message(topic: str, payload: bytes, max_bytes: int) -> Accepted | Reje
     except UnicodeDecodeError as exc:
         return Rejected("not_utf8", f"invalid UTF-8 at byte {exc.start}", parsed_topic, None)
     try:
-        message = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        message = loads_strict_json(text)
     except (ValueError, RecursionError) as exc:
         return Rejected("not_json", str(exc)[:200], parsed_topic, None)
     result_id = _id_of(message)

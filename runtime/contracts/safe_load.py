@@ -94,22 +94,37 @@ def load_json_file(path: str | Path, what: str = "file", max_bytes: int = MAX_CO
     return parse_json(text, str(path))
 
 
+class StrictJsonError(ValueError):
+    """JSON that parses but is not plain data: a repeated key, or NaN/Infinity."""
+
+
+def _no_constants(name: str) -> Any:
+    raise StrictJsonError(f"{name} is not a JSON number")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise StrictJsonError(f"key {_short(key)} appears twice")
+        seen[key] = value
+    return seen
+
+
+def loads_strict_json(text: str) -> Any:
+    """`json.loads` refusing repeated keys and NaN/Infinity (StrictJsonError, a ValueError), which
+    Python's json accepts but other readers (PostgreSQL, browsers) do not."""
+    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+
+
 def parse_json(text: str, where: str) -> Any:
-    def no_constants(name: str) -> Any:
-        raise ConfigError(f"{where}: {name} is not a JSON number")
-
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in seen:
-                raise ConfigError(f"{where}: key {_short(key)} appears twice")
-            seen[key] = value
-        return seen
-
+    """Strict JSON from a file people write, nesting bounded before the parser recurses."""
     if _json_depth(text) > MAX_DEPTH:
         raise ConfigError(f"{where}: nested deeper than {MAX_DEPTH} levels")
     try:
-        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+        return loads_strict_json(text)
+    except StrictJsonError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
 

@@ -209,7 +209,3 @@ def _allowed_keys(cls: type[BaseModel] | None, path: str, where: str) -> list[st
             return []
     return list(model.model_fields)
 
-
-def tuple_field(item: Any) -> Any:
-    """`tuple[item, ...]` that accepts a list."""
-    return Annotated[tuple[item, ...], ListTuple]
