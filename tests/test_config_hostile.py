@@ -183,3 +183,13 @@ def test_config_check_prints_one_line_and_exits_2(tmp_path: Path, case: str) -> 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}"), result.stderr
     assert time.perf_counter() - started < 30  # the interpreter's start-up; the check itself is measured above
+
+
+@pytest.mark.parametrize("case", ["billion_laughs", "dev_zero", "duplicate_key"])
+def test_serve_refuses_a_hostile_server_config_in_one_line(tmp_path: Path, case: str) -> None:
+    make, _ = HOSTILE[case]
+    path = make(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "smearscope", "serve", "--config", str(path)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {path}"), result.stderr
