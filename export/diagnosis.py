@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 import torch
 
 from export.card import CardContent, write_card
 from export.compare import check_outputs
 from export.onnx_export import export_onnx
 from runtime.diagnosis.features import CLASSES, FEATURES
-from runtime.contracts.errors import ModelError
 from runtime.contracts.modelcard import ModelCard, default_models_dir
 from runtime.inference.session import SessionOptions, create_session
 from training.diagnosis.crossval import CVResult, cross_validate, split_calibration

@@ -17,6 +17,8 @@ from runtime.contracts.safe_load import load_yaml_file
 from runtime.contracts.validation import NAME, Section, text_matching, validate_section
 
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+DatabaseUrl = text_matching(r"^(sqlite:///|postgresql://|postgres://)\S", "must be sqlite:///PATH or postgresql://USER@HOST/DB")
+SiteFilter = text_matching(r"^(\+|[A-Za-z0-9_.-]{1,64})$", "a site name (1-64 letters, digits, '_', '.', '-') or + for all")
 
 
 class BrokerConfig(MqttSettings):
@@ -34,9 +36,8 @@ class ServerConfig(Section):
     """Everything `smearscope serve` needs."""
 
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
-    database: text_matching(r"^(sqlite:///|postgresql://|postgres://)\S",
-                            "must be sqlite:///PATH or postgresql://USER@HOST/DB") = "sqlite:///smearscope-server.sqlite3"
-    site: text_matching(r"^(\+|[A-Za-z0-9_.-]{1,64})$", "a site name (1-64 letters, digits, '_', '.', '-') or + for all") = "+"
+    database: DatabaseUrl = "sqlite:///smearscope-server.sqlite3"
+    site: SiteFilter = "+"
     share_group: NAME | None = "smearscope-servers"
     max_payload_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = DEFAULT_MAX_PAYLOAD_BYTES
     _base_dir: Path = PrivateAttr(default=Path("."))

@@ -33,6 +33,9 @@ Interval = Annotated[float, Field(ge=0.01, le=3600)]
 """A wait between attempts: zero would busy-loop, an hour is the most a device should sleep unseen."""
 
 
+EnvName = text_matching(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", "must be an environment variable's name")
+
+
 # --------------------------------------------------------------------------- sections
 
 
@@ -187,7 +190,7 @@ class SampleConfig(Section):
     labs: dict[str, float | str | bool] = Field(default_factory=dict)
     worklist: Text | None = None  # CSV or JSON file of samples with their lab values
     fields_per_sample: Annotated[int, Field(ge=1, le=1000)] = 1  # captures per sample before the worklist moves on
-    pseudonym_secret_env: text_matching(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", "must be an environment variable's name") | None = None
+    pseudonym_secret_env: EnvName | None = None
     """Name of the environment variable holding the site secret that hashes patient ids."""
 
     @model_validator(mode="after")
