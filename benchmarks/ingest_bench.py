@@ -238,8 +238,9 @@ def run_once(rig: Rig, spec: RunSpec, load: Load) -> RunResult:
         for g in range(load.device_procs):
             part = ids[g::load.device_procs]
             if part:
-                groups.append(context.Process(target=_device_group, daemon=True, args=(
-                    rig.certs, broker.port, part, load, spec.poison_pct, len(ids), ready, starts, reports)))
+                group = DeviceGroup(rig.certs, broker.port, part, spec.poison_pct, len(ids))
+                groups.append(context.Process(target=_device_group, daemon=True,
+                                              args=(group, load, ready, starts, reports)))
         for proc in groups:
             proc.start()
         for _ in groups:
@@ -277,9 +278,20 @@ def run_once(rig: Rig, spec: RunSpec, load: Load) -> RunResult:
     return result
 
 
-def _device_group(certs: Path, port: int, ids: list[str], load: Load, poison_pct: float, all_devices: int,
-                  ready: Any, starts: Any, reports: Any) -> None:
+@dataclass(frozen=True)
+class DeviceGroup:
+    """The simulated devices one process runs, and where they publish."""
+
+    certs: Path
+    port: int
+    ids: list[str]
+    poison_pct: float
+    all_devices: int
+
+
+def _device_group(group: DeviceGroup, load: Load, ready: Any, starts: Any, reports: Any) -> None:
     """One process of simulated devices (several, so that their receipts are not timed through one GIL)."""
+    certs, port, ids, poison_pct, all_devices = group.certs, group.port, group.ids, group.poison_pct, group.all_devices
     cpu0 = sum(os.times()[:2])
     sys.setswitchinterval(0.0005)  # receipts are timed in paho's threads: let them run promptly
     devices = [SimDevice(tls_settings(certs, d, port), SITE, d, window=load.window) for d in ids]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,36 +22,39 @@ def onnx_io(path: str | Path) -> tuple[str, list[Any], list[str], int]:
     return inp.name, shape, [o.name for o in model.graph.output], int(opset)
 
 
-def write_card(
-    onnx_path: str | Path,
-    *,
-    name: str,
-    version: str,
-    task: str,
-    preprocess: PreprocessParams | None,
-    quantization: dict[str, Any] | None,
-    training_data: dict[str, Any],
-    metrics: dict[str, Any],
-    classes: list[str] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> ModelCard:
+@dataclass(frozen=True)
+class CardContent:
+    """What a card says about a model besides what the ONNX file itself tells (hash, I/O, opset)."""
+
+    name: str
+    version: str
+    task: str
+    preprocess: PreprocessParams | None
+    quantization: dict[str, Any] | None
+    training_data: dict[str, Any]
+    metrics: dict[str, Any]
+    classes: list[str] | None = None
+    extra: dict[str, Any] | None = None
+
+
+def write_card(onnx_path: str | Path, content: CardContent) -> ModelCard:
     """Describe `onnx_path` (hash, I/O, opset read from the file itself) and write `<model>.json`."""
     input_name, input_shape, output_names, opset = onnx_io(onnx_path)
     card = ModelCard(
-        name=name,
-        version=version,
+        name=content.name,
+        version=content.version,
         sha256=sha256_file(onnx_path),
-        task=task,
-        classes=list(classes if classes is not None else CLASS_NAMES),
+        task=content.task,
+        classes=list(content.classes if content.classes is not None else CLASS_NAMES),
         input_name=input_name,
         input_shape=input_shape,
         output_names=output_names,
         opset=opset,
-        preprocess=preprocess,
-        quantization=quantization,
-        training_data=training_data,
-        metrics=metrics,
-        extra=dict(extra or {}),
+        preprocess=content.preprocess,
+        quantization=content.quantization,
+        training_data=content.training_data,
+        metrics=content.metrics,
+        extra=dict(content.extra or {}),
     )
     card.write(card_path_for(onnx_path))
     return card

@@ -10,9 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-import click
-
-from export.card import write_card
+from export.card import CardContent, write_card
 from export.onnx_export import DEFAULT_OPSET, export_segmentation
 from export.quantize import Frame, PreprocessedFrames, quantize_int8
 from export.scale_fit import fit_inference, fitted_plan
@@ -32,27 +30,42 @@ class ExportResult:
     report: ValidationReport
 
 
-def export_checkpoint(
-    checkpoint: str | Path,
-    out_dir: str | Path,
-    name: str,
-    *,
-    calibration: Sequence[Frame],
-    validation: Sequence[Sample],
-    calibration_info: dict[str, Any],
-    validation_info: dict[str, Any],
-    version: str = "1",
-    calibration_method: str = "minmax",
-    tolerances: Tolerances = Tolerances(),
-    opset: int = DEFAULT_OPSET,
-    scale_fit: Iterable[Sample] | None = None,
-    scale_fit_info: dict[str, Any] | None = None,
-    flip_average: bool = False,
-    log: Callable[[str], None] = click.echo,
-) -> ExportResult:
+@dataclass
+class ExportData:
+    """The frames an export reads, each set with its description for the cards.
+
+    `calibration`: unlabelled frames like the device's, for int8 calibration; `validation`:
+    labelled frames not used for calibration; `scale_fit`: labelled training frames on which each
+    model's inference plan is fitted (export.scale_fit), None to skip the fit.
+    """
+
+    calibration: Sequence[Frame]
+    validation: Sequence[Sample]
+    calibration_info: dict[str, Any]
+    validation_info: dict[str, Any]
+    scale_fit: Iterable[Sample] | None = None
+    scale_fit_info: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """How to export: the card's version, int8 calibration, validation limits, ONNX opset, and
+    whether the device averages each frame's final pass with its flipped runs."""
+
+    version: str = "1"
+    calibration_method: str = "minmax"
+    tolerances: Tolerances = Tolerances()
+    opset: int = DEFAULT_OPSET
+    flip_average: bool = False
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, name: str, data: ExportData,
+                      settings: ExportSettings = ExportSettings(), log: Callable[[str], None] = print) -> ExportResult:
     """Export, simplify, quantize and validate a segmentation checkpoint; fit each model's
-    inference plan on `scale_fit` (labelled training frames, export.scale_fit); write both models
-    and cards."""
+    inference plan on `data.scale_fit`; write both models and cards."""
+    calibration, validation = data.calibration, data.validation
+    version, calibration_method, tolerances = settings.version, settings.calibration_method, settings.tolerances
+    opset, flip_average = settings.opset, settings.flip_average
     if not name or any(c in name for c in "/\\") or name.startswith("."):
         raise ConfigError(f"model name {name!r}: use a plain file name such as 'seg-unet'")
     ckpt = load_checkpoint(checkpoint)
@@ -72,12 +85,12 @@ def export_checkpoint(
     reader = PreprocessedFrames(calibration, ckpt.preprocess)
     log(f"[3/5] quantizing to int8 (QDQ, {calibration_method} calibration)")
     quantization = quantize_int8(fp32_path, int8_path, reader, calibration_method)
-    quantization["calibration_data"] = calibration_info
+    quantization["calibration_data"] = data.calibration_info
     log(f"[4/5] validating PyTorch / fp32 / int8 on {len(validation)} frames")
     report = validate_export(model, fp32_path, int8_path, validation, ckpt.preprocess, tolerances)
-    fits = _fit_plans(fp32_path, int8_path, ckpt.preprocess, scale_fit, log, flip_average)
+    fits = _fit_plans(fp32_path, int8_path, ckpt.preprocess, data.scale_fit, log, flip_average)
     plans = {kind: fitted_plan(fits.get(kind), flip_average=flip_average).to_dict() for kind in ("fp32", "int8")}
-    fit_info = {"data": scale_fit_info or {}} if fits else {"data": None, "note": "no labelled frames: ratio 1.0"}
+    fit_info = {"data": data.scale_fit_info or {}} if fits else {"data": None, "note": "no labelled frames: ratio 1.0"}
 
     common = {
         "version": version,
@@ -93,16 +106,16 @@ def export_checkpoint(
                      "init": ckpt.raw.get("init")},
         "validation_checks": {"tolerances": vars(tolerances), "passed": True},
     }
-    validation_common = {"data": validation_info, "frames": report.frames}
-    fp32_card = write_card(
-        fp32_path, name=name, quantization=None,
+    validation_common = {"data": data.validation_info, "frames": report.frames}
+    fp32_card = write_card(fp32_path, CardContent(
+        name=name, quantization=None,
         metrics={"validation": {**validation_common, "per_class": report.dice_vs_truth["fp32"],
                                 "max_abs_diff_vs_pytorch": report.fp32_vs_pytorch_max_abs_diff},
                  "training_validation": ckpt.metrics.get("val", {})},
         extra={**extra, "inference": plans["fp32"], "inference_fit": {**fit_info, **fits.get("fp32", {})}}, **common,
-    )
-    int8_card = write_card(
-        int8_path, name=name, quantization=quantization,
+    ))
+    int8_card = write_card(int8_path, CardContent(
+        name=name, quantization=quantization,
         metrics={"validation": {**validation_common, "per_class": report.dice_vs_truth["int8"]},
                  "training_validation": ckpt.metrics.get("val", {})},
         extra={**extra, "inference": plans["int8"], "inference_fit": {**fit_info, **fits.get("int8", {})},
@@ -115,7 +128,7 @@ def export_checkpoint(
             "fp32_sha256": fp32_card.sha256,
         }},
         **common,
-    )
+    ))
     return ExportResult(fp32_path, int8_path, fp32_card, int8_card, report)
 
 

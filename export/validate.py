@@ -1,6 +1,7 @@
 """Export validation: PyTorch, ONNX fp32 and ONNX int8 on the same preprocessed frames.
 
 Checks (one error lists every failure, with its number and its limit):
+- the outputs match by name, then by shape (export.compare), before any value is compared;
 - fp32 ONNX reproduces PyTorch: max |Δ| of every output <= `max_abs_diff`;
 - int8 per-class Dice (vs the truth) within `max_int8_dice_change` of fp32's;
 - the graph ONNX Runtime actually runs for the int8 model has no float convolution: every Conv is
@@ -18,6 +19,7 @@ import numpy as np
 import onnx
 import torch
 
+from export.compare import compare_outputs
 from runtime.contracts.classes import CLASS_NAMES
 from runtime.contracts.errors import ModelError
 from runtime.inference.session import SessionOptions, create_session
@@ -99,10 +101,17 @@ def conv_census(int8_path: str | Path) -> tuple[int, list[str]]:
 
 
 def _outputs(model: torch.nn.Module, x: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """PyTorch's outputs under the graph's output names (in export order); any beyond them are
+    named by position, so a count mismatch shows as missing or unexpected outputs."""
     with torch.inference_mode():
         out = model(torch.from_numpy(x))
     out = out if isinstance(out, tuple) else (out,)
-    return {name: t.numpy() for name, t in zip(names, out)}
+    return {(names[i] if i < len(names) else f"output #{i}"): t.numpy() for i, t in enumerate(out)}
+
+
+def _run(session: Any, input_name: str, x: np.ndarray) -> dict[str, np.ndarray]:
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {input_name: x})))
 
 
 def validate_export(
@@ -125,17 +134,21 @@ def validate_export(
     input_name = fp32.get_inputs()[0].name
     diff_fp32 = {n: 0.0 for n in names}
     diff_int8 = {n: 0.0 for n in names}
+    mismatches: list[str] = []  # names, shapes, non-finite values: each listed once, whatever the frame
     truth_meters = {k: ConfusionMeter() for k in ("pytorch", "fp32", "int8")}
     agree_meters = {k: ConfusionMeter() for k in ("fp32_vs_pytorch", "int8_vs_fp32")}
     for sample in samples:
         prepared, truth = prepare_sample(sample, params)
         x = prepared.tensor
         ref = _outputs(model, x, names)
-        out_fp32 = dict(zip(names, fp32.run(names, {input_name: x})))
-        out_int8 = dict(zip(names, int8.run(names, {input_name: x})))
-        for n in names:
-            diff_fp32[n] = max(diff_fp32[n], float(np.max(np.abs(out_fp32[n] - ref[n]))))
-            diff_int8[n] = max(diff_int8[n], float(np.max(np.abs(out_int8[n] - out_fp32[n]))))
+        out_fp32, out_int8 = _run(fp32, input_name, x), _run(int8, input_name, x)
+        for comparison, worst in ((compare_outputs(ref, out_fp32, "fp32 ONNX vs PyTorch"), diff_fp32),
+                                  (compare_outputs(out_fp32, out_int8, "int8 ONNX vs fp32"), diff_int8)):
+            mismatches += [p for p in comparison.problems if p not in mismatches]
+            for n, diff in comparison.max_abs_diff.items():
+                worst[n] = max(worst[n], diff)
+        if mismatches:
+            break  # the masks below need every model's first output, in the same shape
         preds = {"pytorch": ref[names[0]][0].argmax(0), "fp32": out_fp32[names[0]][0].argmax(0),
                  "int8": out_int8[names[0]][0].argmax(0)}
         for key, pred in preds.items():
@@ -153,7 +166,7 @@ def validate_export(
         quantized_convs=quantized,
         float_convs=floating,
     )
-    report.problems = _problems(report, tolerances)
+    report.problems = mismatches + _problems(report, tolerances)
     if report.problems and raise_on_failure:
         raise ExportValidationError(report)
     return report

@@ -8,8 +8,10 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Protocol, Union, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from firmware_bridge import wire
 
@@ -140,102 +142,108 @@ def check_illumination(level: int) -> int:
     return level
 
 
-@dataclass(frozen=True)
-class SerialSettings:
+class _Settings(BaseModel):
+    """A bridge config section: unknown keys refused, strict types, immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+_Seconds = Annotated[float, Field(gt=0, le=60)]
+"""Timeouts and intervals: zero would busy-loop the bridge's thread, a minute is already sluggish."""
+_Line = Annotated[int, Field(ge=0, le=1023)]
+_UsbId = Annotated[int, Field(ge=0, le=0xFFFF)]
+_Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class SerialSettings(_Settings):
     """Config for type "serial". Times in seconds; defaults come from protocol_constants.json."""
 
-    port: str | None = None  # a path (/dev/ttyACM0, a symlink) or None to search by USB id
-    vid: int = wire.CONSTANTS["usb"]["vid"]
-    pid: int = wire.CONSTANTS["usb"]["pid"]
-    serial_number: str | None = None
-    baudrate: int = wire.CONSTANTS["baudrate"]
-    ack_timeout: float = wire.TIMING_MS["ack_timeout"] / 1000
-    max_retries: int = wire.TIMING_MS["max_retries"]
-    heartbeat_interval: float = wire.TIMING_MS["heartbeat_interval"] / 1000
-    heartbeat_timeout: float = wire.TIMING_MS["heartbeat_timeout"] / 1000
-    reconnect_interval: float = 0.5
+    type: Literal["serial"] = "serial"
+    port: Annotated[str, Field(min_length=1)] | None = None  # a path (/dev/ttyACM0, a symlink) or None: search by USB id
+    vid: _UsbId = wire.CONSTANTS["usb"]["vid"]
+    pid: _UsbId = wire.CONSTANTS["usb"]["pid"]
+    serial_number: Annotated[str, Field(min_length=1)] | None = None
+    baudrate: Annotated[int, Field(ge=300, le=4_000_000)] = wire.CONSTANTS["baudrate"]
+    ack_timeout: _Seconds = wire.TIMING_MS["ack_timeout"] / 1000
+    max_retries: Annotated[int, Field(ge=0, le=100)] = wire.TIMING_MS["max_retries"]
+    heartbeat_interval: _Seconds = wire.TIMING_MS["heartbeat_interval"] / 1000
+    heartbeat_timeout: _Seconds = wire.TIMING_MS["heartbeat_timeout"] / 1000
+    reconnect_interval: _Seconds = 0.5
 
 
-@dataclass(frozen=True)
-class GpioSettings:
+class GpioSettings(_Settings):
     """Config for type "gpio": a button and LEDs wired to a Raspberry Pi's GPIO header."""
 
-    chip: str = "/dev/gpiochip0"  # a Pi 5 with an older kernel: /dev/gpiochip4
-    button_line: int = 17
+    type: Literal["gpio"] = "gpio"
+    chip: Annotated[str, Field(min_length=1)] = "/dev/gpiochip0"  # a Pi 5 with an older kernel: /dev/gpiochip4
+    button_line: _Line = 17
     button_active_low: bool = True  # button to ground, internal pull-up
-    status_led_line: int | None = 27
-    illumination_line: int | None = None  # on/off only; None: set_illumination is unsupported
-    debounce: float = wire.TIMING_MS["debounce"] / 1000
-    poll_interval: float = 0.005
+    status_led_line: _Line | None = 27
+    illumination_line: _Line | None = None  # on/off only; None: set_illumination is unsupported
+    debounce: Annotated[float, Field(ge=0, le=1)] = wire.TIMING_MS["debounce"] / 1000
+    poll_interval: Annotated[float, Field(gt=0, le=1)] = 0.005
 
 
-@dataclass(frozen=True)
-class SimulatorSettings:
-    """Config for type "simulator": the protocol simulator on a pseudo-terminal plus a serial bridge."""
+class SimulatorSettings(_Settings):
+    """Config for type "simulator": the protocol simulator on a pseudo-terminal plus a serial bridge.
 
-    drop: float = 0.0
-    corrupt: float = 0.0
-    split: float = 0.0
-    merge: float = 0.0
-    seed: int | None = None
-    serial: dict = field(default_factory=dict)
+    `serial` holds serial settings for the bridge's side (its port is the simulator's).
+    """
+
+    type: Literal["simulator"] = "simulator"
+    drop: _Probability = 0.0
+    corrupt: _Probability = 0.0
+    split: _Probability = 0.0
+    merge: _Probability = 0.0
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
+    serial: SerialSettings = Field(default_factory=SerialSettings)
 
 
+BridgeSettings = Annotated[Union[SerialSettings, GpioSettings, SimulatorSettings], Field(discriminator="type")]
+"""The bridge section of a config, chosen by its `type`; a device config embeds it as `trigger.bridge`."""
+
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(BridgeSettings)
 SETTINGS_BY_TYPE = {"serial": SerialSettings, "gpio": GpioSettings, "simulator": SimulatorSettings}
 
 
-def parse_settings(config: Mapping[str, Any]) -> tuple[str, Any]:
-    """Validate a bridge config mapping: returns (type, settings); unknown keys are errors."""
+def parse_settings(config: Mapping[str, Any] | _Settings) -> tuple[str, Any]:
+    """Validate a bridge config mapping: returns (type, settings); unknown keys and bad values are
+    a BridgeConfigError naming the key (``bridge.ack_timeout: ...``)."""
+    if isinstance(config, _Settings):
+        return config.type, config  # type: ignore[attr-defined]
     if not isinstance(config, Mapping):
         raise BridgeConfigError(f"bridge config must be a mapping; got {type(config).__name__}")
-    kind = config.get("type")
-    if kind not in SETTINGS_BY_TYPE:
-        raise BridgeConfigError(f"bridge.type must be one of {', '.join(SETTINGS_BY_TYPE)}; got {kind!r}")
-    cls = SETTINGS_BY_TYPE[kind]
-    known = {f.name: f for f in fields(cls)}
-    values: dict[str, Any] = {}
-    for key, value in config.items():
-        if key == "type":
-            continue
-        if key not in known:
-            raise BridgeConfigError(
-                f"bridge.{key}: unknown key for type {kind!r} (known: {', '.join(sorted(known))})"
-            )
-        values[key] = _check_value(f"bridge.{key}", value, cls.__dataclass_fields__[key].default)
-    return kind, cls(**values)
+    try:
+        settings = _ADAPTER.validate_python(dict(config))
+    except ValidationError as exc:
+        raise BridgeConfigError(_one_line(exc)) from None
+    return settings.type, settings
 
 
-def _check_value(path: str, value: Any, default: Any) -> Any:
-    """Type-check a config value against its default's type (None defaults accept int or str)."""
-    if default is MISSING:  # the only such field is SimulatorSettings.serial, a nested mapping
-        if isinstance(value, Mapping):
-            parse_settings({"type": "serial", **value})  # report bad nested keys now
-            return dict(value)
-        raise BridgeConfigError(f"{path}: expected a mapping of serial settings; got {value!r}")
-    if default is None or isinstance(default, type(None)):
-        if value is None or isinstance(value, (int, str)) and not isinstance(value, bool):
-            return value
-        raise BridgeConfigError(f"{path}: expected a number, a string or null; got {value!r}")
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        raise BridgeConfigError(f"{path}: expected true or false; got {value!r}")
-    if isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-            return float(value)
-        raise BridgeConfigError(f"{path}: expected a non-negative number; got {value!r}")
-    if isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-        raise BridgeConfigError(f"{path}: expected a non-negative integer; got {value!r}")
-    if isinstance(default, str):
-        if isinstance(value, str) and value:
-            return value
-        raise BridgeConfigError(f"{path}: expected a non-empty string; got {value!r}")
-    return value
+def _one_line(exc: ValidationError) -> str:
+    """The first problem as `bridge.KEY: message` (this package imports nothing of the project's)."""
+    errors = exc.errors(include_url=False)
+    error = errors[0]
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return f"bridge.type must be one of {', '.join(SETTINGS_BY_TYPE)}; got {error['input'].get('type')!r}"
+    path = ".".join(str(p) for p in error["loc"][1:])  # loc[0] is the type tag
+    kind, bound = error["type"], next(iter((error.get("ctx") or {}).values()), None)
+    bound = f"{bound:g}" if isinstance(bound, float) else bound
+    message = _WORDS.get(kind) or (f"must be {_SIGNS[kind]} {bound}" if kind in _SIGNS else error["msg"].lower())
+    value = repr(error["input"])
+    value = value if len(value) <= 40 else value[:37] + "..."
+    tail = "" if kind in ("extra_forbidden", "missing") else f"; got {value}"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"bridge.{path}: {message}{tail}{more}"
 
 
-def open_bridge(config: Mapping[str, Any]) -> Bridge:
+_WORDS = {"extra_forbidden": "unknown key", "missing": "required key is missing", "float_type": "expected a number",
+          "int_type": "expected an integer", "bool_type": "expected true or false", "string_type": "expected text",
+          "model_type": "expected a mapping", "string_too_short": "must not be empty"}
+_SIGNS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+
+
+def open_bridge(config: Mapping[str, Any] | _Settings) -> Bridge:
     """Open the bridge a config describes: {"type": "serial" | "gpio" | "simulator", ...}.
 
     The bridge is started and ready to use; call close() when done (or use it in a with block).

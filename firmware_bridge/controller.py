@@ -28,31 +28,36 @@ PATTERN_OFFLINE = wire.STATUS_PATTERNS["offline"]
 PATTERN_IDLE = wire.STATUS_PATTERNS["idle"]
 
 
+CONTROLLER_OPTIONS = ("heartbeat_ms", "host_timeout_ms", "retry_ms", "retry_max_ms", "queue_limit", "debounce_ms",
+                      "stuck_ms")
+
+
 class Controller:
     """Protocol engine of the controller board; see the module docstring."""
 
-    def __init__(
-        self,
-        boot_id,
-        firmware=CONTROLLER_VERSION,
-        heartbeat_ms=None,
-        host_timeout_ms=None,
-        retry_ms=None,
-        retry_max_ms=None,
-        queue_limit=None,
-        debounce_ms=None,
-        stuck_ms=None,
-    ):
+    def __init__(self, boot_id, firmware=CONTROLLER_VERSION, options=None):
+        """`options` overrides protocol_constants.json for tests and the simulator (a dict, as
+        MicroPython has no dataclasses): heartbeat_ms, host_timeout_ms, retry_ms, retry_max_ms,
+        queue_limit, debounce_ms, stuck_ms."""
         timing = wire.TIMING_MS
+        given = dict(options or {})
+        unknown = [key for key in given if key not in CONTROLLER_OPTIONS]
+        if unknown:
+            raise ValueError("unknown controller option(s): " + ", ".join(unknown))
+
+        def option(key, default):
+            value = given.get(key)
+            return default if value is None else value
+
         self.boot_id = boot_id & 0xFFFFFFFF
         self.firmware = firmware
-        self.heartbeat_ms = timing["heartbeat_interval"] if heartbeat_ms is None else heartbeat_ms
-        self.host_timeout_ms = timing["heartbeat_timeout"] if host_timeout_ms is None else host_timeout_ms
-        self.retry_ms = timing["ack_timeout"] if retry_ms is None else retry_ms
-        self.retry_max_ms = timing["event_retry_max"] if retry_max_ms is None else retry_max_ms
-        self.queue_limit = wire.CONSTANTS["event_queue_limit"] if queue_limit is None else queue_limit
-        self.stuck_ms = timing["button_stuck"] if stuck_ms is None else stuck_ms
-        self.debouncer = Debouncer(debounce_ms)
+        self.heartbeat_ms = option("heartbeat_ms", timing["heartbeat_interval"])
+        self.host_timeout_ms = option("host_timeout_ms", timing["heartbeat_timeout"])
+        self.retry_ms = option("retry_ms", timing["ack_timeout"])
+        self.retry_max_ms = option("retry_max_ms", timing["event_retry_max"])
+        self.queue_limit = option("queue_limit", wire.CONSTANTS["event_queue_limit"])
+        self.stuck_ms = option("stuck_ms", timing["button_stuck"])
+        self.debouncer = Debouncer(given.get("debounce_ms"))
         self.decoder = wire.FrameDecoder()
 
         self.status_pattern = PATTERN_IDLE  # last pattern the host asked for

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firmware_bridge import wire
-from firmware_bridge.api import SimulatorSettings, parse_settings
+from firmware_bridge.api import SimulatorSettings
 from firmware_bridge.controller import Controller
 
 
@@ -73,23 +73,15 @@ class Simulator:
         to_host: Faults | None = None,
         to_controller: Faults | None = None,
         seed: int | None = None,
-        heartbeat_ms: int | None = None,
-        host_timeout_ms: int | None = None,
-        retry_ms: int | None = None,
-        retry_max_ms: int | None = None,
-        debounce_ms: int | None = None,
+        controller_options: dict[str, int] | None = None,
         link_dir: str | os.PathLike | None = None,
     ) -> None:
+        """`controller_options`: the simulated board's timings (controller.CONTROLLER_OPTIONS), e.g.
+        {"heartbeat_ms": 50}; the protocol's own values otherwise."""
         self.to_host = to_host or Faults()
         self.to_controller = to_controller or Faults()
         self.rng = random.Random(seed)
-        self._controller_options = {
-            "heartbeat_ms": heartbeat_ms,
-            "host_timeout_ms": host_timeout_ms,
-            "retry_ms": retry_ms,
-            "retry_max_ms": retry_max_ms,
-            "debounce_ms": debounce_ms,
-        }
+        self._controller_options = dict(controller_options or {})
         self.controller = self._new_controller()
         self.stats = SimulatorStats()
         self._own_dir = link_dir is None
@@ -200,7 +192,7 @@ class Simulator:
     # ----- internals ------------------------------------------------------------------------
 
     def _new_controller(self) -> Controller:
-        return Controller(boot_id=self.rng.getrandbits(32), **self._controller_options)
+        return Controller(boot_id=self.rng.getrandbits(32), options=self._controller_options)
 
     def _now(self) -> float:
         return time.monotonic() - self._epoch
@@ -354,6 +346,5 @@ def open_simulated_bridge(settings: SimulatorSettings | None = None) -> Simulate
     faults = Faults(drop=settings.drop, corrupt=settings.corrupt, split=settings.split, merge=settings.merge)
     simulator = Simulator(to_host=faults, to_controller=Faults(drop=settings.drop, corrupt=settings.corrupt), seed=settings.seed)
     simulator.start()
-    _, serial_settings = parse_settings({"type": "serial", **settings.serial, "port": simulator.port_path})
-    bridge = SerialBridge(serial_settings)
+    bridge = SerialBridge(settings.serial.model_copy(update={"port": simulator.port_path}))
     return SimulatedBridge(simulator, bridge)

@@ -1,63 +1,69 @@
-"""`server.yaml`: typed, unknown keys refused, every error names its key."""
+"""`server.yaml`: typed, unknown keys refused, every error one line naming its key.
+
+The `broker:` section is the shared MQTT settings model (runtime.contracts.mqtt_settings) with
+the server's own defaults; TLS file paths in it are relative to the config file.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import yaml
+from pydantic import Field, PrivateAttr, model_validator
 
 from runtime.contracts.errors import ConfigError
-from runtime.delivery.connection import MqttSettings, TlsFiles
+from runtime.contracts.mqtt_settings import MqttSettings, Port
+from runtime.contracts.safe_load import load_yaml_file
+from runtime.contracts.validation import NAME, Section, rule, text_matching, validate_section
 
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_WORKERS = 64
 MAX_BATCH = 2000  # SQLite allows 32766 parameters per statement; a result row takes 10
+DatabaseUrl = text_matching(r"^(sqlite:///|postgresql://|postgres://)\S", "must be sqlite:///PATH or postgresql://USER@HOST/DB")
+SiteFilter = text_matching(r"^(\+|[A-Za-z0-9_.-]{1,64})$", "a site name (1-64 letters, digits, '_', '.', '-') or + for all")
 
 
-@dataclass(frozen=True)
-class BrokerConfig:
+class BrokerConfig(MqttSettings):
     """How the server reaches the broker (TLS with its own client certificate in production)."""
 
-    host: str = "127.0.0.1"
-    port: int = 8883
-    client_id: str = "smearscope-server"
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    keepalive_s: int = 30
-    session_expiry_s: int = 7 * 24 * 3600
+    port: Port = 8883
+    client_id: Annotated[NAME, Field(min_length=1)] = "smearscope-server"
 
     def settings(self, base: Path) -> MqttSettings:
-        tls = None
-        if self.ca_file:
-            tls = TlsFiles(*(base / p for p in (self.ca_file, self.cert_file or "", self.key_file or "")))
-        return MqttSettings(host=self.host, port=self.port, client_id=self.client_id, tls=tls,
-                            keepalive_s=self.keepalive_s, session_expiry_s=self.session_expiry_s)
+        """The connection settings, relative TLS paths taken from `base` (the config file's folder)."""
+        return self.connection(base_dir=base)
 
 
-@dataclass(frozen=True)
-class WebConfig:
+class WebConfig(Section):
     """The web app `smearscope serve` runs beside the subscriber (see docs/web.md)."""
 
+    section_path = "web"
+
     enabled: bool = True
-    host: str = "127.0.0.1"  # loopback: put a TLS reverse proxy in front (deploy/Caddyfile)
-    port: int = 8080
-    images_dir: str = "images"  # content-addressed field images, overlays and masks
-    cookie_secure: bool = False  # True behind TLS: the session cookie is then sent over HTTPS only
-    session_hours: float = 12.0
-    guideline: str = "who"  # guideline of the diagnosis for uploaded smears
-    upload_site: str = "web"
-    upload_device_id: str = "web-upload"  # uploads are stored like a device's results under this id
-    max_upload_files: int = 20
-    max_upload_mb: float = 25.0
-    max_upload_megapixels: float = 40.0
-    login_attempts: int = 5  # failed sign-ins per user name and per address within the window
-    login_window_s: int = 900
-    access_log: str | None = None  # file for the access log (no patient ids); None: the process log
-    pseudonym_secret_env: str | None = None  # env var with the site secret: uploads hash patient references as devices do
+    host: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[^\s/]+$")] = "127.0.0.1"
+    """Loopback: put a TLS reverse proxy in front (deploy/Caddyfile)."""
+    port: Port = 8080
+    images_dir: Annotated[str, Field(min_length=1)] = "images"
+    """Content-addressed field images, overlays and masks."""
+    cookie_secure: bool = False
+    """True behind TLS: the session cookie is then sent over HTTPS only."""
+    session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 12.0
+    guideline: Literal["who", "ada", "nice"] = "who"
+    """Guideline of the diagnosis for uploaded smears."""
+    upload_site: NAME = "web"
+    upload_device_id: NAME = "web-upload"
+    """Uploads are stored like a device's results under this id."""
+    max_upload_files: Annotated[int, Field(ge=1, le=500)] = 20
+    max_upload_mb: Annotated[float, Field(gt=0, le=1024)] = 25.0
+    max_upload_megapixels: Annotated[float, Field(gt=0, le=200)] = 40.0
+    login_attempts: Annotated[int, Field(ge=1, le=1000)] = 5
+    """Failed sign-ins per user name and per address within the window."""
+    login_window_s: Annotated[int, Field(ge=1, le=7 * 24 * 3600)] = 900
+    access_log: Annotated[str, Field(min_length=1)] | None = None
+    """File for the access log (no patient ids); None: the process log."""
+    pseudonym_secret_env: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    """Environment variable with the site secret: uploads hash patient references as devices do."""
 
     def pseudonym_secret(self) -> bytes | None:
         """The site secret that turns a typed patient reference into the devices' pseudonymous id."""
@@ -68,85 +74,49 @@ class WebConfig:
             raise ConfigError(f"web.pseudonym_secret_env: environment variable {self.pseudonym_secret_env} is not set")
         return value.encode("utf-8")
 
-    def check(self) -> None:
-        if not isinstance(self.port, int) or not 0 < self.port < 65536:
-            raise ConfigError(f"web.port: must be 1-65535, got {self.port!r}")
-        if self.guideline not in ("who", "ada", "nice"):
-            raise ConfigError(f"web.guideline: must be who, ada or nice, got {self.guideline!r}")
-        for name in ("max_upload_files", "max_upload_mb", "max_upload_megapixels", "login_attempts",
-                     "login_window_s", "session_hours"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"web.{name}: must be a positive number, got {value!r}")
 
-
-@dataclass(frozen=True)
-class ServerConfig:
+class ServerConfig(Section):
     """Everything `smearscope serve` needs."""
 
-    broker: BrokerConfig = field(default_factory=BrokerConfig)
-    database: str = "sqlite:///smearscope-server.sqlite3"
-    site: str = "+"
-    share_group: str | None = "smearscope-servers"
-    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
-    web: WebConfig = field(default_factory=WebConfig)
-    #: Server processes in this `serve` (each its own MQTT client `<client_id>-<i>` in `share_group`).
-    workers: int = 1
-    #: Most messages committed in one transaction (all of them are acknowledged after that commit).
-    max_batch: int = 200
-    base_dir: Path = Path(".")
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    database: DatabaseUrl = "sqlite:///smearscope-server.sqlite3"
+    site: SiteFilter = "+"
+    share_group: NAME | None = "smearscope-servers"
+    max_payload_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = DEFAULT_MAX_PAYLOAD_BYTES
+    web: WebConfig = Field(default_factory=lambda: WebConfig(enabled=False))
+    """No `web:` section: no web app (several subscribers on one host must not race for a port)."""
+    workers: Annotated[int, Field(ge=1, le=MAX_WORKERS)] = 1
+    """Server processes in this `serve` (each its own MQTT client `<client_id>-<i>` in `share_group`)."""
+    max_batch: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 200
+    """Most messages committed in one transaction (all of them are acknowledged after that commit)."""
+    _base_dir: Path = PrivateAttr(default=Path("."))
+
+    @model_validator(mode="after")
+    def _workers_share(self) -> "ServerConfig":
+        rule(self.workers == 1 or bool(self.share_group), "workers",
+             "more than one worker needs a share_group (else each gets every message)")
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths are taken from: the config file's (the working directory otherwise)."""
+        return self._base_dir
 
     @classmethod
     def load(cls, path: str | Path) -> "ServerConfig":
         """Read and check a YAML file; relative paths in it are relative to the file."""
         path = Path(path)
+        raw = load_yaml_file(path, "server config")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
-        return cls.from_dict(raw, base_dir=path.resolve().parent)
+            return cls.from_dict(raw, base_dir=path.resolve().parent)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], base_dir: Path = Path(".")) -> "ServerConfig":
-        if not isinstance(raw, dict):
-            raise ConfigError("server config: top level must be a mapping")
-        _no_unknown(raw, cls, "", skip={"base_dir"})
-        broker_raw = raw.get("broker", {}) or {}
-        if not isinstance(broker_raw, dict):
-            raise ConfigError("broker: must be a mapping")
-        _no_unknown(broker_raw, BrokerConfig, "broker.")
-        web_raw = raw.get("web", {}) or {}
-        if not isinstance(web_raw, dict):
-            raise ConfigError("web: must be a mapping")
-        _no_unknown(web_raw, WebConfig, "web.")
-        try:
-            broker = BrokerConfig(**broker_raw)
-            # No `web:` section: no web app (several subscribers on one host must not race for a port).
-            web = WebConfig(**web_raw) if "web" in raw else WebConfig(enabled=False)
-            cfg = cls(broker=broker, web=web, base_dir=base_dir,
-                      **{k: v for k, v in raw.items() if k not in ("broker", "web")})
-        except TypeError as exc:
-            raise ConfigError(f"server config: {exc}") from exc
-        cfg.check()
-        return cfg
-
-    def check(self) -> None:
-        self.web.check()
-        if not isinstance(self.broker.port, int) or not 0 < self.broker.port < 65536:
-            raise ConfigError(f"broker.port: must be 1-65535, got {self.broker.port!r}")
-        tls = (self.broker.ca_file, self.broker.cert_file, self.broker.key_file)
-        if any(tls) and not all(tls):
-            raise ConfigError("broker.ca_file: TLS needs ca_file, cert_file and key_file together")
-        if not isinstance(self.max_payload_bytes, int) or self.max_payload_bytes < 1024:
-            raise ConfigError(f"max_payload_bytes: must be an integer >= 1024, got {self.max_payload_bytes!r}")
-        if not _is_int(self.workers) or not 1 <= self.workers <= MAX_WORKERS:
-            raise ConfigError(f"workers: must be an integer 1-{MAX_WORKERS}, got {self.workers!r}")
-        if self.workers > 1 and not self.share_group:
-            raise ConfigError("workers: more than one worker needs a share_group (else each gets every message)")
-        if not _is_int(self.max_batch) or not 1 <= self.max_batch <= MAX_BATCH:
-            raise ConfigError(f"max_batch: must be an integer 1-{MAX_BATCH}, got {self.max_batch!r}")
-        if not isinstance(self.database, str) or not self.database.startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise ConfigError("database: must be sqlite:///PATH or postgresql://USER@HOST/DB")
+    def from_dict(cls, raw: Any, base_dir: Path = Path(".")) -> "ServerConfig":
+        config = validate_section(cls, raw)
+        config._base_dir = base_dir
+        return config
 
     def images_path(self) -> Path:
         """The web app's image folder, resolved against the config file."""
@@ -157,7 +127,10 @@ class ServerConfig:
         """Worker `index` of `workers`: its own client id (its own persistent session) in the share group."""
         if self.workers == 1:
             return self
-        return replace(self, workers=1, broker=replace(self.broker, client_id=f"{self.broker.client_id}-{index}"))
+        broker = self.broker.model_copy(update={"client_id": f"{self.broker.client_id}-{index}"})
+        config = self.model_copy(update={"workers": 1, "broker": broker})
+        config._base_dir = self.base_dir
+        return config
 
     def database_url(self) -> str:
         """The database URL with a relative SQLite path resolved against the config file."""
@@ -167,12 +140,6 @@ class ServerConfig:
         return self.database
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _no_unknown(raw: dict[str, Any], cls: type, prefix: str, skip: set[str] = frozenset()) -> None:
-    known = {f.name for f in fields(cls)} - set(skip)
-    for key in raw:
-        if key not in known:
-            raise ConfigError(f"{prefix}{key}: unknown key (expected one of {', '.join(sorted(known))})")
+def server_config_schema() -> dict[str, Any]:
+    """The JSON Schema of `server.yaml` (for editors)."""
+    return ServerConfig.model_json_schema()

@@ -42,10 +42,8 @@ def publish_order(client: mqtt.Client, site: str, device: str, order: dict[str, 
 def send_order_once(config: ServerConfig, site: str, device: str, sample: dict[str, Any],
                     fields: int | None = None, timeout_s: float = 15) -> str:
     """Connect with its own client id (never the serving process's), send one order, disconnect."""
-    from dataclasses import replace
-
-    settings = replace(config.broker.settings(config.base_dir), client_id=f"{config.broker.client_id}-orders",
-                       session_expiry_s=60)
+    settings = config.broker.settings(config.base_dir).connection(client_id=f"{config.broker.client_id}-orders",
+                                                                  session_expiry_s=60)
     order = build_order(sample, fields)
     connection = ResilientClient(settings)
     connection.start()

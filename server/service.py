@@ -24,7 +24,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from runtime.delivery.connection import ResilientClient
+from runtime.delivery.connection import ClientCallbacks, ResilientClient
 from runtime.delivery.topics import results_filter, topic
 from server.config import ServerConfig
 from server.orders import build_order, publish_order
@@ -69,11 +69,9 @@ class ResultServer:
         self._subscribed: mqtt.Client | None = None
         self.connection = ResilientClient(
             config.broker.settings(config.base_dir),
+            ClientCallbacks(on_connected=self._connected, on_message=self._message, on_subscribed=self._suback,
+                            on_disconnected=self._disconnected),
             manual_ack=True,
-            on_connected=self._connected,
-            on_message=self._message,
-            on_subscribed=self._suback,
-            on_disconnected=self._disconnected,
         )
 
     def start(self) -> None:

@@ -24,6 +24,7 @@ from runtime.contracts.schema import RESULT_SCHEMA, SCHEMA_DIR, is_rfc3339_date_
 from runtime.delivery.topics import Topic, TopicError, parse
 from runtime.diagnosis.inputs import InvalidInputs, patient_inputs_from_mapping
 from runtime.diagnosis.units import InputError
+from runtime.contracts.safe_load import loads_strict_json
 
 SCHEMA_VERSION = "result/1"
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -52,33 +53,10 @@ class Rejected:
     result_id: str | None
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen = dict(pairs)
-    if len(seen) != len(pairs):
-        keys = [key for key, _ in pairs]
-        raise _DuplicateKey(f"duplicate key {next(k for k in keys if keys.count(k) > 1)!r}")
-    return seen
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:40]} is out of range")
-    return value
-
-
 def loads_strict(text: str) -> Any:
-    """JSON as RFC 8259 means it, and only what a database can store; ValueError names the problem."""
-    value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
-                       parse_float=_finite_float)
+    """JSON as RFC 8259 means it (runtime.contracts.safe_load), and only what a database can store;
+    ValueError names the problem."""
+    value = loads_strict_json(text)
     # U+0000 and surrogates can only come from \u escapes (strict UTF-8 and JSON refuse them raw), and
     # nesting needs brackets: most messages need no walk at all.
     if "\\u" in text or text.count("{") + text.count("[") > MAX_DEPTH:

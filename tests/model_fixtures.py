@@ -38,7 +38,7 @@ def _code_hash(root: Path) -> str:
 @functools.lru_cache(maxsize=1)
 def tiny_model_result():
     """ExportResult of the tiny model (fp32/int8 paths, cards, validation report)."""
-    from export.quick import build_tiny_model
+    from export.quick import TinyRecipe, build_tiny_model
 
     root = Path(__file__).resolve().parent.parent
     keep = os.environ.get("SMEARSCOPE_TINY_MODEL_DIR")
@@ -47,7 +47,7 @@ def tiny_model_result():
         import torch
 
         return torch.load(out / "result.pt", weights_only=False)
-    result = build_tiny_model(out, steps=TRAIN_STEPS)
+    result = build_tiny_model(out, TinyRecipe(steps=TRAIN_STEPS))
     if keep:
         import torch
 

@@ -17,7 +17,7 @@ import pytest
 from _device_model import UM_PER_PX, trained_model_path
 from runtime.capture.cameras import FolderCamera, OpenCVCamera, SyntheticCamera
 from runtime.contracts.config import FolderCameraConfig, OpenCVCameraConfig, SyntheticCameraConfig
-from runtime.device.loop import Device, ModelHolder
+from runtime.device.loop import Device, DeviceParts, DeviceSettings, ModelHolder
 from runtime.contracts.modelcard import card_path_for
 from runtime.inference.session import SessionOptions
 from runtime.delivery.sinks import FileSink
@@ -67,9 +67,10 @@ class Harness:
         assert not self.thread.is_alive(), "the loop did not stop on quit"
 
 
-def _device(model_path, camera, tmp_path, **kw) -> Device:
-    return Device(device_id="scope-test", camera=camera, model=ModelHolder(model_path, OPTIONS),
-                  publisher=FileSink(tmp_path / "results"), idle_poll_s=0.05, **kw)
+def _device(model_path, camera, tmp_path, um_per_px=None, **parts) -> Device:
+    return Device("scope-test", DeviceParts(camera=camera, model=ModelHolder(model_path, OPTIONS),
+                                            publisher=FileSink(tmp_path / "results"), **parts),
+                  DeviceSettings(um_per_px=um_per_px, idle_poll_s=0.05))
 
 
 def _published(tmp_path) -> list[dict]:
@@ -158,7 +159,7 @@ def test_camera_that_disconnects_and_comes_back(model_path, tmp_path):
     for i in range(2):
         _smear_file(frames / f"f{i:03d}.png", 10 + i)
     camera = OpenCVCamera(OpenCVCameraConfig(source=str(frames / "f%03d.png"), backend="images",
-                                             discard_frames=0, reconnect_interval_s=0.0))
+                                             discard_frames=0, reconnect_interval_s=0.01))  # the shortest allowed
     device = _device(model_path, camera, tmp_path, um_per_px=UM_PER_PX)
     with Harness(device) as loop:
         for _ in range(2):
@@ -167,6 +168,7 @@ def test_camera_that_disconnects_and_comes_back(model_path, tmp_path):
         shutil.rmtree(frames)  # the camera runs dry, then is unplugged
         loop.press()
         dropped = loop.next()
+        time.sleep(0.02)  # past the reconnect interval: the next capture tries to reopen
         loop.press()
         unplugged = loop.next()
         loop.wait_state("offline")

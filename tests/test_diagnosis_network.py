@@ -181,11 +181,11 @@ def test_tiny_train_export_parity_and_card(tables, tmp_path):
     assert calib["temperature"] > 0
     path = export_network(net, tmp_path / "diagnosis.onnx")
     assert check_parity(net, path, [small_p, small_i]) < 1e-4
-    from export.card import write_card
+    from export.card import CardContent, write_card
 
-    write_card(path, name="diagnosis", version="0", task="diabetes-classification", preprocess=None,
-               quantization=None, training_data={}, metrics={}, classes=list(CLASSES),
-               extra={"features": list(FEATURES)})
+    write_card(path, CardContent(name="diagnosis", version="0", task="diabetes-classification", preprocess=None,
+                                 quantization=None, training_data={}, metrics={}, classes=list(CLASSES),
+                                 extra={"features": list(FEATURES)}))
     assert load_card(path).extra["features"] == list(FEATURES)
     runner = DiagnosisNetwork.load(path)
     probs = runner.predict(PatientInputs(hba1c=Measurement(7.0, PERCENT), age=50))

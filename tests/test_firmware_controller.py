@@ -20,7 +20,7 @@ def send(controller: Controller, msg_type: int, seq: int, payload: bytes, now: i
 
 
 def connected_controller(**options) -> Controller:
-    controller = Controller(boot_id=0xCAFE, **options)
+    controller = Controller(boot_id=0xCAFE, options=options)
     controller.poll(0)
     (reply,) = send(controller, wire.HELLO, 1, wire.hello_payload(), 0)
     assert reply.msg_type == wire.VERSION
@@ -28,7 +28,7 @@ def connected_controller(**options) -> Controller:
 
 
 def test_handshake_answers_version_with_the_hello_seq():
-    controller = Controller(boot_id=0x1A2B3C4D, heartbeat_ms=500)
+    controller = Controller(boot_id=0x1A2B3C4D, options={"heartbeat_ms": 500})
     (reply,) = send(controller, wire.HELLO, 0x42, wire.hello_payload(), 0)
     assert reply.msg_type == wire.VERSION
     assert reply.payload[0] == 0x42
@@ -81,7 +81,7 @@ def test_damaged_frame_gets_a_bad_crc_nack():
 
 
 def test_events_wait_for_a_host_then_retransmit_same_numbers_until_acked():
-    controller = Controller(boot_id=5, retry_ms=100, retry_max_ms=400, host_timeout_ms=10_000)
+    controller = Controller(boot_id=5, options={"retry_ms": 100, "retry_max_ms": 400, "host_timeout_ms": 10_000})
     controller.queue_button(0, wire.BUTTON_ACTIONS["press"])
     assert not [f for f in frames_from(controller.poll(0)) if f.msg_type == wire.BUTTON]  # no host yet
     controller.feed(wire.encode_frame(wire.HELLO, 1, wire.hello_payload()), 0)
@@ -103,7 +103,7 @@ def test_events_wait_for_a_host_then_retransmit_same_numbers_until_acked():
 
 
 def test_full_queue_drops_presses_and_reports_how_many():
-    controller = Controller(boot_id=5, queue_limit=3)
+    controller = Controller(boot_id=5, options={"queue_limit": 3})
     for _ in range(5):
         controller.queue_button(0, wire.BUTTON_ACTIONS["press"])
     controller.feed(wire.encode_frame(wire.HELLO, 1, wire.hello_payload()), 0)
@@ -120,7 +120,7 @@ def test_full_queue_drops_presses_and_reports_how_many():
 
 
 def test_stuck_button_is_reported_once():
-    controller = Controller(boot_id=5, stuck_ms=1000, debounce_ms=10)
+    controller = Controller(boot_id=5, options={"stuck_ms": 1000, "debounce_ms": 10})
     for now in range(0, 3000, 5):
         controller.sample_button(True, now)
     errors = [p for t, p in controller._queue if t == wire.ERROR]
@@ -171,7 +171,7 @@ any_frame = st.tuples(st.integers(0, 255), st.integers(0, 255), st.binary(max_si
 @given(st.lists(st.one_of(any_frame, st.binary(max_size=40)), max_size=30))
 def test_fuzz_controller_survives_any_frames_and_bytes(items):
     """Well-formed frames of any type and length, mixed with noise: no exception, sane state."""
-    controller = Controller(boot_id=1, queue_limit=4)
+    controller = Controller(boot_id=1, options={"queue_limit": 4})
     controller.queue_button(0, wire.BUTTON_ACTIONS["press"])
     for now, item in enumerate(items):
         data = wire.encode_frame(*item) if isinstance(item, tuple) else item

@@ -59,7 +59,7 @@ def sim_and_bridge(request):
     """A simulator with the faults given by the test's parameters, and a bridge on its pty."""
     params = getattr(request, "param", {})
     sim = Simulator(
-        to_host=params.get("to_host"), to_controller=params.get("to_controller"), seed=1234, **CONTROLLER_TIMING
+        to_host=params.get("to_host"), to_controller=params.get("to_controller"), seed=1234, controller_options=CONTROLLER_TIMING
     ).start()
     bridge = SerialBridge(host_settings(sim.port_path, **params.get("host", {})))
     assert bridge.wait_connected(5), bridge.last_problem
@@ -267,7 +267,7 @@ def test_close_leaves_the_board_showing_offline(sim_and_bridge):
 def test_a_board_speaking_another_protocol_version_is_refused(monkeypatch):
     from firmware_bridge import wire
 
-    with Simulator(seed=3, **CONTROLLER_TIMING) as sim:
+    with Simulator(seed=3, controller_options=CONTROLLER_TIMING) as sim:
         monkeypatch.setattr(wire, "PROTOCOL_VERSION", wire.PROTOCOL_VERSION + 1)  # the board's view
         bridge = SerialBridge(host_settings(sim.port_path))  # still sends version 1 in HELLO
         try:
@@ -294,7 +294,7 @@ def test_soak_many_presses_with_faults_and_unplugs():
         to_host=Faults(drop=0.01, corrupt=0.01, split=0.3, merge=0.3),
         to_controller=Faults(drop=0.01, corrupt=0.01, split=1.0),
         seed=99,
-        **CONTROLLER_TIMING,
+        controller_options=CONTROLLER_TIMING,
     ).start()
     bridge = SerialBridge(host_settings(sim.port_path))
     try:

@@ -107,6 +107,35 @@ def test_validation_lists_every_failure_in_one_error(tiny_model, tmp_path):
     assert info.value.report.float_convs
 
 
+def test_validation_compares_names_and_shapes_before_values(tiny_model):
+    """A PyTorch model whose output would broadcast against the graph's is a shape mismatch, listed
+    with the other failures, not a small difference."""
+    import torch
+
+    from export.quick import TINY_PARAMS, TINY_STYLE
+    from export.validate import ExportValidationError, validate_export
+    from training.checkpoint import load_checkpoint
+    from training.datasets import SyntheticSource
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = self.inner(x)
+            return logits.mean(dim=(2, 3), keepdim=True), logits  # one output too many, the first pooled
+
+    model = Pooled(load_checkpoint(tiny_model.int8.parent / "train" / "best.pt").build())
+    source = SyntheticSource(count=1, split="test", height=192, width=192, style=TINY_STYLE)
+    with pytest.raises(ExportValidationError) as info:
+        validate_export(model, tiny_model.fp32, tiny_model.fp32, [source[0]], TINY_PARAMS)
+    problems = info.value.report.problems
+    assert problems[0] == "fp32 ONNX vs PyTorch: missing output(s) output #1"  # PyTorch gave two
+    assert problems[1].startswith("fp32 ONNX vs PyTorch: output logits has shape")
+    assert any("float convolution" in p for p in problems)
+
+
 def test_report_figures(tiny_model, capsys):
     """Print the measured figures (pytest -s shows them; docs/model-pipeline.md quotes a run)."""
     report = tiny_model.report.to_dict()
@@ -122,14 +151,14 @@ def test_report_figures(tiny_model, capsys):
 
 def test_centre_head_exports_logits_and_centres(tmp_path):
     """A U-Net with the centre head exports both outputs, by name, through quantization and validation."""
-    from export.quick import build_tiny_model
+    from export.quick import TinyRecipe, build_tiny_model
     from export.validate import Tolerances
 
     # 16 steps only: this checks the two-output plumbing, not accuracy (the int8 Dice gate is
     # exercised on the trained model above), hence the loose Dice tolerance.
-    result = build_tiny_model(tmp_path, steps=16, name="tiny-centres", centre_head=True,
-                              calibration_frames=2, validation_frames=2,
-                              tolerances=Tolerances(max_int8_dice_change=1.0))
+    result = build_tiny_model(tmp_path, TinyRecipe(steps=16, name="tiny-centres", centre_head=True,
+                                                   calibration_frames=2, validation_frames=2,
+                                                   tolerances=Tolerances(max_int8_dice_change=1.0)))
     assert result.report.fp32_vs_pytorch_max_abs_diff["centres"] <= 1e-3
     assert result.report.float_convs == []
     for path in (result.fp32, result.int8):

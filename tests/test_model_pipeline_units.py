@@ -133,7 +133,7 @@ def test_training_writes_checkpoints_and_resumes(tmp_path):
     from training.checkpoint import load_checkpoint
     from training.datasets import DatasetCrops
     from runtime.contracts.modelcard import sha256_file
-    from training.loop import TrainConfig, train_segmentation
+    from training.loop import TrainConfig, TrainingRun, train_segmentation
 
     spec = {"name": "unet", "kwargs": {"base_width": 4, "depth": 2}}
     train = DatasetCrops(SegmentationDataset(SyntheticSource(count=4, height=96, width=96), PARAMS,
@@ -144,22 +144,22 @@ def test_training_writes_checkpoints_and_resumes(tmp_path):
     def config(steps: int) -> TrainConfig:
         return TrainConfig(steps=steps, batch_size=2, threads=1, val_every_min=None, val_every_steps=2)
 
-    first = train_segmentation(spec, PARAMS, train, val, config(2), tmp_path, progress=False, log=lines.append)
+    first = train_segmentation(spec, PARAMS, train, val, config(2), TrainingRun(tmp_path, log=lines.append))
     assert first.best.is_file() and first.last.is_file() and len(first.history) == 1 and first.steps == 2
     assert lines and "val mean Dice" in lines[0] and all(name in lines[0] for name in CLASS_NAMES)
     ckpt = load_checkpoint(first.last)
     assert ckpt.raw["step"] == 2 and ckpt.preprocess == PARAMS
     assert set(ckpt.metrics["val"]["per_class"]) == set(CLASS_NAMES)
-    resumed = train_segmentation(spec, PARAMS, train, val, config(4), tmp_path, resume=first.last,
-                                 progress=False, log=lines.append)
+    resumed = train_segmentation(spec, PARAMS, train, val, config(4),
+                                 TrainingRun(tmp_path, resume=first.last, log=lines.append))
     assert [r["step"] for r in resumed.history] == [2, 4]
     assert load_checkpoint(resumed.last).raw["step"] == 4
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
     with pytest.raises(ConfigError, match="trained as"):
         train_segmentation({"name": "unet", "kwargs": {"base_width": 8, "depth": 2}}, PARAMS, train, val,
-                           config(6), tmp_path, resume=first.last, progress=False)
+                           config(6), TrainingRun(tmp_path, resume=first.last))
     # a fine-tune starts a new schedule from the weights and records where they came from
-    tuned = train_segmentation(spec, PARAMS, train, val, config(2), tmp_path / "ft", init=first.last, progress=False)
+    tuned = train_segmentation(spec, PARAMS, train, val, config(2), TrainingRun(tmp_path / "ft", init=first.last))
     init = load_checkpoint(tuned.last).raw["init"]
     assert tuned.steps == 2 and init == {"file": "last.pt", "sha256": sha256_file(first.last)}
     assert load_checkpoint(first.last).raw["init"] is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import cv2
 import numpy as np
@@ -68,18 +69,20 @@ def test_opencv_camera_drops_and_reconnects(tmp_path):
     for i in range(2):
         _write(frames / f"f{i:03d}.png", 20 * (i + 1))
     config = OpenCVCameraConfig(source=str(frames / "f%03d.png"), backend="images", discard_frames=0,
-                                reconnect_interval_s=0.0)
+                                reconnect_interval_s=0.01)  # the shortest wait a config may ask for
     camera = make_camera(config)
     assert isinstance(camera, OpenCVCamera)
     assert [camera.capture().image.mean() for _ in range(2)] == [20, 40]
     with pytest.raises(CameraDisconnected, match="stopped delivering frames"):
         camera.capture()
     shutil.rmtree(frames)  # unplugged
+    time.sleep(0.02)
     with pytest.raises(CameraDisconnected, match="cannot be opened"):
         camera.capture()
     assert not camera.available()
     frames.mkdir()  # plugged back in
     _write(frames / "f000.png", 90)
+    time.sleep(0.02)
     assert camera.capture().image.mean() == 90
     camera.close()
 

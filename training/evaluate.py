@@ -12,7 +12,6 @@ images whose labels the label checks flag (training.label_checks), with the flag
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ def onnx_method(model_path: str | Path, name: str | None = None, threads: int = 
     from runtime.inference.model import SegmentationModel
 
     model = SegmentationModel.load(model_path, SessionOptions(intra_op_threads=threads, warmup=False))
-    model.plan = dataclasses.replace(model.plan, **plan_changes)
+    model.plan = model.plan.replace(**plan_changes)
 
     def analyse(frame: np.ndarray) -> tuple[np.ndarray, dict[str, int], float | None]:
         seg, counts = analyse_frame(model, frame, rules=rules)  # what the device runs

@@ -14,13 +14,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-import click
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -120,28 +118,46 @@ def evaluate_model(model: torch.nn.Module, data: Dataset) -> dict[str, Any]:
     return {"per_class": scores, "mean_dice": round(mean_dice(scores, skip=()), 6)}
 
 
-def train_segmentation(
-    model_spec: dict[str, Any],
-    params: PreprocessParams,
-    batches: BatchSource,
-    val_data: Dataset,
-    config: TrainConfig,
-    out_dir: str | Path,
-    *,
-    resume: str | Path | None = None,
-    init: str | Path | None = None,
-    training_data: dict[str, Any] | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] = click.echo,
-) -> TrainResult:
-    """Train `build_model(model_spec["name"], **model_spec["kwargs"])`; write last.pt and best.pt in out_dir.
+@dataclass(frozen=True)
+class TrainingRun:
+    """Where a run writes, how it starts and whom it tells: a fresh schedule, a resumed run
+    (`resume`: weights, optimiser, step, elapsed time, best score) or a fine-tune (`init`: another
+    checkpoint's weights, a new schedule)."""
 
-    `resume` continues a run (weights, optimiser, step, elapsed time, best score); `init` starts a
-    new schedule from another checkpoint's weights (fine-tuning).
-    """
+    out_dir: str | Path
+    resume: str | Path | None = None
+    init: str | Path | None = None
+    training_data: dict[str, Any] | None = None
+    """What the model was trained and validated on, recorded in the checkpoint (and the card)."""
+    log: Callable[[str], None] = print
+    progress: Callable[[float], None] | None = None
+    """Called after every step with the share of the budget spent (0-1): a progress bar."""
+
+
+@dataclass
+class _Session:
+    """One training run in progress: what every validation needs to score and checkpoint it."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    model_spec: dict[str, Any]
+    params: PreprocessParams
+    config: TrainConfig
+    run: TrainingRun
+    val_data: Dataset
+    state: dict[str, Any]
+    best_path: Path
+    last_path: Path
+
+
+def train_segmentation(model_spec: dict[str, Any], params: PreprocessParams, batches: BatchSource,
+                       val_data: Dataset, config: TrainConfig, run: TrainingRun) -> TrainResult:
+    """Train `build_model(model_spec["name"], **model_spec["kwargs"])`; write last.pt and best.pt in
+    `run.out_dir`."""
+    resume, init, log = run.resume, run.init, run.log
     if resume is not None and init is not None:
         raise ConfigError("give either resume (continue a run) or init (start from weights), not both")
-    out_dir = _writable_dir(out_dir)
+    out_dir = _writable_dir(run.out_dir)
     torch.manual_seed(config.seed)
     torch.set_num_threads(max(1, config.threads))
     rng = np.random.default_rng(config.seed)
@@ -163,38 +179,32 @@ def train_segmentation(
         state["init"] = {"file": Path(init).name, "sha256": sha256_file(init)}  # the card's lineage
         log(f"weights from {init}")
 
-    best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
+    session = _Session(model, optimizer, model_spec, params, config, run, val_data, state,
+                       best_path=out_dir / "best.pt", last_path=out_dir / "last.pt")
     started = time.monotonic() - state["elapsed_s"]
     last_val_t, last_val_step = time.monotonic(), state["step"]
-    bar = _ProgressBar(config, state) if progress else None
     model.train()
-    try:
-        while True:
-            elapsed = time.monotonic() - started
-            fraction = config.budget_fraction(state["step"], elapsed)
-            if fraction >= 1.0:
-                break
-            lr = config.learning_rate(fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = _train_step(model, optimizer, criterion, batches.batch(rng, config.batch_size), config)
-            state["step"] += 1
-            state["elapsed_s"] = time.monotonic() - started
-            if bar is not None:
-                bar.advance(state)
-            due = ((config.val_every_min is not None and time.monotonic() - last_val_t >= 60.0 * config.val_every_min)
-                   or (config.val_every_steps is not None and state["step"] - last_val_step >= config.val_every_steps))
-            if due and config.budget_fraction(state["step"], state["elapsed_s"]) < 1.0:
-                _validate(model, optimizer, model_spec, params, config, state, val_data, training_data, loss,
-                          best_path, last_path, log)
-                last_val_t, last_val_step = time.monotonic(), state["step"]
-    finally:
-        if bar is not None:
-            bar.finish()
-    if state["step"] > last_val_step or not best_path.exists():
-        _validate(model, optimizer, model_spec, params, config, state, val_data, training_data, None,
-                  best_path, last_path, log)
-    return TrainResult(best=best_path, last=last_path, history=state["history"], steps=state["step"])
+    while True:
+        elapsed = time.monotonic() - started
+        fraction = config.budget_fraction(state["step"], elapsed)
+        if fraction >= 1.0:
+            break
+        lr = config.learning_rate(fraction)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = _train_step(model, optimizer, criterion, batches.batch(rng, config.batch_size), config)
+        state["step"] += 1
+        state["elapsed_s"] = time.monotonic() - started
+        if run.progress is not None:
+            run.progress(min(1.0, config.budget_fraction(state["step"], state["elapsed_s"])))
+        due = ((config.val_every_min is not None and time.monotonic() - last_val_t >= 60.0 * config.val_every_min)
+               or (config.val_every_steps is not None and state["step"] - last_val_step >= config.val_every_steps))
+        if due and config.budget_fraction(state["step"], state["elapsed_s"]) < 1.0:
+            _validate(session, loss)
+            last_val_t, last_val_step = time.monotonic(), state["step"]
+    if state["step"] > last_val_step or not session.best_path.exists():
+        _validate(session, None)
+    return TrainResult(best=session.best_path, last=session.last_path, history=state["history"], steps=state["step"])
 
 
 def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion: SegmentationLoss,
@@ -210,12 +220,10 @@ def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criter
     return float(loss.detach())
 
 
-def _validate(model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_spec: dict[str, Any],
-              params: PreprocessParams, config: TrainConfig, state: dict[str, Any], val_data: Dataset,
-              training_data: dict[str, Any] | None, loss: float | None, best_path: Path, last_path: Path,
-              log: Callable[[str], None]) -> None:
+def _validate(s: _Session, loss: float | None) -> None:
     t0 = time.monotonic()
-    val = evaluate_model(model, val_data)
+    state = s.state
+    val = evaluate_model(s.model, s.val_data)
     record = {"step": state["step"], "minutes": round(state["elapsed_s"] / 60.0, 2),
               "train_loss": None if loss is None else round(loss, 5), "val": val,
               "val_seconds": round(time.monotonic() - t0, 2)}
@@ -224,31 +232,30 @@ def _validate(model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_sp
         state["best_score"] = val["mean_dice"]
     record["best"] = improved
     state["history"].append(record)
-    payload = _payload(model, optimizer, model_spec, params, config, state, val, training_data)
-    save_checkpoint(last_path, payload)
+    payload = _payload(s, val)
+    save_checkpoint(s.last_path, payload)
     if improved:
-        save_checkpoint(best_path, payload)
-    with open(best_path.parent / "log.jsonl", "a") as fh:
+        save_checkpoint(s.best_path, payload)
+    with open(s.best_path.parent / "log.jsonl", "a") as fh:
         fh.write(json.dumps({k: v for k, v in record.items()}) + "\n")
-    log(_record_line(record))
+    s.run.log(_record_line(record))
 
 
-def _payload(model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_spec: dict[str, Any],
-             params: PreprocessParams, config: TrainConfig, state: dict[str, Any], val: dict[str, Any],
-             training_data: dict[str, Any] | None) -> dict[str, Any]:
+def _payload(s: _Session, val: dict[str, Any]) -> dict[str, Any]:
+    state = s.state
     return {
-        "model": {"name": model_spec["name"], "kwargs": dict(model_spec.get("kwargs", {}))},
-        "state_dict": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "preprocess": params.to_dict(),
+        "model": {"name": s.model_spec["name"], "kwargs": dict(s.model_spec.get("kwargs", {}))},
+        "state_dict": s.model.state_dict(),
+        "optimizer": s.optimizer.state_dict(),
+        "preprocess": s.params.to_dict(),
         "epoch": state["step"],
         "step": state["step"],
         "elapsed_s": state["elapsed_s"],
         "best_score": state["best_score"],
         "history": state["history"],
         "metrics": {"val": val, "steps": state["step"]},
-        "training_data": training_data or {},
-        "train_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
+        "training_data": s.run.training_data or {},
+        "train_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(s.config).items()},
         "init": state.get("init"),
     }
 
@@ -274,25 +281,6 @@ def _resume(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Opt
         "best_score": float(ckpt.raw.get("best_score", -1.0)), "history": list(ckpt.raw.get("history", [])),
         "init": ckpt.raw.get("init"),
     }
-
-
-class _ProgressBar:
-    """A click progress bar over the budget (steps, or seconds for a time budget)."""
-
-    def __init__(self, config: TrainConfig, state: dict[str, Any]) -> None:
-        self.config = config
-        self.bar = click.progressbar(length=1000, label="training", file=sys.stderr, show_percent=True)
-        self.shown = 0
-        self.advance(state)
-
-    def advance(self, state: dict[str, Any]) -> None:
-        target = int(1000 * self.config.budget_fraction(state["step"], state["elapsed_s"]))
-        if target > self.shown:
-            self.bar.update(target - self.shown)
-            self.shown = target
-
-    def finish(self) -> None:
-        self.bar.render_finish()
 
 
 def _record_line(record: dict[str, Any]) -> str:

@@ -99,7 +99,7 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
     from benchmarks.edge_bench.macs import count_macs
     from benchmarks.edge_bench.peak import numpy_gemm_peak
     from benchmarks.edge_bench.profile import op_times, profile_events
-    from benchmarks.edge_bench.sweep import model_input, run_sweep
+    from benchmarks.edge_bench.sweep import SweepTiming, model_input, run_sweep
 
     machine = machine_info()
     models = find_models(options.model_dir, options.fp32, options.int8)
@@ -150,8 +150,7 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
         # 4. model-only sweep
         inputs = {hw: model_input(frame.image, hw, models[0].card) for hw in sizes}
         sweep, sweep_peaks = run_sweep(
-            models, providers, threads, inputs, warmup=options.warmup, runs=options.runs, macs=macs,
-            peak_size=options.peak_size,
+            models, providers, threads, inputs, SweepTiming(options.warmup, options.runs, options.peak_size), macs,
             on_point=lambda p: step(f"sweep {p.variant} {p.runs_on} {p.threads}t {p.input_hw[0]}x{p.input_hw[1]}"),
         )
         # 5. where the time goes: ORT's per-operator profile at the field size

@@ -74,16 +74,22 @@ def model_input(frame_bgr: np.ndarray, hw: HW, card: Any) -> np.ndarray:
     return normalize(resized, params)[None]
 
 
+@dataclass(frozen=True)
+class SweepTiming:
+    """How each configuration is timed: warm-up and measured runs, and the matmul peak's size."""
+
+    warmup: int
+    runs: int
+    peak_size: int
+
+
 def run_sweep(
     models: Sequence[ModelFile],
     providers: Sequence[str],
     threads_list: Sequence[int],
     inputs: dict[HW, np.ndarray],
-    *,
-    warmup: int,
-    runs: int,
+    timing: SweepTiming,
     macs: dict[tuple[str, HW], MacCount],
-    peak_size: int,
     on_point: Callable[[SweepPoint], None] = lambda point: None,
 ) -> tuple[list[SweepPoint], list[Peak]]:
     """Measure every configuration.
@@ -92,6 +98,7 @@ def run_sweep(
     the CPU provider) the fp32 and int8 matmul peak kernels at the same thread count are measured
     right after them; each model's efficiency is its MAC rate over the peak measured alongside it.
     """
+    warmup, runs, peak_size = timing.warmup, timing.runs, timing.peak_size
     points: list[SweepPoint] = []
     peaks: list[Peak] = []
     for provider in providers:

@@ -11,7 +11,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.contracts.errors import DataError
+from runtime.contracts.errors import ConfigError, DataError
+from runtime.contracts.safe_load import read_text_file
 
 #: A table larger than this is not a worklist or a batch of patients.
 MAX_TABLE_BYTES = 64 * 1024 * 1024
@@ -59,16 +60,9 @@ def read_csv_table(path: str | Path, text: str | None = None) -> CsvTable:
 
 
 def read_text_bounded(path: Path, what: str) -> str:
-    """A regular UTF-8 text file of at most MAX_TABLE_BYTES (a BOM is dropped)."""
-    if not path.is_file():
-        raise DataError(f"{path}: {what} file does not exist or is not a regular file")
+    """A regular UTF-8 text file of at most MAX_TABLE_BYTES, read by the one bounded reader
+    (runtime.contracts.safe_load); its problems are the data's (DataError), not configuration."""
     try:
-        size = path.stat().st_size
-        if size > MAX_TABLE_BYTES:
-            raise DataError(f"{path}: {size / 2**20:.0f} MiB is more than the {MAX_TABLE_BYTES / 2**20:.0f} MiB "
-                            f"limit for a {what} file")
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+        return read_text_file(path, f"{what} file", MAX_TABLE_BYTES)
+    except ConfigError as exc:
+        raise DataError(str(exc)) from None

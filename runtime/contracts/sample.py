@@ -20,10 +20,13 @@ from typing import Any, Iterable, Mapping
 from runtime.contracts.classes import CELL_CLASSES, CLASS_NAMES
 from runtime.contracts.config import SampleConfig
 from runtime.contracts.errors import ConfigError, DataError
-from runtime.contracts.csvtable import read_csv_table, read_text_bounded
+from runtime.contracts.csvtable import read_csv_table
 from runtime.contracts.ids import uuid7
-from runtime.contracts.strictjson import loads_strict
 from runtime.contracts.plausible import ImplausibleValue, check_labs
+from runtime.contracts.safe_load import parse_json, read_text_file
+
+MAX_WORKLIST_BYTES = 16 * 1024 * 1024
+"""A day's worklist is kilobytes; 16 MiB is far beyond any real one and still cheap to read."""
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +104,11 @@ def parse_lab_options(options: Iterable[str]) -> dict[str, LabValue]:
 def read_worklist(path: str | Path, secret: bytes | None = None, default_fields: int = 1) -> list[SampleContext]:
     """Samples from a CSV (columns sample_id, patient_id, fields, then lab values) or JSON list."""
     path = Path(path)
-    text = read_text_bounded(path, "worklist")
-    rows = _json_rows(path, text) if path.suffix.lower() == ".json" else _csv_rows(path, text)
+    try:
+        text = read_text_file(path, "worklist file", MAX_WORKLIST_BYTES)
+        rows = _json_rows(path, text) if path.suffix.lower() == ".json" else _csv_rows(path, text)
+    except ConfigError as exc:  # the file's own problems (size, encoding, JSON): data, not configuration
+        raise DataError(str(exc)) from None
     samples = []
     for number, row in enumerate(rows, start=1):
         where = f"{path}: entry {number}"
@@ -136,10 +142,7 @@ def _csv_rows(path: Path, text: str) -> list[dict[str, Any]]:
 
 
 def _json_rows(path: Path, text: str) -> list[dict[str, Any]]:
-    try:
-        data = loads_strict(text)
-    except ValueError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    data = parse_json(text, str(path))
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise DataError(f"{path}: a JSON worklist is a list of objects with sample_id, patient_id, fields, labs")
     for number, row in enumerate(data, start=1):

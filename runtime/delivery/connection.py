@@ -14,7 +14,6 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -22,31 +21,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from runtime.contracts.mqtt_settings import MqttSettings, TlsFiles  # noqa: F401  (TlsFiles: re-exported)
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """Client-certificate TLS: the CA that signed the broker, and this client's certificate and key."""
-
-    ca: Path
-    cert: Path
-    key: Path
-
-
-@dataclass(frozen=True)
-class MqttSettings:
-    """Where and how to connect. `session_expiry_s` > 0 keeps the broker-side session across drops."""
-
-    host: str = "127.0.0.1"
-    port: int = 1883
-    client_id: str = ""
-    tls: TlsFiles | None = None
-    keepalive_s: int = 30
-    session_expiry_s: int = 7 * 24 * 3600
-    reconnect_min_s: float = 0.2
-    reconnect_max_s: float = 5.0
-    max_inflight: int = 100
 
 
 @dataclass
@@ -63,6 +40,18 @@ class ConnectionStats:
 OnConnected = Callable[[mqtt.Client, bool], None]
 
 
+@dataclass(frozen=True)
+class ClientCallbacks:
+    """What the owner of a connection hears; each runs on paho's network thread and must be quick."""
+
+    on_connected: OnConnected | None = None  # (client, session_present)
+    on_message: Callable[[mqtt.Client, mqtt.MQTTMessage], None] | None = None
+    on_publish: Callable[[int, Any], None] | None = None  # (mid, reason code)
+    on_disconnected: Callable[[mqtt.Client], None] | None = None
+    on_recreated: Callable[[], None] | None = None  # the watchdog replaced a dead client
+    on_subscribed: Callable[[mqtt.Client, int, list[Any]], None] | None = None  # (client, mid, reason codes)
+
+
 class ResilientClient:
     """A paho client that keeps itself alive: contained callbacks, auto-reconnect, a watchdog.
 
@@ -72,15 +61,10 @@ class ResilientClient:
     def __init__(
         self,
         settings: MqttSettings,
+        callbacks: ClientCallbacks | None = None,
         *,
         status_topic: str | None = None,
         manual_ack: bool = False,
-        on_connected: OnConnected | None = None,
-        on_message: Callable[[mqtt.Client, mqtt.MQTTMessage], None] | None = None,
-        on_publish: Callable[[int, Any], None] | None = None,
-        on_disconnected: Callable[[mqtt.Client], None] | None = None,
-        on_recreated: Callable[[], None] | None = None,
-        on_subscribed: Callable[[mqtt.Client, int, list[Any]], None] | None = None,
         watchdog_interval_s: float = 1.0,
     ) -> None:
         if settings.session_expiry_s <= 0:
@@ -89,12 +73,7 @@ class ResilientClient:
         self.status_topic = status_topic
         self.manual_ack = manual_ack
         self.stats = ConnectionStats()
-        self._on_connected = on_connected
-        self._on_message = on_message
-        self._on_publish = on_publish
-        self._on_disconnected = on_disconnected
-        self._on_recreated = on_recreated
-        self._on_subscribed = on_subscribed
+        self._callbacks = callbacks or ClientCallbacks()
         self._watchdog_interval_s = watchdog_interval_s
         self._stop = threading.Event()
         self._client_lock = threading.Lock()
@@ -203,8 +182,8 @@ class ResilientClient:
             self.client = self._build()
             self.stats.recreated += 1
             self._start_client(self.client)
-        if self._on_recreated:
-            self._on_recreated()
+        if self._callbacks.on_recreated:
+            self._callbacks.on_recreated()
 
     # -- callbacks (paho VERSION2 signatures) ---------------------------------------------------
     def _handle_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
@@ -217,28 +196,28 @@ class ResilientClient:
                  bool(getattr(flags, "session_present", False)))
         if self.status_topic:
             client.publish(self.status_topic, b"online", qos=1, retain=True)
-        if self._on_connected:
-            self._on_connected(client, bool(getattr(flags, "session_present", False)))
+        if self._callbacks.on_connected:
+            self._callbacks.on_connected(client, bool(getattr(flags, "session_present", False)))
 
     def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self.stats.disconnects += 1
-        if self._on_disconnected:
-            self._on_disconnected(client)
+        if self._callbacks.on_disconnected:
+            self._callbacks.on_disconnected(client)
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if self._on_message:
-            self._on_message(client, message)
+        if self._callbacks.on_message:
+            self._callbacks.on_message(client, message)
 
     def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
-        if self._on_publish:
-            self._on_publish(mid, reason_code)
+        if self._callbacks.on_publish:
+            self._callbacks.on_publish(mid, reason_code)
 
     def _handle_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         for code in reason_codes:
             if code.is_failure:
                 log.error("subscription refused: %s", code)
-        if self._on_subscribed:
-            self._on_subscribed(client, mid, list(reason_codes))
+        if self._callbacks.on_subscribed:
+            self._callbacks.on_subscribed(client, mid, list(reason_codes))
 
 
 def publish_ok(info: mqtt.MQTTMessageInfo) -> bool:

@@ -17,13 +17,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from runtime.delivery.connection import MqttSettings, ResilientClient, publish_ok
+from runtime.delivery.connection import ClientCallbacks, MqttSettings, ResilientClient, publish_ok
 from runtime.delivery.orders import parse_order
 from runtime.delivery.topics import check_name, topic
 from runtime.delivery.outbox import Outbox
@@ -89,13 +89,10 @@ class MqttPublisher:
         self._event_fd = os.open(str(event_log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if event_log else None
         self.connection = ResilientClient(
             settings if settings.client_id else _with_client_id(settings, device_id),
+            ClientCallbacks(on_connected=self._connected, on_message=self._message, on_publish=self._published,
+                            on_recreated=self._client_replaced, on_subscribed=self._subscribed,
+                            on_disconnected=self._disconnected),
             status_topic=topic(site, device_id, "status"),
-            on_connected=self._connected,
-            on_message=self._message,
-            on_publish=self._published,
-            on_recreated=self._client_replaced,
-            on_subscribed=self._subscribed,
-            on_disconnected=self._disconnected,
         )
         self._sender = threading.Thread(target=self._send_loop, name="outbox-sender", daemon=True)
         self.connection.start()
@@ -267,4 +264,4 @@ class MqttPublisher:
 
 
 def _with_client_id(settings: MqttSettings, device_id: str) -> MqttSettings:
-    return replace(settings, client_id=f"device-{device_id}")
+    return settings.connection(client_id=f"device-{device_id}")

@@ -99,13 +99,9 @@ def make_publisher(config: PublisherConfig, device_id: str,
 def _mqtt_publisher(config: MqttPublisherConfig, device_id: str,
                     on_order: Callable[[dict[str, Any]], None] | None) -> Publisher:
     """runtime.mqtt's durable publisher: SQLite outbox, QoS 1, receipts, orders."""
-    from runtime.delivery.connection import MqttSettings, TlsFiles
     from runtime.delivery.publisher import MqttPublisher
     from runtime.delivery.outbox import Outbox
 
-    tls = None
-    if config.ca_file and config.cert_file and config.key_file:
-        tls = TlsFiles(ca=Path(config.ca_file), cert=Path(config.cert_file), key=Path(config.key_file))
-    settings = MqttSettings(host=config.host, port=config.port, tls=tls, keepalive_s=config.keepalive_s)
+    settings = config.connection()  # relative TLS paths: from the working directory
     outbox = Outbox(config.outbox, max_payload_bytes=config.max_message_bytes)
     return MqttPublisher(settings, site=config.site, device_id=device_id, outbox=outbox, on_order=on_order)

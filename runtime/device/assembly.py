@@ -13,7 +13,7 @@ from typing import Any
 from runtime.capture.cameras import make_camera
 from runtime.contracts.config import DeviceConfig
 from runtime.diagnosis.decision import GuidelineDiagnoser
-from runtime.device.loop import Device, ModelHolder
+from runtime.device.loop import Device, DeviceParts, DeviceSettings, ModelHolder
 from runtime.delivery.sinks import Publisher, make_publisher
 from runtime.contracts.sample import SampleTracker
 from runtime.contracts.errors import ModelError
@@ -69,20 +69,18 @@ def build_device(
     if trigger is None:
         trigger, trigger_status = make_trigger(config.trigger)
         status.extend(trigger_status)
-    device = Device(
-        device_id=config.device_id,
+    parts = DeviceParts(
         camera=camera,
         model=ModelHolder(config.model.path, session_options(config.model), config.model.flip_average),
         publisher=publisher,
         samples=samples or SampleTracker.from_config(config.sample),
-        quality=config.quality,
-        um_per_px=config.um_per_px,
         diagnoser=GuidelineDiagnoser.from_config(config.diagnosis),
         indicators=status,
-        overlays_dir=config.output.overlays_dir,
         events=events,
-        first_seq=_next_seq(publisher),
     )
+    settings = DeviceSettings(quality=config.quality, um_per_px=config.um_per_px,
+                              overlays_dir=config.output.overlays_dir, first_seq=_next_seq(publisher))
+    device = Device(config.device_id, parts, settings)
     return DeviceSetup(device=device, trigger=trigger)
 
 

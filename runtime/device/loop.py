@@ -58,44 +58,52 @@ class ModelHolder:
         return self._model
 
 
+@dataclass
+class DeviceParts:
+    """What a device is made of, each part behind its interface (hardware, model, delivery)."""
+
+    camera: Camera
+    model: ModelHolder
+    publisher: Publisher
+    samples: SampleTracker = field(default_factory=SampleTracker)
+    diagnoser: Diagnoser | None = None
+    indicators: list[StatusIndicator] = field(default_factory=list)
+    events: TriggerQueue = field(default_factory=TriggerQueue)
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """How a device treats its captures (from the config's quality, calibration and output)."""
+
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    um_per_px: float | None = None
+    overlays_dir: str | Path | None = None
+    first_seq: int = 0
+    idle_poll_s: float = 1.0
+
+
 class Device:
     """One microscope: camera, model, publisher, sample tracker and status indicators."""
 
-    def __init__(
-        self,
-        *,
-        device_id: str,
-        camera: Camera,
-        model: ModelHolder,
-        publisher: Publisher,
-        samples: SampleTracker | None = None,
-        quality: QualityConfig | None = None,
-        um_per_px: float | None = None,
-        diagnoser: Diagnoser | None = None,
-        indicators: list[StatusIndicator] | None = None,
-        overlays_dir: str | Path | None = None,
-        on_outcome: Callable[[CaptureOutcome], None] | None = None,
-        first_seq: int = 0,
-        idle_poll_s: float = 1.0,
-        events: TriggerQueue | None = None,
-    ) -> None:
+    def __init__(self, device_id: str, parts: DeviceParts, settings: DeviceSettings = DeviceSettings(),
+                 on_outcome: Callable[[CaptureOutcome], None] | None = None) -> None:
         self.device_id = device_id
-        self.camera = camera
-        self.model = model
-        self.publisher = publisher
-        self.samples = samples or SampleTracker()
-        self.quality = quality or QualityConfig()
-        self.um_per_px = um_per_px
-        self.diagnoser = diagnoser
-        self.indicators = list(indicators or [])
-        self.overlays_dir = Path(overlays_dir) if overlays_dir else None
+        self.camera = parts.camera
+        self.model = parts.model
+        self.publisher = parts.publisher
+        self.samples = parts.samples
+        self.diagnoser = parts.diagnoser
+        self.indicators = list(parts.indicators)
+        self.events = parts.events
+        self.quality = settings.quality
+        self.um_per_px = settings.um_per_px
+        self.overlays_dir = Path(settings.overlays_dir) if settings.overlays_dir else None
+        self.seq = settings.first_seq
+        self.idle_poll_s = settings.idle_poll_s
         self.on_outcome = on_outcome
-        self.seq = first_seq
-        self.idle_poll_s = idle_poll_s
         self.state: DeviceState = "idle"
         self.summaries: dict[str, SampleSummary] = {}
         self._analyzer: Analyzer | None = None
-        self.events = events or TriggerQueue()
 
     # --- status -----------------------------------------------------------------------------
 

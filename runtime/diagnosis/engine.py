@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from runtime.diagnosis.diabetes_type import assess_type
 from runtime.diagnosis.features import network_view
-from runtime.diagnosis.followup import followup_triggers, followups_for
+from runtime.diagnosis.followup import Findings, followup_triggers, followups_for
 from runtime.diagnosis.inputs import PatientInputs, patient_inputs_from_mapping
 from runtime.diagnosis.report import Criterion, DiagnosisReport, HbA1cReliability
 from runtime.diagnosis.smear import SmearFindings, assess_red_cells, smear_from_mapping
@@ -130,8 +130,8 @@ def diagnose(
     seen = network_view(p, exclude_hba1c=hba1c.excluded) if probabilities else None
     if seen:
         flags.extend(unseen_by_network(seen, criteria))
-    triggers = followup_triggers(p, guideline, status, confirmation_needed, hba1c, type_,
-                                 random_without_symptoms, red_cells_abnormal, anaemia, evaluated)
+    findings = Findings(status, confirmation_needed, evaluated, random_without_symptoms, red_cells_abnormal, anaemia)
+    triggers = followup_triggers(p, guideline, findings, hba1c, type_)
     return DiagnosisReport(
         guideline=guideline, status=status, category=category, criteria=criteria,
         confirmation_needed=confirmation_needed, flags=flags, hba1c_excluded=hba1c,

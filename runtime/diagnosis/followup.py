@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from runtime.diagnosis.inputs import PatientInputs
 from runtime.diagnosis.report import FollowUpItem, HbA1cReliability, TypeAssessment
 from runtime.diagnosis.tables import (
@@ -9,12 +11,24 @@ from runtime.diagnosis.tables import (
 )
 
 
-def followup_triggers(
-    p: PatientInputs, guideline: str, status: str, confirmation_needed: bool,
-    hba1c: HbA1cReliability, type_: TypeAssessment, random_without_symptoms: bool,
-    red_cells_abnormal: bool, anaemia: bool, tests_evaluated: list[str],
-) -> list[str]:
+@dataclass(frozen=True)
+class Findings:
+    """What the guideline rules concluded and what the smear showed: the follow-up rules' facts."""
+
+    status: str
+    confirmation_needed: bool
+    tests_evaluated: list[str]
+    random_without_symptoms: bool = False
+    red_cells_abnormal: bool = False
+    anaemia: bool = False
+
+
+def followup_triggers(p: PatientInputs, guideline: str, findings: Findings, hba1c: HbA1cReliability,
+                      type_: TypeAssessment) -> list[str]:
     """The follow-up triggers that apply, in the order they should be read."""
+    status, confirmation_needed = findings.status, findings.confirmation_needed
+    random_without_symptoms, tests_evaluated = findings.random_without_symptoms, findings.tests_evaluated
+    red_cells_abnormal, anaemia = findings.red_cells_abnormal, findings.anaemia
     triggers: list[str] = []
     if status == "indeterminate":
         triggers.append("random_without_symptoms" if random_without_symptoms else "no_usable_input")

@@ -69,7 +69,9 @@ class Cutpoint:
 
 
 def _glucose(guideline: str, pregnant: bool, test: str, status: str, category: str,
-             mmol_l: float, mg_dl: float, source: str, needs_symptoms: bool = False) -> Cutpoint:
+             mmol_l_mg_dl: tuple[float, float], source: str, needs_symptoms: bool = False) -> Cutpoint:
+    """A glucose cut-point as the guideline prints it: (mmol/L, mg/dL)."""
+    mmol_l, mg_dl = mmol_l_mg_dl
     return Cutpoint(guideline, pregnant, test, status, category,
                     MappingProxyType({MMOL_L: mmol_l, MG_DL: mg_dl}), source, needs_symptoms)
 
@@ -81,41 +83,41 @@ def _hba1c(guideline: str, status: str, category: str, pct: float, mmol_mol: flo
 
 CUTPOINTS: tuple[Cutpoint, ...] = (
     # ---- ADA, non-pregnant adults
-    _glucose("ada", False, "fpg", "prediabetes", "IFG (prediabetes)", 5.6, 100, "ada-2"),
-    _glucose("ada", False, "fpg", "diabetes", "diabetes", 7.0, 126, "ada-2"),
-    _glucose("ada", False, "ogtt_2h", "prediabetes", "IGT (prediabetes)", 7.8, 140, "ada-2"),
-    _glucose("ada", False, "ogtt_2h", "diabetes", "diabetes", 11.1, 200, "ada-2"),
+    _glucose("ada", False, "fpg", "prediabetes", "IFG (prediabetes)", (5.6, 100), "ada-2"),
+    _glucose("ada", False, "fpg", "diabetes", "diabetes", (7.0, 126), "ada-2"),
+    _glucose("ada", False, "ogtt_2h", "prediabetes", "IGT (prediabetes)", (7.8, 140), "ada-2"),
+    _glucose("ada", False, "ogtt_2h", "diabetes", "diabetes", (11.1, 200), "ada-2"),
     _hba1c("ada", "prediabetes", "prediabetes (HbA1c)", 5.7, 39, "ada-2"),
     _hba1c("ada", "diabetes", "diabetes", 6.5, 48, "ada-2"),
-    _glucose("ada", False, "random_glucose", "diabetes", "diabetes (symptoms + random glucose)", 11.1, 200, "ada-2", True),
+    _glucose("ada", False, "random_glucose", "diabetes", "diabetes (symptoms + random glucose)", (11.1, 200), "ada-2", True),
     # ---- WHO, non-pregnant adults
-    _glucose("who", False, "fpg", "prediabetes", "IFG", 6.1, 110, "who-2006"),
-    _glucose("who", False, "fpg", "diabetes", "diabetes", 7.0, 126, "who-2006"),
-    _glucose("who", False, "ogtt_2h", "prediabetes", "IGT", 7.8, 140, "who-2006"),
-    _glucose("who", False, "ogtt_2h", "diabetes", "diabetes", 11.1, 200, "who-2006"),
+    _glucose("who", False, "fpg", "prediabetes", "IFG", (6.1, 110), "who-2006"),
+    _glucose("who", False, "fpg", "diabetes", "diabetes", (7.0, 126), "who-2006"),
+    _glucose("who", False, "ogtt_2h", "prediabetes", "IGT", (7.8, 140), "who-2006"),
+    _glucose("who", False, "ogtt_2h", "diabetes", "diabetes", (11.1, 200), "who-2006"),
     _hba1c("who", "diabetes", "diabetes", 6.5, 48, "who-2011"),
-    _glucose("who", False, "random_glucose", "diabetes", "diabetes (symptoms + random glucose)", 11.1, 200, "who-2006", True),
+    _glucose("who", False, "random_glucose", "diabetes", "diabetes (symptoms + random glucose)", (11.1, 200), "who-2006", True),
     # ---- NICE, non-pregnant adults
-    _glucose("nice", False, "fpg", "prediabetes", "high risk", 5.5, 99, "nice-ph38"),
-    _glucose("nice", False, "fpg", "diabetes", "diabetes", 7.0, 126, "nice-ng28"),
-    _glucose("nice", False, "ogtt_2h", "diabetes", "diabetes", 11.1, 200, "nice-ng28"),
+    _glucose("nice", False, "fpg", "prediabetes", "high risk", (5.5, 99), "nice-ph38"),
+    _glucose("nice", False, "fpg", "diabetes", "diabetes", (7.0, 126), "nice-ng28"),
+    _glucose("nice", False, "ogtt_2h", "diabetes", "diabetes", (11.1, 200), "nice-ng28"),
     _hba1c("nice", "prediabetes", "high risk", 6.0, 42, "nice-ph38"),
     _hba1c("nice", "diabetes", "diabetes", 6.5, 48, "nice-ng28"),
-    _glucose("nice", False, "random_glucose", "diabetes", "diabetes (symptoms + random glucose)", 11.1, 200, "nice-ng28", True),
+    _glucose("nice", False, "random_glucose", "diabetes", "diabetes (symptoms + random glucose)", (11.1, 200), "nice-ng28", True),
     # ---- pregnancy: IADPSG / WHO 2013, used for WHO and ADA
     *(row for g in ("who", "ada") for row in (
-        _glucose(g, True, "fpg", "gestational_diabetes", "gestational diabetes (IADPSG)", 5.1, 92, "who-2013"),
-        _glucose(g, True, "fpg", "diabetes", "diabetes in pregnancy", 7.0, 126, "who-2013"),
-        _glucose(g, True, "ogtt_1h", "gestational_diabetes", "gestational diabetes (IADPSG)", 10.0, 180, "who-2013"),
-        _glucose(g, True, "ogtt_2h", "gestational_diabetes", "gestational diabetes (IADPSG)", 8.5, 153, "who-2013"),
-        _glucose(g, True, "ogtt_2h", "diabetes", "diabetes in pregnancy", 11.1, 200, "who-2013"),
-        _glucose(g, True, "random_glucose", "diabetes", "diabetes in pregnancy (symptoms + random glucose)", 11.1, 200, "who-2013", True),
+        _glucose(g, True, "fpg", "gestational_diabetes", "gestational diabetes (IADPSG)", (5.1, 92), "who-2013"),
+        _glucose(g, True, "fpg", "diabetes", "diabetes in pregnancy", (7.0, 126), "who-2013"),
+        _glucose(g, True, "ogtt_1h", "gestational_diabetes", "gestational diabetes (IADPSG)", (10.0, 180), "who-2013"),
+        _glucose(g, True, "ogtt_2h", "gestational_diabetes", "gestational diabetes (IADPSG)", (8.5, 153), "who-2013"),
+        _glucose(g, True, "ogtt_2h", "diabetes", "diabetes in pregnancy", (11.1, 200), "who-2013"),
+        _glucose(g, True, "random_glucose", "diabetes", "diabetes in pregnancy (symptoms + random glucose)", (11.1, 200), "who-2013", True),
     )),
     # ---- pregnancy: NICE NG3
-    _glucose("nice", True, "fpg", "gestational_diabetes", "gestational diabetes (NICE NG3)", 5.6, 101, "nice-ng3"),
-    _glucose("nice", True, "fpg", "diabetes", "pre-existing diabetes likely", 7.0, 126, "nice-ng3"),
-    _glucose("nice", True, "ogtt_2h", "gestational_diabetes", "gestational diabetes (NICE NG3)", 7.8, 140, "nice-ng3"),
-    _glucose("nice", True, "ogtt_2h", "diabetes", "pre-existing diabetes likely", 11.1, 200, "nice-ng3"),
+    _glucose("nice", True, "fpg", "gestational_diabetes", "gestational diabetes (NICE NG3)", (5.6, 101), "nice-ng3"),
+    _glucose("nice", True, "fpg", "diabetes", "pre-existing diabetes likely", (7.0, 126), "nice-ng3"),
+    _glucose("nice", True, "ogtt_2h", "gestational_diabetes", "gestational diabetes (NICE NG3)", (7.8, 140), "nice-ng3"),
+    _glucose("nice", True, "ogtt_2h", "diabetes", "pre-existing diabetes likely", (11.1, 200), "nice-ng3"),
 )
 
 

@@ -7,7 +7,6 @@ session and decodes its own outputs (runtime.inference.passes.Network).
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +60,7 @@ class SegmentationModel(Network):
         except (ConfigError, TypeError) as exc:
             raise ModelError(f"{path}: model card: {exc}") from exc
         if flip_average is not None:
-            plan = dataclasses.replace(plan, flip_average=flip_average)
+            plan = plan.replace(flip_average=flip_average)
         return cls(loaded=loaded, params=card.preprocess, plan=plan)
 
     @property

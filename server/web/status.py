@@ -40,10 +40,9 @@ class StatusWatcher:
     """Subscribes to every device's status topic and records each change."""
 
     def __init__(self, config: ServerConfig, db: Database) -> None:
-        from dataclasses import replace
 
         self.db = db
-        settings = replace(config.broker.settings(config.base_dir), client_id=f"{config.broker.client_id}-status")
+        settings = config.broker.connection(base_dir=config.base_dir, client_id=f"{config.broker.client_id}-status")
         self.connection = ResilientClient(settings, on_connected=self._connected, on_message=self._message)
 
     def start(self) -> None:

@@ -130,7 +130,7 @@ def run_demo(settings: DemoSettings, publisher: Any, echo: Callable[[str], None]
     out_dir, presses, model_path, guideline = settings.out_dir, settings.presses, settings.model_path, settings.guideline
     from runtime.contracts.config import DiagnosisConfig, QualityConfig
     from runtime.diagnosis.decision import GuidelineDiagnoser
-    from runtime.device.loop import Device, ModelHolder
+    from runtime.device.loop import Device, DeviceParts, DeviceSettings, ModelHolder
     from runtime.contracts.errors import ModelError
     from runtime.inference.session import SessionOptions
     from runtime.contracts.sample import SampleContext, SampleTracker, pseudonymize
@@ -146,18 +146,11 @@ def run_demo(settings: DemoSettings, publisher: Any, echo: Callable[[str], None]
     samples = SampleTracker(SampleContext(sid, pseudonymize(ref, DEMO_SECRET), labs, n)
                             for sid, ref, n, labs in DEMO_SAMPLES)
     leds = RecordingStatus()
-    device = Device(
-        device_id=DEMO_DEVICE_ID,
-        camera=_demo_camera(settings),
-        model=holder,
-        publisher=publisher,
-        samples=samples,
-        quality=QualityConfig(),
-        diagnoser=GuidelineDiagnoser.from_config(DiagnosisConfig(guideline=guideline)),
-        indicators=[leds],
-        overlays_dir=out_dir / "overlays",
-        idle_poll_s=0.2,
-    )
+    parts = DeviceParts(camera=_demo_camera(settings), model=holder, publisher=publisher, samples=samples,
+                        diagnoser=GuidelineDiagnoser.from_config(DiagnosisConfig(guideline=guideline)),
+                        indicators=[leds])
+    device = Device(DEMO_DEVICE_ID, parts,
+                    DeviceSettings(quality=QualityConfig(), overlays_dir=out_dir / "overlays", idle_poll_s=0.2))
     report = DemoReport()
     table = _Table(echo, guideline)
     echo(click.style("smearscope demo", bold=True)

@@ -9,9 +9,12 @@ from pathlib import Path
 import click
 
 def _numeric_overrides(items: tuple[str, ...], section: type, option: str) -> dict[str, float]:
-    """FIELD=VALUE strings -> {field: float} for the numeric fields of a dataclass; anything else is
+    """FIELD=VALUE strings -> {field: float} for the numeric fields of a dataclass or card section; anything else is
     a usage error naming the fields that can be set."""
-    numeric = sorted(f.name for f in dataclasses.fields(section) if f.type in ("float", float))
+    if hasattr(section, "model_fields"):  # a card section (pydantic)
+        numeric = sorted(name for name, f in section.model_fields.items() if f.annotation is float)
+    else:
+        numeric = sorted(f.name for f in dataclasses.fields(section) if f.type in ("float", float))
     out: dict[str, float] = {}
     for item in items:
         name, sep, value = item.partition("=")

@@ -50,75 +50,69 @@ def export(checkpoint: Path, out_dir: Path, name: str, model_version: str, calib
       smearscope export --checkpoint runs/syn/best.pt --out-dir models --name seg-unet
     """
     from runtime.contracts.errors import SmearscopeError
-    from smearscope.cli.entry import as_user_error
 
     try:
-        _export(**click.get_current_context().params)
-    except SmearscopeError as exc:
-        raise as_user_error(exc) from None  # one line; exit 2 for config/model, 1 for data
+        from export.pipeline import ExportData, ExportSettings, export_checkpoint
+        from export.quantize import evenly_spaced, frames_from_folder, frames_from_source
+        from export.validate import Tolerances
+        from runtime.contracts.errors import DataError
+        from training.checkpoint import load_checkpoint
+        from training.datasets import build_source
 
+        ckpt = load_checkpoint(checkpoint)
+        trained = ckpt.training_data.get("train") or {}
+        if calibration_data is None:
+            if trained.get("name") == "synthetic":
+                calibration_data = "synthetic"
+            elif trained.get("name") == "txl_pbc" and trained.get("path") and Path(trained["path"]).is_dir():
+                calibration_data = trained["path"]  # its train split: frames of the training distribution
+            else:
+                raise DataError(f"{checkpoint}: trained on {trained.get('name') or 'unknown data'}; pass "
+                                "--calibration-data (a folder of frames like the ones the device will see)")
+        validation_data = validation_data or calibration_data
 
-def _export(checkpoint: Path, out_dir: Path, name: str, model_version: str, calibration_data: str | None,
-            calibration_frames: int, calibration_method: str, um_per_px: float | None, validation_data: str | None,
-            validation_frames: int, max_dice_change: float, scale_fit_frames: int, flip_average: bool) -> None:
-    from export.pipeline import export_checkpoint
-    from export.quantize import evenly_spaced, frames_from_folder, frames_from_source
-    from export.validate import Tolerances
-    from runtime.contracts.errors import DataError
-    from training.checkpoint import load_checkpoint
-    from training.datasets import build_source
-
-    ckpt = load_checkpoint(checkpoint)
-    trained = ckpt.training_data.get("train") or {}
-    if calibration_data is None:
-        if trained.get("name") == "synthetic":
-            calibration_data = "synthetic"
-        elif trained.get("name") == "txl_pbc" and trained.get("path") and Path(trained["path"]).is_dir():
-            calibration_data = trained["path"]  # its train split: frames of the training distribution
+        fit_src = None
+        if calibration_data == "synthetic":
+            cal_src = build_source("synthetic", None, "calibration", count=calibration_frames)
+            calibration, cal_info = frames_from_source(cal_src, calibration_frames), cal_src.describe()
+            fit_src = build_source("synthetic", None, "calibration", count=max(1, scale_fit_frames))
+        elif (Path(calibration_data) / "images" / "train").is_dir():
+            cal_src = build_source("txl_pbc", calibration_data, "train")
+            calibration, cal_info = frames_from_source(cal_src, calibration_frames), cal_src.describe()
+            fit_src = cal_src
         else:
-            raise DataError(f"{checkpoint}: trained on {trained.get('name') or 'unknown data'}; pass "
-                            "--calibration-data (a folder of frames like the ones the device will see)")
-    validation_data = validation_data or calibration_data
+            calibration = frames_from_folder(calibration_data, calibration_frames, um_per_px)
+            cal_info = {"name": "folder", "path": str(calibration_data), "frames": len(calibration), "um_per_px": um_per_px}
 
-    fit_src = None
-    if calibration_data == "synthetic":
-        cal_src = build_source("synthetic", None, "calibration", count=calibration_frames)
-        calibration, cal_info = frames_from_source(cal_src, calibration_frames), cal_src.describe()
-        fit_src = build_source("synthetic", None, "calibration", count=max(1, scale_fit_frames))
-    elif (Path(calibration_data) / "images" / "train").is_dir():
-        cal_src = build_source("txl_pbc", calibration_data, "train")
-        calibration, cal_info = frames_from_source(cal_src, calibration_frames), cal_src.describe()
-        fit_src = cal_src
-    else:
-        calibration = frames_from_folder(calibration_data, calibration_frames, um_per_px)
-        cal_info = {"name": "folder", "path": str(calibration_data), "frames": len(calibration), "um_per_px": um_per_px}
+        if validation_data == "synthetic":
+            val_src = build_source("synthetic", None, "val", count=validation_frames)
+        elif (Path(validation_data) / "images" / "val").is_dir():
+            val_src = build_source("txl_pbc", validation_data, "val")
+        else:
+            raise DataError(f"{validation_data}: validation needs labelled frames: pass --validation-data synthetic "
+                            "or a TXL-PBC folder")
+        validation = frames_from_source(val_src, validation_frames)
+        scale_fit, fit_info = None, None
+        if fit_src is not None and scale_fit_frames > 0:
+            picks = evenly_spaced(len(fit_src), scale_fit_frames)
+            scale_fit = (fit_src[int(i)] for i in picks)  # read one at a time
+            fit_info = {**fit_src.describe(), "frames_used": int(picks.size)}
 
-    if validation_data == "synthetic":
-        val_src = build_source("synthetic", None, "val", count=validation_frames)
-    elif (Path(validation_data) / "images" / "val").is_dir():
-        val_src = build_source("txl_pbc", validation_data, "val")
-    else:
-        raise DataError(f"{validation_data}: validation needs labelled frames: pass --validation-data synthetic "
-                        "or a TXL-PBC folder")
-    validation = frames_from_source(val_src, validation_frames)
-    scale_fit, fit_info = None, None
-    if fit_src is not None and scale_fit_frames > 0:
-        picks = evenly_spaced(len(fit_src), scale_fit_frames)
-        scale_fit = (fit_src[int(i)] for i in picks)  # read one at a time
-        fit_info = {**fit_src.describe(), "frames_used": int(picks.size)}
+        data = ExportData(calibration=calibration, validation=validation, calibration_info=cal_info,
+                          validation_info=val_src.describe(), scale_fit=scale_fit, scale_fit_info=fit_info)
+        settings = ExportSettings(version=model_version, calibration_method=calibration_method,
+                                  tolerances=Tolerances(max_int8_dice_change=max_dice_change), flip_average=flip_average)
+        result = export_checkpoint(checkpoint, out_dir, name, data, settings, log=click.echo)
+        report = result.report
+        click.echo(f"fp32 vs PyTorch max |Δ|: {report.fp32_vs_pytorch_max_abs_diff}")
+        dice = report.dice_vs_truth
+        for cls in dice["fp32"]:
+            f, q = dice["fp32"][cls]["dice"], dice["int8"][cls]["dice"]
+            if f is not None and q is not None:
+                click.echo(f"  {cls:<10} Dice fp32 {f:.4f}  int8 {q:.4f}  Δ {q - f:+.4f}")
+        click.echo(f"int8 graph: {report.quantized_convs} quantized convolutions, {len(report.float_convs)} float")
+        click.echo(f"wrote {result.fp32} and {result.int8} (+ cards)")
+    except SmearscopeError as exc:
+        from smearscope.cli.entry import as_user_error
 
-    result = export_checkpoint(
-        checkpoint, out_dir, name, calibration=calibration, validation=validation,
-        calibration_info=cal_info, validation_info=val_src.describe(), version=model_version,
-        calibration_method=calibration_method, tolerances=Tolerances(max_int8_dice_change=max_dice_change),
-        scale_fit=scale_fit, scale_fit_info=fit_info, flip_average=flip_average,
-    )
-    report = result.report
-    click.echo(f"fp32 vs PyTorch max |Δ|: {report.fp32_vs_pytorch_max_abs_diff}")
-    dice = report.dice_vs_truth
-    for cls in dice["fp32"]:
-        f, q = dice["fp32"][cls]["dice"], dice["int8"][cls]["dice"]
-        if f is not None and q is not None:
-            click.echo(f"  {cls:<10} Dice fp32 {f:.4f}  int8 {q:.4f}  Δ {q - f:+.4f}")
-    click.echo(f"int8 graph: {report.quantized_convs} quantized convolutions, {len(report.float_convs)} float")
-    click.echo(f"wrote {result.fp32} and {result.int8} (+ cards)")
+        raise as_user_error(exc) from None  # one line; exit 2 for config/model, 1 for data

@@ -9,7 +9,7 @@ import click
 
 @click.command()
 @click.option("--config", "config_path", required=True, type=click.Path(path_type=Path),
-              help="Device config (YAML); see configs/device.example.yaml and docs/device.md.")
+              help="Device config (YAML); `smearscope config example default` prints every key; see docs/device.md.")
 @click.option("--sample-id", default=None, help="Pseudonymous id of the sample on the stage.")
 @click.option("--patient-id", default=None,
               help="Patient id; hashed with the site secret when sample.pseudonym_secret_env is set.")
@@ -26,7 +26,6 @@ def run(config_path: Path, sample_id: str | None, patient_id: str | None, labs: 
     drops out or an unusable model is reported (and shown on the status LED) and the device
     keeps waiting for the next capture. Stop with `q` on the keyboard or Ctrl-C.
     """
-    import dataclasses
     import logging
 
     from runtime.device.assembly import build_device
@@ -50,7 +49,7 @@ def run(config_path: Path, sample_id: str | None, patient_id: str | None, labs: 
         if sample_id or worklist:  # a sample on the command line replaces the config's sample or worklist
             overrides.setdefault("worklist", None)
             overrides.setdefault("sample_id", None)
-        cfg = dataclasses.replace(cfg, sample=dataclasses.replace(sample, **overrides))
+        cfg = cfg.replace(sample=sample.replace(**overrides))
         logging.basicConfig(level=cfg.output.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
         setup = build_device(cfg)
     except SmearscopeError as exc:

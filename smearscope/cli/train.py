@@ -55,7 +55,12 @@ def train() -> None:
 @click.option("--init", type=click.Path(dir_okay=False, path_type=Path),
               help="Start a new schedule from a checkpoint's weights (fine-tuning).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar over the budget.")
-def segmentation(**options) -> None:
+def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | None, base_width: int, depth: int,
+                 centre_head: bool, crop: int, batch_size: int, lr: float, weight_decay: float,
+                 class_weights: tuple[float, ...], centre_weight: float, target_rbc_px: float, ignore_ring: int,
+                 ring_classes: str, val_every_min: float, val_images: int, synthetic_frames: int,
+                 cache_dir: Path | None, seed: int, threads: int, resume: Path | None, init: Path | None,
+                 progress: bool) -> None:
     """Train the segmentation U-Net; writes OUT/last.pt at each validation and OUT/best.pt on improvement.
 
     \b
@@ -65,58 +70,66 @@ def segmentation(**options) -> None:
       smearscope train segmentation --data synthetic --out runs/syn --minutes 10
     """
     from runtime.contracts.errors import SmearscopeError
-    from smearscope.cli.entry import as_user_error
 
     try:
-        _train(**options)
+        import dataclasses
+        import json
+        import sys
+
+        from runtime.contracts.errors import ConfigError
+        from runtime.inference.preprocess import PreprocessParams
+        from training.datasets import Augment, DatasetCrops, SegmentationDataset, build_source, subset
+        from training.loop import TrainConfig, TrainingRun, train_segmentation
+
+        if minutes is None and steps is None:
+            raise ConfigError("give a budget: --minutes, --steps or both")
+        params = PreprocessParams(target_rbc_diameter_px=target_rbc_px, stride=16)
+        config = TrainConfig(steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                             seed=seed, class_weights=tuple(class_weights), centre_weight=centre_weight,
+                             threads=threads, val_every_min=val_every_min)
+        if data == "synthetic":
+            # 320 px frames at 0.15-0.3 µm/px still cover the crop after scale normalisation.
+            size = {"height": 320, "width": 320}
+            train_src = build_source("synthetic", None, "train", count=synthetic_frames, seed=seed, **size)
+            val_src = build_source("synthetic", None, "val", count=max(4, synthetic_frames // 4), seed=seed, **size)
+            batches = DatasetCrops(SegmentationDataset(train_src, params, augment=Augment(), crop=crop, seed=seed,
+                                                       centres=centre_head))
+        else:
+            from training.txl_crops import Augment as CropAugment, cached_crops
+
+            rings = tuple(name.strip() for name in ring_classes.split(",") if name.strip())
+            augment = CropAugment(ignore_ring_px=ignore_ring, ring_classes=rings)
+            val_src = build_source("txl_pbc", data, "val")
+            batches = cached_crops(data, params, crop, cache_dir or out_dir.parent / "cache", augment=augment)
+        val_ds = SegmentationDataset(val_src, params)
+        picked = list(range(len(val_ds)))[:: max(1, len(val_ds) // val_images)][:val_images]
+        spec = {"name": "unet", "kwargs": {"base_width": base_width, "depth": depth, "centre_head": centre_head}}
+        train_info = {**batches.describe(), "trainer": "smearscope train segmentation"}
+        click.echo(f"training unet {spec['kwargs']} on {train_info.get('frames', '?')} {train_info.get('name', data)} "
+                   f"frames (validation: {len(picked)} of {len(val_src)}), output {out_dir}")
+        run = TrainingRun(out_dir, resume=resume, init=init, log=click.echo,
+                          training_data={"train": train_info, "val": val_src.describe()})
+        if progress:
+            bar = click.progressbar(length=1000, label="training", file=sys.stderr, show_percent=True)
+            shown = [0]
+
+            def advance(fraction: float) -> None:
+                target = int(1000 * fraction)
+                if target > shown[0]:
+                    bar.update(target - shown[0])
+                    shown[0] = target
+
+            run = dataclasses.replace(run, progress=advance)
+        try:
+            result = train_segmentation(spec, params, batches, subset(val_ds, picked), config, run)
+        finally:
+            if progress:
+                bar.render_finish()
+        (out_dir / "metrics.json").write_text(json.dumps(result.history, indent=2) + "\n")
+        best = max(result.history, key=lambda r: r["val"]["mean_dice"]) if result.history else None
+        summary = f"best mean Dice {best['val']['mean_dice']:.3f} (step {best['step']})" if best else "nothing new"
+        click.echo(f"done after {result.steps} steps: {summary}; best checkpoint {result.best}")
     except SmearscopeError as exc:
+        from smearscope.cli.entry import as_user_error
+
         raise as_user_error(exc) from None  # one line; exit 2 for config/model, 1 for data
-
-
-def _train(data: str, out_dir: Path, minutes: float | None, steps: int | None, base_width: int, depth: int,
-           centre_head: bool, crop: int, batch_size: int, lr: float, weight_decay: float,
-           class_weights: tuple[float, ...], centre_weight: float, target_rbc_px: float, ignore_ring: int,
-           ring_classes: str, val_every_min: float,
-           val_images: int, synthetic_frames: int, cache_dir: Path | None, seed: int, threads: int,
-           resume: Path | None, init: Path | None, progress: bool) -> None:
-    import json
-
-    from runtime.contracts.errors import ConfigError
-    from runtime.inference.preprocess import PreprocessParams
-    from training.datasets import Augment, DatasetCrops, SegmentationDataset, build_source, subset
-    from training.loop import TrainConfig, train_segmentation
-
-    if minutes is None and steps is None:
-        raise ConfigError("give a budget: --minutes, --steps or both")
-    params = PreprocessParams(target_rbc_diameter_px=target_rbc_px, stride=16)
-    config = TrainConfig(steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                         seed=seed, class_weights=tuple(class_weights), centre_weight=centre_weight,
-                         threads=threads, val_every_min=val_every_min)
-    if data == "synthetic":
-        # 320 px frames at 0.15-0.3 µm/px still cover the crop after scale normalisation.
-        size = {"height": 320, "width": 320}
-        train_src = build_source("synthetic", None, "train", count=synthetic_frames, seed=seed, **size)
-        val_src = build_source("synthetic", None, "val", count=max(4, synthetic_frames // 4), seed=seed, **size)
-        batches = DatasetCrops(SegmentationDataset(train_src, params, augment=Augment(), crop=crop, seed=seed,
-                                                   centres=centre_head))
-    else:
-        from training.txl_crops import Augment as CropAugment, cached_crops
-
-        rings = tuple(name.strip() for name in ring_classes.split(",") if name.strip())
-        augment = CropAugment(ignore_ring_px=ignore_ring, ring_classes=rings)
-        val_src = build_source("txl_pbc", data, "val")
-        batches = cached_crops(data, params, crop, cache_dir or out_dir.parent / "cache", augment=augment)
-    val_ds = SegmentationDataset(val_src, params)
-    picked = list(range(len(val_ds)))[:: max(1, len(val_ds) // val_images)][:val_images]
-    spec = {"name": "unet", "kwargs": {"base_width": base_width, "depth": depth, "centre_head": centre_head}}
-    train_info = {**batches.describe(), "trainer": "smearscope train segmentation"}
-    click.echo(f"training unet {spec['kwargs']} on {train_info.get('frames', '?')} {train_info.get('name', data)} "
-               f"frames (validation: {len(picked)} of {len(val_src)}), output {out_dir}")
-    result = train_segmentation(
-        spec, params, batches, subset(val_ds, picked), config, out_dir, resume=resume, init=init,
-        progress=progress, training_data={"train": train_info, "val": val_src.describe()},
-    )
-    (out_dir / "metrics.json").write_text(json.dumps(result.history, indent=2) + "\n")
-    best = max(result.history, key=lambda r: r["val"]["mean_dice"]) if result.history else None
-    summary = f"best mean Dice {best['val']['mean_dice']:.3f} (step {best['step']})" if best else "nothing new"
-    click.echo(f"done after {result.steps} steps: {summary}; best checkpoint {result.best}")
