@@ -380,9 +380,9 @@ RUN_KINDS = {
     "lab_hba1c_unit_mistake": (lambda t: ["--config", str(_device_config(t)), "--sample-id", "S1", "--lab",
                                           "hba1c_pct=48"], 2, "did you mean 48 mmol/mol?"),
     "lab_nan": (lambda t: ["--config", str(_device_config(t)), "--sample-id", "S1", "--lab", "hba1c_pct=nan"], 2,
-                "not a finite number"),
+                "must be a finite number"),
     "lab_unknown_name_infinite": (lambda t: ["--config", str(_device_config(t)), "--sample-id", "S1", "--lab",
-                                             "note=inf"], 2, "note: not a finite number"),
+                                             "note=inf"], 2, "note: must be a finite number"),
     "lab_no_value": (lambda t: ["--config", str(_device_config(t)), "--sample-id", "S1", "--lab", "fpg"], 2,
                      "expected NAME=VALUE"),
     "lab_with_worklist": (lambda t: ["--config", str(_device_config(t)), "--worklist",
@@ -504,8 +504,8 @@ BATCH_KINDS = {
     "missing_cells": ("fpg_mmol_l,age\n5\n", "line 2 has 1 cells, fewer than the 2 columns"),
     "blank_column_name": ("fpg_mmol_l,,age\n5,1,50\n", "header column 2 has no name"),
     "unknown_unit_column": ("fpg_g_l\n1.1\n", "fpg_g_l"),
-    "empty_file": ("", "empty CSV"),
-    "not_utf8": (b"fpg_mmol_l\n\xff\xfe\x00\n", "not UTF-8"),
+    "empty_file": ("", "CSV file is empty"),
+    "not_utf8": (b"fpg_mmol_l\n\xff\xfe\x00\n", "binary content"),
     "binary_garbage": (bytes(range(256)) * 4, "in.csv"),
 }
 

@@ -64,7 +64,7 @@ def test_type_field_picks_the_section_and_its_keys():
         ({"sample": {"labs": {"fpg_mmol_l": [7]}}}, r"^sample\.labs\.fpg_mmol_l: expected a number or text"),
         ({"sample": {"sample_id": "S", "worklist": "w.csv"}}, r"^sample\.worklist: give either"),
         ({"device_id": "scope 01"}, r"^device_id: use 1-64 letters"),
-        ({"um_per_px": 0}, r"^um_per_px: must be >= 0\.01, got 0$"),
+        ({"um_per_px": 0}, r"^um_per_px: must be a positive finite number of µm per pixel, got 0\.0$"),
         ({"diagnosis": {"guideline": "idf"}}, r"^diagnosis\.guideline: must be one of who, ada, nice"),
         ([1, 2], r"^\(top level\): expected a mapping"),
         # every numeric setting has a range: what `config check` refuses, `run` never sees

@@ -10,7 +10,8 @@ import pytest
 
 from server.images import ImageStore, ImageStoreError, ResultImage, attach, ensure_tables, images_for
 from server.store import Store
-from server.web.uploads import UploadRefused, header_size, sniff
+from runtime.contracts.errors import ImageError
+from runtime.contracts.imageio import decode_image, image_header_size
 
 
 def test_put_is_content_addressed_idempotent_and_verified(tmp_path):
@@ -44,16 +45,16 @@ def test_links_are_per_result_and_kind(tmp_path):
     store.close()
 
 
-@pytest.mark.parametrize("ext,kind", [(".jpg", "jpeg"), (".png", "png")])
+@pytest.mark.parametrize("ext,kind", [(".jpg", "JPEG"), (".png", "PNG")])
 def test_header_size_matches_the_decoder(ext, kind):
     frame = np.random.default_rng(0).integers(0, 255, (123, 317, 3), dtype=np.uint8)
     data = cv2.imencode(ext, frame)[1].tobytes()
-    assert sniff(data) == kind
-    assert header_size(data, kind) == (317, 123)
+    assert image_header_size(data) == (kind, (317, 123))
+    assert decode_image(data, "t")[1].shape == (123, 317, 3)
 
 
-def test_broken_jpeg_header_is_refused():
-    with pytest.raises(UploadRefused, match="JPEG header"):
-        header_size(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 8, "jpeg")
-    with pytest.raises(UploadRefused, match="PNG header"):
-        header_size(b"\x89PNG\r\n\x1a\n\x00\x00", "png")
+def test_broken_headers_are_refused():
+    with pytest.raises(ImageError, match="JPEG header"):
+        decode_image(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 8, "t")
+    with pytest.raises(ImageError, match="PNG header"):
+        decode_image(b"\x89PNG\r\n\x1a\n\x00\x00", "t")

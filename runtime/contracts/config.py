@@ -16,19 +16,29 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from runtime.contracts.errors import ConfigError
 from runtime.contracts.mqtt_settings import Host, MqttSettings, Port
+from runtime.contracts.plausible import ImplausibleValue, check_calibration
 from runtime.contracts.safe_load import load_yaml_file
 from runtime.contracts.validation import NAME, ListTuple, Section, rule, text_matching, validate_section
 
 ProviderName = Literal["tensorrt", "cuda", "cpu", "openvino", "xnnpack", "coreml"]
 
 Text = Annotated[str, Field(min_length=1, max_length=4096)]
-UmPerPx = Annotated[float, Field(ge=0.01, le=10.0)]
-"""µm per camera pixel: 0.01 (a 100x objective on a high-resolution sensor) to 10 (a scanner overview)."""
+def _plausible_calibration(value: float) -> float:
+    """The one table of plausible calibrations (runtime.contracts.plausible) decides, in its words."""
+    try:
+        return check_calibration(value, source="um_per_px")
+    except ImplausibleValue as exc:
+        raise ValueError(str(exc).partition(": ")[2]) from None
+
+
+UmPerPx = Annotated[float, AfterValidator(_plausible_calibration)]
+"""µm per camera pixel, within runtime.contracts.plausible.CALIBRATION (0.01: a 100x objective on a
+high-resolution sensor, to 10: a scanner overview)."""
 Interval = Annotated[float, Field(ge=0.01, le=3600)]
 """A wait between attempts: zero would busy-loop, an hour is the most a device should sleep unseen."""
 

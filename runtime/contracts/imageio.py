@@ -37,23 +37,42 @@ SUPPORTED_FORMATS = "PNG, JPEG, BMP, TIFF or WebP"
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as an HxWx3 uint8 BGR array (OpenCV's order), limits checked first."""
     path = Path(path)
-    data = _read_bounded(path)
+    return decode_image(_read_bounded(path), str(path))[1]
+
+
+def decode_image(data: bytes, source: str, max_pixels: int | None = None) -> tuple[str, np.ndarray]:
+    """(format, HxWx3 uint8 BGR frame) of an encoded image held in memory: the format and the
+    pixel count from the header before anything is decoded, a cut-off file refused, decoder
+    complaints turned into the one-line ImageError naming `source`. The one image decoder."""
     fmt, size = image_header_size(data)
     if fmt is None:
-        raise ImageError(f"{path}: not a readable image (corrupt or unsupported format; use {SUPPORTED_FORMATS})")
+        raise ImageError(f"{source}: not a readable image (corrupt or unsupported format; use {SUPPORTED_FORMATS})")
     if size is None:
-        raise ImageError(f"{path}: not a readable image (corrupt {fmt} header: no width and height)")
-    check_pixel_count(size, str(path))
+        raise ImageError(f"{source}: not a readable image (corrupt {fmt} header: no width and height)")
+    check_pixel_count(size, source, MAX_IMAGE_PIXELS if max_pixels is None else max_pixels)
     if not _complete(fmt, data):
-        raise ImageError(f"{path}: {fmt} file is truncated (its end marker is missing)")
+        raise ImageError(f"{source}: {fmt} file is truncated (its end marker is missing)")
     with decoder_messages() as messages:
         frame = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     said = f" ({'; '.join(messages)[:200]})" if messages else ""
     if frame is None:
-        raise ImageError(f"{path}: not a readable image (corrupt {fmt} data){said}")
+        raise ImageError(f"{source}: not a readable image (corrupt {fmt} data){said}")
     if any(m.startswith(_CORRUPT_BUT_DECODED) for m in messages):  # decoded, with grey where data was lost
-        raise ImageError(f"{path}: corrupt {fmt} data{said}")
-    return check_frame(frame, source=str(path))
+        raise ImageError(f"{source}: corrupt {fmt} data{said}")
+    return fmt, check_frame(frame, source=source)
+
+
+def decode_class_mask(data: bytes, source: str) -> np.ndarray:
+    """An HxW uint8 class mask stored as a single-channel PNG (what `write_image` writes for a
+    mask), with the same header limits as any image; ImageError otherwise."""
+    fmt, size = image_header_size(data)
+    if fmt != "PNG" or size is None:
+        raise ImageError(f"{source}: a class mask is a PNG file")
+    check_pixel_count(size, source)
+    mask = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if mask is None or mask.ndim != 2 or mask.dtype != np.uint8:
+        raise ImageError(f"{source}: not a single-channel 8-bit class mask")
+    return mask
 
 
 #: What the image libraries print (to the process's stderr, not through Python) while decoding.
@@ -120,14 +139,15 @@ def _read_bounded(path: Path) -> bytes:
     return data
 
 
-def check_pixel_count(size: tuple[int, int], source: str) -> None:
-    """Refuse a width x height beyond MAX_IMAGE_PIXELS (or without pixels) before decoding."""
+def check_pixel_count(size: tuple[int, int], source: str, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """Refuse a width x height beyond `max_pixels` (or without pixels) before decoding."""
     width, height = size
     if width <= 0 or height <= 0:
         raise ImageError(f"{source}: image header says {width}x{height} pixels; not a usable image")
-    if width * height > MAX_IMAGE_PIXELS:
+    if width * height > max_pixels:
         raise ImageError(f"{source}: image is {width}x{height} ({width * height / 1e6:.1f} megapixels), more than "
-                         f"the {MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit for one field; crop or downscale it")
+                         f"the {max_pixels / 1e6:.0f}-megapixel limit for one field; crop or downscale it "
+                         "(refused before decoding)")
 
 
 def image_header_size(data: bytes) -> tuple[str | None, tuple[int, int] | None]:

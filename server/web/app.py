@@ -297,14 +297,16 @@ def create_app(config: ServerConfig, db: Database, model_path: str | None = None
     @lru_cache(maxsize=2)
     def decoded_field(sha256: str) -> Any:
         """A field image decoded once for all of its gallery's crops (a missing one raises: not cached)."""
-        import cv2
-        import numpy as np
+        from runtime.contracts.errors import ImageError
+        from runtime.contracts.imageio import decode_image
 
         data = _image_bytes(sha256)
-        frame = None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if frame is None:
+        if data is None:
             raise HTTPException(404, "the field image is still pending")
-        return frame
+        try:
+            return decode_image(data, f"field image {sha256[:12]}")[1]
+        except ImageError as exc:
+            raise HTTPException(404, str(exc)) from None
 
     def _image_bytes(sha256: str) -> bytes | None:
         try:

@@ -69,8 +69,12 @@ def cells_from_mask(mask_png: bytes) -> tuple[Cell, ...]:
     """Connected regions of each class in a stored class mask (cached by the mask's bytes)."""
     import cv2
 
-    mask = cv2.imdecode(np.frombuffer(mask_png, np.uint8), cv2.IMREAD_UNCHANGED)
-    if mask is None or mask.ndim != 2:
+    from runtime.contracts.errors import ImageError
+    from runtime.contracts.imageio import decode_class_mask
+
+    try:
+        mask = decode_class_mask(mask_png, "stored class mask")
+    except ImageError:
         return ()
     h, w = mask.shape
     out = []

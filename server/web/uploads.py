@@ -2,9 +2,9 @@
 analysed in the background with the device's own runtime and stored like a device's results.
 
 Checks, in order, each with a one-line reason: file name (no path parts), size, declared content
-type, the bytes' real format (JPEG or PNG by signature), the pixel count read from the header (a
-decompression bomb is refused before decoding), completeness (JPEG end marker, PNG IEND), then a
-real decode. A batch with any bad file is refused whole: nothing is stored.
+type, the bytes' real format (JPEG or PNG), then the device's own decoder
+(runtime.contracts.imageio.decode_image: the pixel count read from the header, so a decompression
+bomb is refused before decoding, completeness, a real decode). A batch with any bad file is refused whole: nothing is stored.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import re
-import struct
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -55,49 +54,10 @@ class CheckedImage:
         return CONTENT_TYPES[self.kind]
 
 
-def sniff(data: bytes) -> str | None:
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    return None
-
-
-def header_size(data: bytes, kind: str) -> tuple[int, int]:
-    """(width, height) from the header alone; raises UploadRefused when the header is broken."""
-    if kind == "png":
-        if len(data) < 24 or data[12:16] != b"IHDR":
-            raise UploadRefused("PNG header is broken (no IHDR)")
-        return struct.unpack(">II", data[16:24])
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            raise UploadRefused("JPEG header is broken (bad marker)")
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        length = struct.unpack(">H", data[i + 2:i + 4])[0]
-        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-            if i + 9 > len(data):
-                break
-            height, width = struct.unpack(">HH", data[i + 5:i + 9])
-            return width, height
-        if marker == 0xDA:  # scan started before any frame header
-            break
-        i += 2 + length
-    raise UploadRefused("JPEG header is broken or truncated (no frame size before the image data)")
-
-
 def check_upload(name: str | None, content_type: str | None, data: bytes, limits: UploadLimits) -> CheckedImage:
     """Everything that can be said about one file without decoding it, then a decode."""
-    import cv2
-    import numpy as np
-
-    from runtime.contracts.imageio import check_frame
+    from runtime.contracts.errors import ImageError
+    from runtime.contracts.imageio import decode_image, image_header_size
 
     name = name or ""
     shown = name if len(name) <= 80 else name[:77] + "..."
@@ -111,28 +71,17 @@ def check_upload(name: str | None, content_type: str | None, data: bytes, limits
     if declared not in CONTENT_TYPES.values():
         raise UploadRefused(f"{shown}: content type {declared or 'none'!r} is not an image type this server takes"
                             " (image/jpeg or image/png)")
-    kind = sniff(data)
+    fmt, _ = image_header_size(data)
+    kind = {"JPEG": "jpeg", "PNG": "png"}.get(fmt or "")
     if kind is None:
         raise UploadRefused(f"{shown}: not a JPEG or PNG image")
     if CONTENT_TYPES[kind] != declared:
         raise UploadRefused(f"{shown}: declared {declared} but the file is a {kind.upper()}")
-    width, height = header_size(data, kind)
-    if width == 0 or height == 0:
-        raise UploadRefused(f"{shown}: image header says {width}x{height} pixels")
-    if width * height > limits.max_pixels:
-        raise UploadRefused(f"{shown}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
-                            f"{limits.max_pixels / 1e6:.0f} (refused before decoding)")
-    if kind == "jpeg" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
-        raise UploadRefused(f"{shown}: JPEG is truncated (no end-of-image marker)")
-    if kind == "png" and b"IEND" not in data[-16:]:
-        raise UploadRefused(f"{shown}: PNG is truncated (no IEND chunk)")
-    frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if frame is None:
-        raise UploadRefused(f"{shown}: image data is corrupt and cannot be decoded")
     try:
-        check_frame(frame, source=shown)
-    except SmearscopeError as exc:
+        _, frame = decode_image(data, shown, limits.max_pixels)
+    except ImageError as exc:
         raise UploadRefused(str(exc)) from None
+    height, width = frame.shape[:2]
     return CheckedImage(name, data, kind, width, height)
 
 
@@ -260,9 +209,7 @@ class Analyser:
 
     def _analyse_all(self, job: UploadJob, sample: tuple[str, str | None, dict[str, Any]],
                      files: list[CheckedImage]) -> None:
-        import cv2
-        import numpy as np
-
+        from runtime.contracts.imageio import decode_image
         from runtime.delivery.topics import topic
         from runtime.analysis.overlay import draw_overlay
         from runtime.analysis.result import build_result
@@ -276,7 +223,7 @@ class Analyser:
         results_topic = topic(self.settings.site, self.settings.device_id, "results")
         for index, image in enumerate(files):
             job.current = image.name
-            frame = cv2.imdecode(np.frombuffer(image.data, np.uint8), cv2.IMREAD_UNCHANGED)
+            frame = decode_image(image.data, image.name)[1]  # checked at upload: decodes as then
             try:
                 analysis = analyzer.analyze(frame, sample=SampleField(context, index), history=summary,
                                             source=image.name)
