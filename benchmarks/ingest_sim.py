@@ -23,7 +23,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from runtime.delivery.connection import MqttSettings, ResilientClient
+from runtime.delivery.connection import ClientCallbacks, MqttSettings, ResilientClient
 from runtime.delivery.topics import topic
 
 _TESTS = Path(__file__).resolve().parent.parent / "tests"
@@ -147,8 +147,9 @@ class SimDevice:
         self._unreceipted: set[str] = set()
         self._sub: tuple[mqtt.Client, int] | None = None
         self._ready: mqtt.Client | None = None
-        self.connection = ResilientClient(settings, on_connected=self._connected, on_subscribed=self._subscribed,
-                                          on_message=self._message)
+        self.connection = ResilientClient(settings, ClientCallbacks(on_connected=self._connected,
+                                                                    on_subscribed=self._subscribed,
+                                                                    on_message=self._message))
         self.connection.start()
 
     def is_ready(self) -> bool:

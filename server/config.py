@@ -114,6 +114,8 @@ class ServerConfig(Section):
 
     @classmethod
     def from_dict(cls, raw: Any, base_dir: Path = Path(".")) -> "ServerConfig":
+        if isinstance(raw, dict) and "web" in raw and raw["web"] is None:
+            raw = {**raw, "web": {}}  # a bare `web:` line: the web app with its defaults
         config = validate_section(cls, raw)
         config._base_dir = base_dir
         return config

@@ -10,7 +10,6 @@ limit is set to the same number as a second fence.
 from __future__ import annotations
 
 import os
-import stat
 import struct
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from runtime.contracts.errors import ImageError  # noqa: E402
+from runtime.contracts.safe_load import read_regular_file  # noqa: E402
 
 SUPPORTED_FORMATS = "PNG, JPEG, BMP, TIFF or WebP"
 
@@ -112,28 +112,7 @@ def decoder_messages() -> Iterator[list[str]]:
 
 def _read_bounded(path: Path) -> bytes:
     """The file's bytes, after checking it is a regular file within MAX_IMAGE_BYTES."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise ImageError(f"{path}: file does not exist") from None
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read ({exc.strerror})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ImageError(f"{path}: is a directory, expected an image file")
-    if not stat.S_ISREG(info.st_mode):
-        raise ImageError(f"{path}: not a regular file (a pipe, socket or device), expected an image file")
-    if info.st_size == 0:
-        raise ImageError(f"{path}: file is empty")
-    if info.st_size > MAX_IMAGE_BYTES:
-        raise ImageError(f"{path}: file is {info.st_size:,} bytes, more than the {MAX_IMAGE_BYTES:,}-byte "
-                         f"({MAX_IMAGE_BYTES / 2**20:.0f} MiB) limit for an image")
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_IMAGE_BYTES + 1)
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read ({exc.strerror})") from None
-    if len(data) > MAX_IMAGE_BYTES:  # it grew between stat and read
-        raise ImageError(f"{path}: file is larger than the {MAX_IMAGE_BYTES / 2**20:.0f} MiB limit for an image")
+    data = read_regular_file(path, "image file", MAX_IMAGE_BYTES, ImageError)
     if not data:
         raise ImageError(f"{path}: file is empty")
     return data

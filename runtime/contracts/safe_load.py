@@ -30,7 +30,7 @@ from yaml.reader import Reader
 from yaml.resolver import Resolver
 from yaml.scanner import Scanner
 
-from runtime.contracts.errors import ConfigError
+from runtime.contracts.errors import ConfigError, SmearscopeError
 
 MAX_CONFIG_BYTES = 64 * 1024
 """A hand-written config is a few kilobytes (the commented default example: 6 KiB); 64 KiB leaves room
@@ -43,32 +43,42 @@ A device config has about a hundred; pure-Python YAML composes some 15,000 a sec
 board, so the limit also bounds the time spent on a hostile file."""
 
 
-def read_text_file(path: str | Path, what: str = "file", max_bytes: int = MAX_CONFIG_BYTES) -> str:
-    """The text of a small, regular, UTF-8 file; ConfigError (one line, with the path) otherwise."""
+def read_regular_file(path: str | Path, what: str, max_bytes: int,
+                      error: type[SmearscopeError] = ConfigError) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`: a folder, pipe, socket or device, a
+    missing or oversize file is `error` (one line, with the path) before anything is read, and a
+    FIFO swapped in after the check cannot block the open."""
     path = Path(path)
     try:
         info = os.stat(path)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: {what} does not exist") from None
+        raise error(f"{path}: {what} does not exist") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+        raise error(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
     if stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"{path}: is a folder, not a {what}")
+        raise error(f"{path}: is a folder, not a {what}")
     if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{path}: not a regular file (a device, pipe or socket cannot be a {what})")
+        raise error(f"{path}: not a regular file (a device, pipe or socket cannot be a {what})")
     if info.st_size > max_bytes:
-        raise ConfigError(f"{path}: {what} is {info.st_size} bytes, more than the limit of {max_bytes}")
+        raise error(f"{path}: {what} is {info.st_size:,} bytes, more than the limit of {max_bytes:,}")
     try:
         # O_NONBLOCK: if the path was swapped for a FIFO since stat, opening it must not wait for a writer
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         with os.fdopen(fd, "rb") as handle:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise ConfigError(f"{path}: not a regular file")
+                raise error(f"{path}: not a regular file")
             raw = handle.read(max_bytes + 1)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+        raise error(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
     if len(raw) > max_bytes:
-        raise ConfigError(f"{path}: {what} is more than the limit of {max_bytes} bytes")
+        raise error(f"{path}: {what} is more than the limit of {max_bytes:,} bytes")
+    return raw
+
+
+def read_text_file(path: str | Path, what: str = "file", max_bytes: int = MAX_CONFIG_BYTES) -> str:
+    """The text of a small, regular, UTF-8 file; ConfigError (one line, with the path) otherwise."""
+    path = Path(path)
+    raw = read_regular_file(path, what, max_bytes)
     if b"\x00" in raw:
         raise ConfigError(f"{path}: binary content, not a text {what}")
     try:

@@ -12,7 +12,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from runtime.delivery.connection import ResilientClient
+from runtime.delivery.connection import ClientCallbacks, ResilientClient
 from runtime.delivery.topics import ROOT, TopicError, parse
 from server.config import ServerConfig
 from server.web.db import Database
@@ -43,7 +43,7 @@ class StatusWatcher:
 
         self.db = db
         settings = config.broker.connection(base_dir=config.base_dir, client_id=f"{config.broker.client_id}-status")
-        self.connection = ResilientClient(settings, on_connected=self._connected, on_message=self._message)
+        self.connection = ResilientClient(settings, ClientCallbacks(on_connected=self._connected, on_message=self._message))
 
     def start(self) -> None:
         self.connection.start()
