@@ -86,7 +86,7 @@ IMAGE_KINDS: dict[str, tuple[str, str]] = {
     # kind: (file name, what its error line must say)
     "fifo": ("fifo.png", "not a regular file"),
     "dev_zero": ("/dev/zero", "/dev/zero: not a regular file"),
-    "directory": ("folder.png", "is a directory"),
+    "directory": ("folder.png", "is a folder, not a file"),
     "missing": ("missing.png", "file does not exist"),
     "empty": ("empty.png", "file is empty"),
     "text_as_png": ("text.png", "not a readable image"),
@@ -102,7 +102,7 @@ IMAGE_KINDS: dict[str, tuple[str, str]] = {
     "zero_size_header": ("zero.png", "0x10 pixels"),
     "corrupt_png_data": ("corrupt.png", "corrupt PNG data) (libpng error: IDAT: invalid stored block lengths)"),
     "jpeg_without_frame": ("noframe.jpg", "corrupt JPEG header"),
-    "oversize_file": ("sparse.png", f"file is {MAX_IMAGE_BYTES + 1:,} bytes, more than the"),
+    "oversize_file": ("sparse.png", f"file is {MAX_IMAGE_BYTES + 1} bytes, more than the limit of {MAX_IMAGE_BYTES}"),
     "greyscale": ("grey.png", "1 channel"),
     "rgba": ("rgba.png", "4 channels"),
     "gif_unsupported": ("anim.gif", "unsupported format"),

@@ -56,11 +56,11 @@ def read_regular_file(path: str | Path, what: str, max_bytes: int,
     except OSError as exc:
         raise error(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
     if stat.S_ISDIR(info.st_mode):
-        raise error(f"{path}: is a folder, not a {what}")
+        raise error(f"{path}: is a folder, not a file")
     if not stat.S_ISREG(info.st_mode):
-        raise error(f"{path}: not a regular file (a device, pipe or socket cannot be a {what})")
+        raise error(f"{path}: not a regular file (a device, pipe or socket), expected {what}")
     if info.st_size > max_bytes:
-        raise error(f"{path}: {what} is {info.st_size:,} bytes, more than the limit of {max_bytes:,}")
+        raise error(f"{path}: {what} is {info.st_size} bytes, more than the limit of {max_bytes}")
     try:
         # O_NONBLOCK: if the path was swapped for a FIFO since stat, opening it must not wait for a writer
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -71,7 +71,7 @@ def read_regular_file(path: str | Path, what: str, max_bytes: int,
     except OSError as exc:
         raise error(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
     if len(raw) > max_bytes:
-        raise error(f"{path}: {what} is more than the limit of {max_bytes:,} bytes")
+        raise error(f"{path}: {what} is more than the limit of {max_bytes} bytes")
     return raw
 
 
