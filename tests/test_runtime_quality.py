@@ -70,3 +70,11 @@ def test_cell_free_plasma_with_noise_and_lighting_is_rejected():
     assert smear.counts == {"rbc": 0, "wbc": 0, "platelet": 0}
     report = _assess(smear.image)
     assert not report.accepted and report.reasons[0].startswith("no cells")
+
+
+def test_the_bundled_real_frames_pass_the_gate():
+    """Real frames that ship with the package (a clone without the full data set runs this)."""
+    from runtime.capture.bundled import bundled_frames
+
+    reports = {frame.name: _assess(frame.load()) for frame in bundled_frames()}
+    assert all(r.accepted for r in reports.values()), {k: r.reasons for k, r in reports.items() if not r.accepted}

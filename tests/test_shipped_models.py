@@ -112,3 +112,15 @@ def test_device_analyzer_counts_as_evaluated_on_real_smears(shared_data, shipped
         image, _ = load_sample(sample)
         seg = _agree(shipped_analyzer, image)
         assert seg.centres is not None and seg.passes >= 2  # uncalibrated: the scale search ran
+
+
+def test_device_analyzer_counts_as_evaluated_on_the_bundled_real_frames(shipped_analyzer):
+    """The same agreement on real frames that ship with the package (no full data set needed)."""
+    from runtime.capture.bundled import bundled_frames, bundled_um_per_px
+
+    for frame in bundled_frames()[::4]:
+        image = frame.load()
+        seg = _agree(shipped_analyzer, image)
+        assert seg.centres is not None and seg.passes >= 2  # uncalibrated: the scale search ran
+        runs = 3 if shipped_analyzer.model.plan.flip_average else 1  # calibrated: one pass (flip-averaged: 3 runs)
+        assert _agree(shipped_analyzer, image, bundled_um_per_px()).passes == runs
