@@ -209,8 +209,12 @@ class MqttPublisherConfig:
     key_file: str | None = None
     keepalive_s: int = 30
     max_message_bytes: int = 256 * 1024
+    # Field images: each analysed frame also goes to the server as JPEG parts (docs/delivery.md).
+    field_images: bool = True
+    jpeg_quality: int = 85
 
     def __post_init__(self) -> None:
+        _require(1 <= self.jpeg_quality <= 100, "jpeg_quality", f"must be 1-100, got {self.jpeg_quality}")
         _require(bool(self.host), "host", "must name the broker")
         _require(0 < self.port < 65536, "port", f"must be 1-65535, got {self.port}")
         _require(self.keepalive_s > 0, "keepalive_s", "must be positive")
