@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from runtime.delivery.media import MediaError, MediaPart, parse_part
 from runtime.delivery.topics import Topic, TopicError, parse
@@ -66,11 +67,19 @@ class _Refusal(Exception):
 class MediaIntake:
     """Stores media parts and completes images for one server process (its store thread only)."""
 
-    def __init__(self, store: Store, images: ImageStore, max_payload_bytes: int) -> None:
+    def __init__(self, store: Store, images_dir: Path, max_payload_bytes: int) -> None:
         self.store = store
-        self.images = images
+        self.images_dir = images_dir
+        self._images: ImageStore | None = None
         self.max_payload_bytes = max_payload_bytes
         store.ensure_schema(MEDIA_TABLES + ";" + IMAGE_TABLES)
+
+    @property
+    def images(self) -> ImageStore:
+        """The image folder, created when the first image is complete (a server without media has none)."""
+        if self._images is None:
+            self._images = ImageStore(self.images_dir)
+        return self._images
 
     def write(self, messages: Sequence[tuple[str, bytes]]) -> list[Outcome]:
         """One outcome per message, committed in one transaction (a savepoint per part: one part the

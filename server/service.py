@@ -29,7 +29,6 @@ import paho.mqtt.client as mqtt
 from runtime.delivery.connection import ResilientClient
 from runtime.delivery.topics import results_filter, topic
 from server.config import ServerConfig
-from server.images import ImageStore
 from server.media import MediaIntake
 from server.orders import build_order, publish_order
 from server.intake import Intake
@@ -65,7 +64,7 @@ class ResultServer:
         crash = os.environ.get(CRASH_AFTER_COMMITS_ENV)
         self._crash_after = int(crash) if crash else None
         self._stopping = threading.Event()
-        media = MediaIntake(self.store, ImageStore(config.images_path()), config.max_payload_bytes)
+        media = MediaIntake(self.store, config.images_path(), config.max_payload_bytes)
         self.intake = Intake(self.store, config.max_payload_bytes, self._stopping, media=media)
         self._arrivals: queue.Queue[_Arrival] = queue.Queue()
         self._store_thread = threading.Thread(target=self._store_loop, name="result-store", daemon=True)

@@ -53,10 +53,13 @@ class MediaSettings:
 
 @dataclass
 class PublisherStats:
-    """What happened since this publisher started."""
+    """What happened since this publisher started (`sent` and `receipts` count results; media parts
+    are counted apart)."""
 
     enqueued: int = 0
     sent: int = 0
+    media_sent: int = 0
+    media_receipts: int = 0
     pubacked: int = 0
     puback_failures: int = 0
     no_subscribers: int = 0
@@ -201,7 +204,10 @@ class MqttPublisher:
             info = client.publish(target, row.payload, qos=1, retain=False)
             if not publish_ok(info):
                 break
-            self.stats.sent += 1
+            if row.kind == "media":
+                self.stats.media_sent += 1
+            else:
+                self.stats.sent += 1
             self._event("sent", row.result_id)
             with self._lock:
                 self._inflight[row.result_id] = time.monotonic()
@@ -285,7 +291,10 @@ class MqttPublisher:
         removed = self.outbox.acknowledge(rid, outcome)
         with self._lock:
             self._inflight.pop(rid, None)
-        self.stats.receipts += 1
+        if "key" in receipt:
+            self.stats.media_receipts += 1
+        else:
+            self.stats.receipts += 1
         self._event("receipt", rid, outcome if removed else outcome + ",unknown")
         self._wake.set()
 
