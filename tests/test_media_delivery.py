@@ -309,3 +309,17 @@ def test_an_image_before_its_result_is_kept_and_found_when_the_result_comes(tmp_
     publisher.close()
     assert server.store.query("SELECT COUNT(*) FROM results")[0][0] == 1
     assert _linked(server, result["result_id"]) == hashlib.sha256(data).hexdigest()
+
+
+def test_device_config_knobs_for_field_images() -> None:
+    from runtime.contracts.config import config_from_dict
+    from runtime.contracts.errors import ConfigError
+
+    base = {"device_id": "scope-1", "publisher": {"type": "mqtt", "host": "broker"}}
+    publisher = config_from_dict(base).publisher
+    assert publisher.field_images is True and publisher.jpeg_quality == 85
+    off = config_from_dict({**base, "publisher": {**base["publisher"], "field_images": False, "jpeg_quality": 60}})
+    assert off.publisher.field_images is False and off.publisher.jpeg_quality == 60
+    for bad in (0, 101):
+        with pytest.raises(ConfigError, match="jpeg_quality"):
+            config_from_dict({**base, "publisher": {**base["publisher"], "jpeg_quality": bad}})
