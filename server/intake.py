@@ -57,7 +57,8 @@ class Intake:
     def process(self, messages: Sequence[tuple[str, bytes]]) -> list[Outcome] | None:
         """One outcome per message, all committed; None if asked to stop while the database was down."""
         media = [i for i, (topic, _) in enumerate(messages) if self.media is not None and is_media_topic(topic)]
-        results = [i for i in range(len(messages)) if i not in set(media)] if media else range(len(messages))
+        taken = set(media)
+        results = [i for i in range(len(messages)) if i not in taken] if media else range(len(messages))
         outcomes: list[Outcome | None] = [None] * len(messages)
         if results:
             batch = [self.check(*messages[i]) for i in results]
