@@ -323,3 +323,13 @@ def test_device_config_knobs_for_field_images() -> None:
     for bad in (0, 101):
         with pytest.raises(ConfigError, match="jpeg_quality"):
             config_from_dict({**base, "publisher": {**base["publisher"], "jpeg_quality": bad}})
+
+
+def test_a_frame_that_cannot_be_sent_never_costs_its_result(tmp_path: Path, local_broker: LocalMosquitto) -> None:
+    publisher = _publisher(tmp_path, local_broker.port)
+    try:
+        result = make_result(DEVICE, 0)
+        publisher.publish_with_field_image(result, np.zeros((0, 0, 3), np.uint8))  # nothing to encode
+        assert [(r.result_id, r.kind) for r in publisher.outbox.pending(10)] == [(result["result_id"], "results")]
+    finally:
+        publisher.close()

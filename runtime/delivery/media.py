@@ -143,7 +143,10 @@ def encode_jpeg(image: Any, quality: int) -> bytes:
     """A BGR frame as JPEG bytes at `quality` (1-100)."""
     import cv2
 
-    ok, encoded = cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+    try:
+        ok, encoded = cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+    except cv2.error as exc:
+        raise MediaError("encode", f"OpenCV could not encode the frame as JPEG ({str(exc).strip()[:120]})") from exc
     if not ok:
         raise MediaError("encode", "OpenCV could not encode the frame as JPEG")
     return encoded.tobytes()

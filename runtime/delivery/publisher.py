@@ -28,7 +28,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from runtime.delivery.connection import MqttSettings, ResilientClient, publish_ok
-from runtime.delivery.media import MediaPart, encode_jpeg, split_image
+from runtime.delivery.media import MediaError, MediaPart, encode_jpeg, split_image
 from runtime.delivery.orders import parse_order
 from runtime.delivery.topics import check_name, topic
 from runtime.delivery.outbox import Outbox
@@ -126,11 +126,16 @@ class MqttPublisher:
         self._queue(result, ())
 
     def publish_with_field_image(self, result: Mapping[str, Any], frame: Any) -> None:
-        """Queue a result and its analysed frame (JPEG parts) in one transaction; frame only if enabled."""
+        """Queue a result and its analysed frame (JPEG parts) in one transaction; frame only if enabled.
+        A frame that cannot be sent (not encodable, over the image limits) never costs the result."""
         parts: list[MediaPart] = []
         if self.media.field_images:
-            jpeg = encode_jpeg(frame, self.media.jpeg_quality)
-            parts = split_image(str(result["result_id"]), "field", jpeg, "image/jpeg", self.outbox.max_payload_bytes)
+            try:
+                jpeg = encode_jpeg(frame, self.media.jpeg_quality)
+                parts = split_image(str(result["result_id"]), "field", jpeg, "image/jpeg",
+                                    self.outbox.max_payload_bytes)
+            except MediaError as exc:
+                log.error("field image of result %s not sent: %s", result.get("result_id"), exc)
         self._queue(result, parts)
 
     def _queue(self, result: Mapping[str, Any], parts: Sequence[MediaPart]) -> None:
