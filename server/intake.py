@@ -9,15 +9,17 @@ is asked whether it is up (`Store.ping`):
   is rolled back alone and rejected as `unstorable` with the database's error as its detail, so it
   is acknowledged and never comes back.
 One bad message therefore costs its batch one more transaction, and never blocks the others.
+Media parts (server.media) in a batch are written in a second transaction under the same rule.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from server.media import MediaIntake, is_media_topic
 from server.store import Checked, Outcome, Store, StoreUnavailable, is_infrastructure_error
 from server.validation import Rejected, check_message
 
@@ -38,8 +40,9 @@ class Intake:
     """Check and store messages for one server process (its single store thread calls `process`)."""
 
     def __init__(self, store: Store, max_payload_bytes: int, stop: threading.Event,
-                 retry: RetryPolicy = RetryPolicy()) -> None:
+                 retry: RetryPolicy = RetryPolicy(), media: MediaIntake | None = None) -> None:
         self.store = store
+        self.media = media  # None: media parts are rejected as `bad_topic` with the results' checks
         self.max_payload_bytes = max_payload_bytes
         self.stop = stop
         self.retry = retry
@@ -53,17 +56,39 @@ class Intake:
 
     def process(self, messages: Sequence[tuple[str, bytes]]) -> list[Outcome] | None:
         """One outcome per message, all committed; None if asked to stop while the database was down."""
-        batch = [self.check(topic, payload) for topic, payload in messages]
+        media = [i for i, (topic, _) in enumerate(messages) if self.media is not None and is_media_topic(topic)]
+        taken = set(media)
+        results = [i for i in range(len(messages)) if i not in taken] if media else range(len(messages))
+        outcomes: list[Outcome | None] = [None] * len(messages)
+        if results:
+            batch = [self.check(*messages[i]) for i in results]
+            done = self._retrying(lambda: self._write_settling_poison(batch), len(batch))
+            if done is None:
+                return None
+            for i, outcome in zip(results, done):
+                outcomes[i] = outcome
+        if media:
+            assert self.media is not None
+            parts = [messages[i] for i in media]
+            done = self._retrying(lambda: self.media.write(parts), len(parts))
+            if done is None:
+                return None
+            for i, outcome in zip(media, done):
+                outcomes[i] = outcome
+        return [o for o in outcomes if o is not None]
+
+    def _retrying(self, write: Callable[[], list[Outcome]], count: int) -> list[Outcome] | None:
+        """`write()` until the database takes it; None if asked to stop while it was down."""
         wait = self.retry.first_s
         while True:
             try:
-                return self._write_settling_poison(batch)
+                return write()
             except Exception as exc:  # noqa: BLE001 - classified just below
                 if not is_infrastructure_error(exc):
                     raise
                 self.outages += 1
                 log.warning("database unavailable (%s); %d message(s) left unacknowledged, retrying in %.1f s",
-                            _one_line(exc), len(batch), wait)
+                            _one_line(exc), count, wait)
             if self.stop.wait(wait):
                 return None
             wait = min(wait * 2, self.retry.max_s)

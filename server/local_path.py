@@ -24,7 +24,7 @@ from typing import Any
 from runtime.contracts.errors import SmearscopeError
 from runtime.delivery.mosquitto import LocalMosquitto
 from runtime.delivery.connection import MqttSettings
-from runtime.delivery.publisher import MqttPublisher
+from runtime.delivery.publisher import DeliverySettings, MqttPublisher
 from runtime.delivery.outbox import Outbox
 from server.config import ServerConfig
 from server.service import ResultServer
@@ -41,6 +41,12 @@ class DeviceSide:
         if self.closed:
             raise SmearscopeError("the device closed its publisher; no more results are accepted")
         self._mqtt.publish(result)
+
+    def publish_with_field_image(self, result: Mapping[str, Any], frame: Any) -> None:
+        """The result and its field image (to the demo server's image folder, `<out>/images`)."""
+        if self.closed:
+            raise SmearscopeError("the device closed its publisher; no more results are accepted")
+        self._mqtt.publish_with_field_image(result, frame)
 
     def close(self) -> None:
         self.closed = True
@@ -61,12 +67,14 @@ class LocalDeliveryPath:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.broker = LocalMosquitto(self.out_dir / "broker").start()
         config = ServerConfig.from_dict({"broker": {"port": self.broker.port, "client_id": "demo-server"},
-                                         "database": f"sqlite:///{self.database}", "share_group": None})
+                                         "database": f"sqlite:///{self.database}", "share_group": None},
+                                        base_dir=self.out_dir)
         self.server = ResultServer(config)
         self.server.start()
         settings = MqttSettings(port=self.broker.port, client_id=f"device-{self.device_id}")
         self.mqtt = MqttPublisher(settings, site=self.site, device_id=self.device_id,
-                                  outbox=Outbox(self.out_dir / "outbox.sqlite3"), resend_after_s=self.resend_after_s)
+                                  outbox=Outbox(self.out_dir / "outbox.sqlite3"),
+                                  delivery=DeliverySettings(resend_after_s=self.resend_after_s))
         self.publisher = DeviceSide(self.mqtt)
         deadline = time.monotonic() + 10
         while not (self.server.is_ready() and self.mqtt.is_ready()):  # both subscriptions acknowledged
@@ -81,7 +89,10 @@ class LocalDeliveryPath:
         drained = self.mqtt.wait_drained(self.drain_timeout_s if exc is None else 2.0)
         self.summary = {"sent": self.mqtt.stats.sent, "receipts": self.mqtt.stats.receipts,
                         "left_in_outbox": self.mqtt.outbox.depth(),
-                        "stored": self.server.store.counts()["results"]}
+                        "stored": self.server.store.counts()["results"],
+                        "media_parts_sent": self.mqtt.stats.media_sent,
+                        "field_images": self.server.store.query(
+                            "SELECT COUNT(*) FROM result_images WHERE kind = 'field'")[0][0]}
         self._stop()
         if exc is None and not drained:
             raise SmearscopeError(f"{self.summary['left_in_outbox']} result(s) still await a receipt; "

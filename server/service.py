@@ -7,7 +7,9 @@ gets the message again (from the broker, or as the device's resend) and the stor
 queued (up to `max_batch`), commits it in one transaction (server.intake: poison messages are
 rejected, a database outage is waited out unacknowledged), then acks and receipts each message in
 arrival order. Several server processes (`workers`, or separate hosts) share the load through an
-MQTT 5 shared subscription (`$share/<group>/smearscope/v1/+/+/results`).
+MQTT 5 shared subscription (`$share/<group>/smearscope/v1/+/+/results`). Field images arrive on
+the sibling media topic (same group) and take the same path: commit, then ack, then a receipt per
+part (server.media).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import paho.mqtt.client as mqtt
 from runtime.delivery.connection import ClientCallbacks, ResilientClient
 from runtime.delivery.topics import results_filter, topic
 from server.config import ServerConfig
+from server.media import MediaIntake
 from server.orders import build_order, publish_order
 from server.intake import Intake
 from server.store import Outcome, Store
@@ -61,10 +64,12 @@ class ResultServer:
         crash = os.environ.get(CRASH_AFTER_COMMITS_ENV)
         self._crash_after = int(crash) if crash else None
         self._stopping = threading.Event()
-        self.intake = Intake(self.store, config.max_payload_bytes, self._stopping)
+        media = MediaIntake(self.store, config.images_path(), config.max_payload_bytes)
+        self.intake = Intake(self.store, config.max_payload_bytes, self._stopping, media=media)
         self._arrivals: queue.Queue[_Arrival] = queue.Queue()
         self._store_thread = threading.Thread(target=self._store_loop, name="result-store", daemon=True)
         self.subscription = results_filter(config.site, config.share_group)
+        self.media_subscription = results_filter(config.site, config.share_group, kind="media")
         self._subscribing: tuple[mqtt.Client, int] | None = None  # (client, SUBSCRIBE mid) awaiting SUBACK
         self._subscribed: mqtt.Client | None = None
         self.connection = ResilientClient(
@@ -112,7 +117,7 @@ class ResultServer:
 
     # -- message path -----------------------------------------------------------------------------
     def _connected(self, client: mqtt.Client, session_present: bool) -> None:
-        _, mid = client.subscribe(self.subscription, qos=1)
+        _, mid = client.subscribe([(self.subscription, 1), (self.media_subscription, 1)])
         self._subscribing = (client, mid)
 
     def _suback(self, client: mqtt.Client, mid: int, reason_codes: list[Any]) -> None:
@@ -185,6 +190,8 @@ class ResultServer:
         except ValueError:
             return
         receipt: dict[str, Any] = {"result_id": outcome.result_id, "status": outcome.status}
+        if outcome.key:
+            receipt["key"] = outcome.key
         if outcome.reason:
             receipt["reason"] = outcome.reason
         client.publish(receipts, json.dumps(receipt).encode("utf-8"), qos=1, retain=False)

@@ -62,6 +62,7 @@ class Outcome:
     status: str  # stored | duplicate | rejected
     reason: str | None = None
     result_id: str | None = None
+    key: str | None = None  # a media part's receipt key (runtime.delivery.media.part_key); None for results
 
     @property
     def receipt_status(self) -> str:
@@ -274,6 +275,12 @@ class Store:
             for sql, params in statements:
                 self._exec(cur, sql, params)
 
+    @contextmanager
+    def transaction(self) -> Iterator["Tx"]:
+        """One transaction for a module with its own tables (server.media): committed on leaving."""
+        with self._transaction() as cur:
+            yield Tx(self, cur)
+
     def ensure_schema(self, ddl: str) -> None:
         """Create tables and indexes (`CREATE ... IF NOT EXISTS`, `;`-separated) for a module that keeps its own.
 
@@ -329,3 +336,15 @@ class Store:
 
     def _executemany(self, cur: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
         cur.executemany(sql if self.kind == "sqlite" else sql.replace("?", "%s"), rows)
+
+
+class Tx:
+    """Statements written with `?` placeholders inside one `Store.transaction()`."""
+
+    def __init__(self, store: Store, cur: Any) -> None:
+        self.store, self.cur, self.kind = store, cur, store.kind
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement; its rows when it returns any."""
+        self.store._exec(self.cur, sql, params)
+        return list(self.cur.fetchall()) if self.cur.description else []

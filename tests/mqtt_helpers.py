@@ -142,10 +142,14 @@ def start_server_process(config: Path, log_path: Path, env_extra: dict[str, str]
 
 
 def start_device_process(certs: Path, port: int, device: str, outbox: Path, count: int, events: Path,
-                         log_path: Path, interval_s: float = 0.01, resend_after_s: float = 3.0) -> subprocess.Popen[bytes]:
+                         log_path: Path, interval_s: float = 0.01, resend_after_s: float = 3.0,
+                         image_part_bytes: int = 0) -> subprocess.Popen[bytes]:
+    """A device process; with `image_part_bytes` every result also carries its field image (`field_frame`)
+    in media parts of at most that many bytes."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "device", "--certs", str(certs), "--port", str(port),
            "--device", device, "--outbox", str(outbox), "--count", str(count), "--events", str(events),
-           "--interval", str(interval_s), "--resend-after", str(resend_after_s)]
+           "--interval", str(interval_s), "--resend-after", str(resend_after_s),
+           "--image-part-bytes", str(image_part_bytes)]
     return subprocess.Popen(cmd, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
                             env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), cwd=REPO_ROOT)
 
@@ -243,6 +247,16 @@ class Postgres:
 
 
 # -- the device process ----------------------------------------------------------------------------
+def field_frame(seq: int):
+    """A distinct real field for every seq: a bundled frame with the seq written on it."""
+    import cv2
+
+    frames = sorted((REPO_ROOT / "runtime" / "capture" / "frames" / "images").glob("*.jpg"))
+    frame = cv2.imread(str(frames[seq % len(frames)]))
+    cv2.putText(frame, f"seq {seq}", (10, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (0, 0, 0), 2)
+    return frame
+
+
 def device_main(argv: list[str]) -> int:
     """A device that queues `count` results (seq 0..count-1, continuing after a restart), then
     waits until every one has its receipt. Its events go to an append-only log."""
@@ -253,19 +267,23 @@ def device_main(argv: list[str]) -> int:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--interval", type=float, default=0.01)
     parser.add_argument("--resend-after", type=float, default=3.0)
+    parser.add_argument("--image-part-bytes", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from runtime.delivery.publisher import MqttPublisher
-    from runtime.delivery.outbox import Outbox
+    from runtime.delivery.publisher import DeliverySettings, MqttPublisher
+    from runtime.delivery.outbox import DEFAULT_MAX_PAYLOAD_BYTES, Outbox
 
-    outbox = Outbox(args.outbox)
+    outbox = Outbox(args.outbox, max_payload_bytes=args.image_part_bytes or DEFAULT_MAX_PAYLOAD_BYTES)
     publisher = MqttPublisher(tls_settings(Path(args.certs), args.device, args.port), site=SITE,
-                              device_id=args.device, outbox=outbox, resend_after_s=args.resend_after,
+                              device_id=args.device, outbox=outbox, delivery=DeliverySettings(resend_after_s=args.resend_after),
                               event_log=args.events)
     start = outbox.last_seq() + 1
     print(f"device {args.device}: starting at seq {start}, outbox depth {outbox.depth()}", flush=True)
     for seq in range(start, args.count):
-        publisher.publish(make_result(args.device, seq))
+        if args.image_part_bytes:
+            publisher.publish_with_field_image(make_result(args.device, seq), field_frame(seq))
+        else:
+            publisher.publish(make_result(args.device, seq))
         time.sleep(args.interval)
     while not publisher.wait_drained(1.0):
         pass

@@ -17,7 +17,7 @@ from mqtt_helpers import make_result, wait_for
 from mqtt_proxy import SubscribeDelayProxy
 from runtime.delivery.mosquitto import LocalMosquitto
 from runtime.delivery.connection import MqttSettings
-from runtime.delivery.publisher import MqttPublisher
+from runtime.delivery.publisher import DeliverySettings, MqttPublisher
 from runtime.delivery.outbox import Outbox
 from server.config import ServerConfig
 from server.service import ResultServer
@@ -71,7 +71,7 @@ def test_no_result_is_sent_before_the_receipts_subscription_is_acknowledged(tmp_
     try:
         wait_for(server.is_ready, 10, "the server's subscription")
         publisher = MqttPublisher(MqttSettings(port=proxy.port), site="lab", device_id="dev-a", outbox=outbox,
-                                  resend_after_s=60.0, event_log=tmp_path / "events.log")
+                                  delivery=DeliverySettings(resend_after_s=60.0), event_log=tmp_path / "events.log")
         drained = publisher.wait_drained(15.0)
         events = [line.split()[1] for line in (tmp_path / "events.log").read_text().splitlines()]
         assert drained, f"receipts lost: {publisher.stats}; events {events}"

@@ -48,6 +48,7 @@ def test_demo_prints_a_table_and_saves_results(model_path, tmp_path, repo_root):
 
     # delivery: outbox -> private Mosquitto -> server -> SQLite, every result receipted
     assert "delivered: 3 sent over MQTT, 3 receipts, 0 left in the outbox" in text
+    assert "holds 3 result(s) and 3 field image(s)" in text  # each analysed frame reached the server
     with sqlite3.connect(out / "server.sqlite3") as db:
         stored = {row[0] for row in db.execute("SELECT result_id FROM results")}
     assert stored == {m["result_id"] for m in results}

@@ -4,6 +4,7 @@ Real broker (a private Mosquitto), real server, real SQLite, real ONNX Runtime."
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -28,7 +29,8 @@ def delivery(tmp_path, local_broker):
 
     broker = local_broker
     config = ServerConfig.from_dict({"broker": {"port": broker.port, "client_id": "test-server"},
-                                     "database": f"sqlite:///{tmp_path / 'server.sqlite3'}", "share_group": None})
+                                     "database": f"sqlite:///{tmp_path / 'server.sqlite3'}", "share_group": None},
+                                    base_dir=tmp_path)
     server = ResultServer(config)
     server.start()
     yield broker, config, tmp_path / "server.sqlite3"
@@ -81,6 +83,15 @@ def test_order_result_and_sequence_over_mqtt(model_path, delivery, tmp_path):
     assert result["diagnosis"]["status"] == "diabetes"
     with sqlite3.connect(database) as db:
         assert [row[0] for row in db.execute("SELECT result_id FROM results")] == [result["result_id"]]
+        links = db.execute("SELECT result_id, kind, sha256, content_type FROM result_images").fetchall()
+    # The analysed frame reached the server too (MQTT publisher default: field images on), as the JPEG
+    # the device encoded from the very frame it analysed.
+    from runtime.delivery.media import encode_jpeg
+    from server.images import ImageStore
+
+    expected = encode_jpeg(outcomes[0].frame.image, 85)
+    assert links == [(result["result_id"], "field", hashlib.sha256(expected).hexdigest(), "image/jpeg")]
+    assert ImageStore(server_config.images_path()).get(links[0][2]) == expected
 
     restarted = build_device(config, trigger=ManualTrigger())
     try:

@@ -13,7 +13,7 @@ from mqtt_helpers import SITE, make_result, wait_for
 
 from runtime.delivery.mosquitto import LocalMosquitto
 from runtime.delivery.connection import MqttSettings
-from runtime.delivery.publisher import MqttPublisher
+from runtime.delivery.publisher import DeliverySettings, MqttPublisher
 from runtime.delivery.outbox import Outbox
 from server.config import ServerConfig
 from server.service import ResultServer
@@ -52,7 +52,7 @@ def test_persistent_session_queues_while_the_server_is_away(tmp_path: Path, brok
     srv = _server(tmp_path, broker.port)
     srv.stop()  # clean disconnect; the session (and its shared subscription) stays at the broker
     pub = MqttPublisher(MqttSettings(port=broker.port, client_id="dev-a"), site=SITE, device_id="dev-a",
-                        outbox=Outbox(tmp_path / "o.db"), resend_after_s=600)
+                        outbox=Outbox(tmp_path / "o.db"), delivery=DeliverySettings(resend_after_s=600))
     try:
         for i in range(10):
             pub.publish(make_result("dev-a", i))

@@ -100,6 +100,24 @@ def test_device_cannot_publish_to_another_devices_topic(certs: Path, broker, ser
         intruder.close()
 
 
+def test_media_topic_is_bound_to_the_device_like_results(certs: Path, broker, server) -> None:
+    """The deployment ACL lets a device publish field image parts only under its own name, and lets
+    the server read them (the image completes and is linked)."""
+    from runtime.delivery.media import split_image
+
+    intruder = device(certs, broker.port, "dev-b")
+    try:
+        result_id = make_result("dev-b", 3)["result_id"]
+        (part,) = split_image(result_id, "field", b"\xff\xd8 not really a jpeg \xff\xd9", "image/jpeg", LIMIT)
+        assert intruder.publish(f"smearscope/v1/{SITE}/dev-a/media", part.encode()) == 0x87
+        assert intruder.publish(f"smearscope/v1/{SITE}/dev-b/media", part.encode()) < 0x80
+        wait_for(lambda: server.store.query("SELECT sha256 FROM result_images WHERE result_id = ?", (result_id,)),
+                 10, "the permitted image")
+        assert server.processed == 1
+    finally:
+        intruder.close()
+
+
 def test_device_cannot_read_another_devices_receipts(certs: Path, broker, server) -> None:
     snoop = device(certs, broker.port, "dev-b")
     owner = device(certs, broker.port, "dev-a")

@@ -42,7 +42,7 @@ def test_web_config_errors_name_the_key(tmp_path: Path) -> None:
 
 @pytest.mark.mosquitto
 def test_serve_runs_the_web_app_beside_the_subscriber(tmp_path: Path, certs: Path, broker, cli_runner) -> None:
-    from runtime.delivery.publisher import MqttPublisher
+    from runtime.delivery.publisher import DeliverySettings, MqttPublisher
     from runtime.delivery.outbox import Outbox
     from smearscope.cli import cli
 
@@ -60,8 +60,10 @@ def test_serve_runs_the_web_app_beside_the_subscriber(tmp_path: Path, certs: Pat
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: _get(base + "/healthz") == 200, 30, "the web app")
+        # The web app can answer before the subscriber's subscription is in place: a result sent
+        # before it reaches nobody, and the device's resend (here after 2 s) brings it.
         pub = MqttPublisher(tls_settings(certs, "dev-a", broker.port), site=SITE, device_id="dev-a",
-                            outbox=Outbox(tmp_path / "o.db"))
+                            outbox=Outbox(tmp_path / "o.db"), delivery=DeliverySettings(resend_after_s=2.0))
         result = make_result("dev-a", 0, patient_id="p-serve")
         pub.publish(result)
         assert pub.wait_drained(30)

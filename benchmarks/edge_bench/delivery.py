@@ -129,11 +129,12 @@ def delivery_stages(
         ], [outbox.close]
 
     from runtime.delivery.connection import MqttSettings
-    from runtime.delivery.publisher import MqttPublisher
+    from runtime.delivery.publisher import DeliverySettings, MqttPublisher
 
     settings = MqttSettings(host=broker.host, port=broker.port, client_id=f"{DEVICE_ID}-{_free_port()}")
     # No server sends receipts here, so nothing leaves the in-flight window: make it large enough.
-    publisher = MqttPublisher(settings, site=SITE, device_id=DEVICE_ID, outbox=outbox, window=1 << 20)
+    publisher = MqttPublisher(settings, site=SITE, device_id=DEVICE_ID, outbox=outbox,
+                              delivery=DeliverySettings(window=1 << 20))
     deadline = time.monotonic() + 10.0
     while not publisher.connection.is_connected() and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -185,6 +185,9 @@ class MqttPublisherConfig(MqttSettings):
     site: NAME = "site"
     outbox: Text = "outbox.sqlite3"
     max_message_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 256 * 1024
+    field_images: bool = True
+    """Each analysed frame also goes to the server as JPEG parts through the outbox (docs/delivery.md)."""
+    jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 85
 
 
 PublisherConfig = Annotated[

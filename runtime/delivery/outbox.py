@@ -5,6 +5,11 @@ in the step that finishes the analysis, and it leaves only when the server's rec
 `result_id` arrives. Unreceipted rows are resent with the same `result_id`, so the server's
 idempotent store absorbs any duplicate. A row whose publish the broker refuses for good (not
 authorised, too large) is *held*, not deleted: it stays on disk until an operator releases it.
+
+Results and the parts of their field images share this one table and its one sender: `kind` says
+which topic a row goes to (`results` or `media`), and the `result_id` column is the row's receipt
+key: a result's id, or `<result_id>/<image kind>/<part>` for a media part (runtime.delivery.media).
+A result and its image's parts are queued in one transaction, so a crash keeps both or neither.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runtime.contracts.errors import SmearscopeError
+from runtime.delivery.media import MediaPart
 
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 
@@ -29,7 +36,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     enqueued_at REAL NOT NULL,
     attempts    INTEGER NOT NULL DEFAULT 0,
     state       TEXT NOT NULL DEFAULT 'pending',
-    note        TEXT
+    note        TEXT,
+    kind        TEXT NOT NULL DEFAULT 'results'
 );
 CREATE TABLE IF NOT EXISTS receipted (
     result_id   TEXT PRIMARY KEY,
@@ -50,12 +58,13 @@ class PayloadTooLarge(OutboxError):
 
 @dataclass(frozen=True)
 class OutboxRow:
-    """One result waiting for its receipt."""
+    """One message waiting for its receipt: a result, or a part of its image (`kind` "media")."""
 
-    result_id: str
+    result_id: str  # the receipt key (a media part's is runtime.delivery.media.part_key)
     seq: int
     payload: bytes
     attempts: int
+    kind: str = "results"
 
 
 def encode_result(result: dict[str, Any]) -> bytes:
@@ -76,9 +85,13 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if "kind" not in columns:  # an outbox written before media rows existed
+            self._db.execute("ALTER TABLE outbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'results'")
 
-    def enqueue(self, result: dict[str, Any]) -> bytes:
-        """Write a result durably and return its payload; raises PayloadTooLarge before queueing."""
+    def enqueue(self, result: dict[str, Any], media: Sequence[MediaPart] = ()) -> bytes:
+        """Write a result (and the parts of its images) durably in one transaction; returns the result's
+        payload. Raises PayloadTooLarge before queueing anything."""
         payload = encode_result(result)
         if len(payload) > self.max_payload_bytes:
             raise PayloadTooLarge(
@@ -88,21 +101,36 @@ class Outbox:
             result_id, seq = str(result["result_id"]), int(result["seq"])
         except (KeyError, TypeError, ValueError) as exc:
             raise OutboxError(f"result lacks a usable result_id/seq: {exc}") from exc
+        rows = [(result_id, seq, payload, "results")]
+        for part in media:
+            encoded = part.encode()
+            if len(encoded) > self.max_payload_bytes:
+                raise PayloadTooLarge(f"media part {part.header.key} is {len(encoded)} bytes; "
+                                      f"the limit is {self.max_payload_bytes}")
+            rows.append((part.header.key, seq, encoded, "media"))
+        now = time.time()
         with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO outbox (result_id, seq, payload, enqueued_at) VALUES (?, ?, ?, ?)",
-                (result_id, seq, payload, time.time()),
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO outbox (result_id, seq, payload, enqueued_at, kind) VALUES (?, ?, ?, ?, ?)",
+                    [(key, s, p, now, kind) for key, s, p, kind in rows],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         return payload
 
     def pending(self, limit: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[OutboxRow]:
         """Oldest pending rows (by seq), skipping the ids in `exclude` (those already in flight)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT result_id, seq, payload, attempts FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?",
+                "SELECT result_id, seq, payload, attempts, kind FROM outbox WHERE state = 'pending'"
+                " ORDER BY seq, rowid LIMIT ?",
                 (limit + len(exclude),),
             ).fetchall()
-        out = [OutboxRow(r[0], r[1], bytes(r[2]), r[3]) for r in rows if r[0] not in exclude]
+        out = [OutboxRow(r[0], r[1], bytes(r[2]), r[3], r[4]) for r in rows if r[0] not in exclude]
         return out[:limit]
 
     def mark_attempt(self, result_id: str) -> None:

@@ -7,6 +7,10 @@ flight; one without a receipt after `resend_after_s` is sent again with the same
 A row leaves the outbox only when the server's receipt arrives on the device's receipts topic.
 On every connection the sender waits for the broker's SUBACK of that topic before it sends: a
 receipt published before the subscription is active would be dropped by the broker.
+
+`publish_with_field_image(result, frame)` also queues the analysed frame as JPEG parts on the media
+topic, in the same outbox transaction as the result; the same sender, window and resend rule carry
+both, and each part leaves the outbox on its own receipt (docs/delivery.md, "Field images").
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from runtime.delivery.connection import ClientCallbacks, MqttSettings, ResilientClient, publish_ok
+from runtime.delivery.media import MediaError, MediaPart, encode_jpeg, split_image
 from runtime.delivery.orders import parse_order
 from runtime.delivery.topics import check_name, topic
 from runtime.delivery.outbox import Outbox
@@ -38,12 +43,33 @@ QUOTA_EXCEEDED = 0x97
 NO_MATCHING_SUBSCRIBERS = 0x10
 
 
+@dataclass(frozen=True)
+class MediaSettings:
+    """Whether the device sends each analysed field's image, and its JPEG quality (1-100)."""
+
+    field_images: bool = True
+    jpeg_quality: int = 85
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """How the sender works through the outbox: at most `window` unreceipted messages in flight, a
+    message without a receipt after `resend_after_s` sent again (same id), and field images."""
+
+    window: int = 50
+    resend_after_s: float = 30.0
+    media: MediaSettings = MediaSettings()
+
+
 @dataclass
 class PublisherStats:
-    """What happened since this publisher started."""
+    """What happened since this publisher started (`sent` and `receipts` count results; media parts
+    are counted apart)."""
 
     enqueued: int = 0
     sent: int = 0
+    media_sent: int = 0
+    media_receipts: int = 0
     pubacked: int = 0
     puback_failures: int = 0
     no_subscribers: int = 0
@@ -62,19 +88,21 @@ class MqttPublisher:
         site: str,
         device_id: str,
         outbox: Outbox,
-        window: int = 50,
-        resend_after_s: float = 30.0,
+        delivery: DeliverySettings = DeliverySettings(),
         on_order: Callable[[dict[str, Any]], None] | None = None,
         event_log: str | Path | None = None,
     ) -> None:
+        window, resend_after_s, media = delivery.window, delivery.resend_after_s, delivery.media
         self.site = check_name(site, "site")
         self.device_id = check_name(device_id, "device")
         self.outbox = outbox
         self.window = window
         self.resend_after_s = resend_after_s
         self.on_order = on_order
+        self.media = media
         self.stats = PublisherStats()
         self.results_topic = topic(site, device_id, "results")
+        self.media_topic = topic(site, device_id, "media")
         self.receipts_topic = topic(site, device_id, "receipts")
         self.orders_topic = topic(site, device_id, "orders")
         self._lock = threading.Lock()
@@ -101,11 +129,27 @@ class MqttPublisher:
     # -- Publisher protocol ---------------------------------------------------------------------
     def publish(self, result: Mapping[str, Any]) -> None:
         """Validate, size-check and durably queue one result; sending happens in the background."""
+        self._queue(result, ())
+
+    def publish_with_field_image(self, result: Mapping[str, Any], frame: Any) -> None:
+        """Queue a result and its analysed frame (JPEG parts) in one transaction; frame only if enabled.
+        A frame that cannot be sent (not encodable, over the image limits) never costs the result."""
+        parts: list[MediaPart] = []
+        if self.media.field_images:
+            try:
+                jpeg = encode_jpeg(frame, self.media.jpeg_quality)
+                parts = split_image(str(result["result_id"]), "field", jpeg, "image/jpeg",
+                                    self.outbox.max_payload_bytes)
+            except MediaError as exc:
+                log.error("field image of result %s not sent: %s", result.get("result_id"), exc)
+        self._queue(result, parts)
+
+    def _queue(self, result: Mapping[str, Any], parts: Sequence[MediaPart]) -> None:
         result = dict(result)
         if result.get("device_id") != self.device_id:
             raise ValueError(f"result device_id {result.get('device_id')!r} is not this device ({self.device_id!r})")
         validate(result)
-        self.outbox.enqueue(result)
+        self.outbox.enqueue(result, parts)
         depth = self.outbox.depth()
         self.stats.enqueued += 1
         self.stats.max_depth = max(self.stats.max_depth, depth)
@@ -167,10 +211,14 @@ class MqttPublisher:
             return
         for row in self.outbox.pending(free, exclude=busy):
             client = self.connection.client
-            info = client.publish(self.results_topic, row.payload, qos=1, retain=False)
+            target = self.media_topic if row.kind == "media" else self.results_topic
+            info = client.publish(target, row.payload, qos=1, retain=False)
             if not publish_ok(info):
                 break
-            self.stats.sent += 1
+            if row.kind == "media":
+                self.stats.media_sent += 1
+            else:
+                self.stats.sent += 1
             self._event("sent", row.result_id)
             with self._lock:
                 self._inflight[row.result_id] = time.monotonic()
@@ -243,7 +291,8 @@ class MqttPublisher:
 
     def _receipt(self, payload: bytes) -> None:
         receipt = json.loads(payload.decode("utf-8"))
-        rid, status = receipt.get("result_id"), receipt.get("status")
+        # A media part's receipt names its outbox key; a result's is its result_id.
+        rid, status = receipt.get("key") or receipt.get("result_id"), receipt.get("status")
         if not isinstance(rid, str) or not isinstance(status, str):
             log.warning("receipt without result_id/status ignored")
             return
@@ -253,7 +302,10 @@ class MqttPublisher:
         removed = self.outbox.acknowledge(rid, outcome)
         with self._lock:
             self._inflight.pop(rid, None)
-        self.stats.receipts += 1
+        if "key" in receipt:
+            self.stats.media_receipts += 1
+        else:
+            self.stats.receipts += 1
         self._event("receipt", rid, outcome if removed else outcome + ",unknown")
         self._wake.set()
 

@@ -79,6 +79,15 @@ class FanOut:
         for publisher in self.publishers:
             publisher.publish(message)
 
+    def publish_with_field_image(self, message: Mapping[str, Any], frame: Any) -> None:
+        """The frame goes to each publisher that sends images (MQTT); the others get the result only."""
+        for publisher in self.publishers:
+            with_image = getattr(publisher, "publish_with_field_image", None)
+            if with_image is not None:
+                with_image(message, frame)
+            else:
+                publisher.publish(message)
+
     def close(self) -> None:
         for publisher in self.publishers:
             publisher.close()
@@ -99,9 +108,11 @@ def make_publisher(config: PublisherConfig, device_id: str,
 def _mqtt_publisher(config: MqttPublisherConfig, device_id: str,
                     on_order: Callable[[dict[str, Any]], None] | None) -> Publisher:
     """runtime.mqtt's durable publisher: SQLite outbox, QoS 1, receipts, orders."""
-    from runtime.delivery.publisher import MqttPublisher
+    from runtime.delivery.publisher import MediaSettings, DeliverySettings, MqttPublisher
     from runtime.delivery.outbox import Outbox
 
     settings = config.connection()  # relative TLS paths: from the working directory
     outbox = Outbox(config.outbox, max_payload_bytes=config.max_message_bytes)
-    return MqttPublisher(settings, site=config.site, device_id=device_id, outbox=outbox, on_order=on_order)
+    media = MediaSettings(field_images=config.field_images, jpeg_quality=config.jpeg_quality)
+    return MqttPublisher(settings, site=config.site, device_id=device_id, outbox=outbox, on_order=on_order,
+                         delivery=DeliverySettings(media=media))

@@ -1,4 +1,4 @@
-"""The topic contract: smearscope/v1/{site}/{device}/{results|receipts|status|orders}.
+"""The topic contract: smearscope/v1/{site}/{device}/{results|media|receipts|status|orders}.
 
 No patient identifiers ever appear in a topic. Site and device names are restricted to the same
 characters as the result schema's device_id, so they can never smuggle MQTT wildcards.
@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 ROOT = "smearscope/v1"
-KINDS = ("results", "receipts", "status", "orders")
+KINDS = ("results", "media", "receipts", "status", "orders")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -52,7 +52,9 @@ def parse(value: str) -> Topic:
     return Topic(check_name(parts[2], "site"), check_name(parts[3], "device"), parts[4])
 
 
-def results_filter(site: str = "+", share_group: str | None = None) -> str:
-    """The server's subscription: every device's results, optionally as an MQTT 5 shared subscription."""
-    base = f"{ROOT}/{site if site == '+' else check_name(site, 'site')}/+/results"
+def results_filter(site: str = "+", share_group: str | None = None, kind: str = "results") -> str:
+    """The server's subscription: every device's results (or media), optionally MQTT 5 shared."""
+    if kind not in ("results", "media"):
+        raise TopicError(f"a server subscribes to results and media, not {kind!r}")
+    base = f"{ROOT}/{site if site == '+' else check_name(site, 'site')}/+/{kind}"
     return f"$share/{check_name(share_group, 'share group')}/{base}" if share_group else base

@@ -213,7 +213,11 @@ class Device:
                               model=analyzer.model.info(), extra_timings_ms={"capture": capture_ms})
         self.seq += 1
         publish_start = time.perf_counter()
-        self.publisher.publish(result)
+        with_image = getattr(self.publisher, "publish_with_field_image", None)  # MQTT: the frame goes too
+        if with_image is not None:
+            with_image(result, frame.image)
+        else:
+            self.publisher.publish(result)
         publish_ms = 1000.0 * (time.perf_counter() - publish_start)
         if self.overlays_dir is not None:
             self._write_overlay(frame, analysis, result)

@@ -91,7 +91,8 @@ def demo(out_dir: Path, presses: int, model_path: Path | None, guideline: str, s
             summary = path.summary
             click.echo(f"delivered: {summary['sent']} sent over MQTT, {summary['receipts']} receipts, "
                        f"{summary['left_in_outbox']} left in the outbox; {path.database} holds "
-                       f"{summary['stored']} result(s)")
+                       f"{summary['stored']} result(s) and {summary['field_images']} field image(s) "
+                       f"({summary['media_parts_sent']} media part(s) sent)")
         click.echo(click.style("Glucose cannot be seen in a smear: the diagnosis comes from the lab values; the "
                                "smear decides whether HbA1c can be trusted.", dim=True))
     except SmearscopeError as exc:

@@ -60,7 +60,8 @@ def serve(config_path: str, web: bool | None, mqtt: bool, verbose: bool) -> None
             from server.service import ResultServer
 
             server = ResultServer(config)
-            click.echo(f"serving {server.subscription} -> {server.store.kind} database; Ctrl-C stops", err=True)
+            click.echo(f"serving {server.subscription} and {server.media_subscription} -> {server.store.kind} database,"
+                       f" images in {config.images_path()}; Ctrl-C stops", err=True)
             server.run_forever(stop)
             click.echo(f"stopped after {server.processed} messages", err=True)
         else:
