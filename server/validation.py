@@ -1,7 +1,7 @@
 """Checks every incoming message before it may touch the store.
 
 Order: size (before decoding anything), topic, strict UTF-8, strict JSON (no NaN/Infinity, no
-duplicate keys), schema version, the full result/1 schema, then device identity. The broker's ACL
+duplicate keys), schema version, the full schema of that version (result/1 or result/2), then device identity. The broker's ACL
 (`pattern write smearscope/v1/+/%u/results`, with the certificate's CN as user name) guarantees that
 the topic's device is the authenticated user; this module checks the payload's device_id against
 the topic, which closes the chain: topic device = payload device = authenticated user.
@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.delivery.topics import Topic, TopicError, parse
-from runtime.contracts.schema import RESULT_SCHEMA, schema_errors
+from runtime.contracts.schema import RESULT_SCHEMAS, schema_errors
 
-SCHEMA_VERSION = "result/1"
+SCHEMA_VERSION = "result/2"
+"""The version devices build now; every version in RESULT_SCHEMAS is accepted."""
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -84,10 +85,11 @@ def check_message(topic: str, payload: bytes, max_bytes: int) -> Accepted | Reje
     result_id = _id_of(message)
     if not isinstance(message, dict):
         return Rejected("not_json", "top level is not an object", parsed_topic, None)
-    if message.get("schema") != SCHEMA_VERSION:
-        return Rejected("schema_version", f"schema {message.get('schema')!r} is not {SCHEMA_VERSION!r}",
+    schema_file = RESULT_SCHEMAS.get(message.get("schema")) if isinstance(message.get("schema"), str) else None
+    if schema_file is None:
+        return Rejected("schema_version", f"schema {message.get('schema')!r} is not one of {', '.join(RESULT_SCHEMAS)}",
                         parsed_topic, result_id)
-    errors = schema_errors(message, RESULT_SCHEMA)
+    errors = schema_errors(message, schema_file)
     if errors:
         return Rejected("schema", "; ".join(errors)[:500], parsed_topic, result_id)
     if message["device_id"] != parsed_topic.device:

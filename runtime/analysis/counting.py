@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from runtime.analysis.cells import CellTable, cells_from_labels
 from runtime.contracts.classes import CELL_CLASSES, PLATELET, RBC, WBC
 from runtime.inference.cell_size import on_border, rbc_diameter_from_mask
 
@@ -252,20 +253,25 @@ def _red_cells(mask: np.ndarray, centres: np.ndarray | None, d: float, cell_area
     return _compact(labels, markers)
 
 
+FLOOD_LEVELS = 8
+"""Altitude steps of the marker flood: more follow the landscape more closely and cost a few more
+dilations."""
+
+
 def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray) -> np.ndarray:
+    """Marker-controlled watershed by immersion: `markers` (ids 1..N) grow through `red` one ring
+    at a time, first over the pixels where `landscape` (0-1, high at cell centres) is highest, then
+    down `FLOOD_LEVELS` steps of it, so touching cells part along the valley between their
+    centres. (cv2.watershed floods by colour steps between neighbours, not by altitude: on a flat
+    plateau one seed took a whole clump and its neighbours kept a patch round their seed, so red
+    cells' boxes missed the labelled ones; the counts, one cell per seed, were the same.)"""
     if markers.max() == 0:
         return np.zeros(red.shape, np.int32)
-    seeds = np.where(markers > 0, markers + 1, 0).astype(np.int32)
-    seeds[~red & (markers == 0)] = 1  # everything that is not red is one "outside" basin
-    # cv2.watershed floods along small intensity steps between neighbours, not by altitude: the
-    # outside basin sits a full step above every cell pixel, so it cannot creep into a cell while
-    # the cell's own seeds flood it (without the step, cells 100+ px across kept only a patch
-    # round their seed).
-    relief = np.where(red, np.clip(127.0 * (1.0 - landscape), 0, 127), 255).astype(np.uint8)
-    cv2.watershed(cv2.merge([relief, relief, relief]), seeds)
-    labels = np.where(seeds > 1, seeds - 1, 0).astype(np.int32)
+    labels = np.where(markers > 0, markers, 0).astype(np.int32)
+    for level in np.linspace(1.0, 0.0, FLOOD_LEVELS + 1)[1:-1]:
+        _grow_labels(labels, red & (landscape >= level))
+    _grow_labels(labels, red)
     labels[~red] = 0
-    _grow_labels(labels, red, rounds=4)  # watershed lines (-1) and the rim the outside basin reached
     return labels
 
 
@@ -299,25 +305,43 @@ def _compact(labels: np.ndarray, markers: np.ndarray) -> np.ndarray:
     return lut[out]
 
 
+@dataclass(frozen=True)
+class FoundCells:
+    """label_cells' instance labels and the cell records made from them."""
+
+    labels: dict[str, np.ndarray]
+    cells: CellTable
+
+
+def find_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, class_prob: np.ndarray | None = None,
+               rbc_diameter_px: float | None = None, rules: CountRules = DEFAULT_RULES,
+               um_per_px: float | None = None) -> FoundCells:
+    """Every cell of a frame under the counting rules: the one way cells are found and counted.
+
+    `class_prob`: optional HxW probability of each pixel's class (each cell's confidence is its
+    mean); `um_per_px`: a calibration, for the records' µm values.
+    """
+    labels = label_cells(mask, centres, rbc_diameter_px=rbc_diameter_px, rules=rules)
+    return FoundCells(labels, cells_from_labels(labels, class_prob, um_per_px))
+
+
 def count_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, rbc_diameter_px: float | None = None,
                 rules: CountRules = DEFAULT_RULES) -> dict[str, int]:
-    """Per-class cell counts {rbc, wbc, platelet}: every cell visible in the frame, border-cut ones too.
+    """Per-class cell counts {rbc, wbc, platelet}: the number of find_cells' instances, border-cut
+    cells included.
 
     `mask`: HxW class indices; `centres`: optional HxW red-cell centre heat-map in [0, 1] at the same
     size; `rbc_diameter_px`: red-cell diameter in mask pixels if known (else measured from the mask).
     """
-    labels = label_cells(mask, centres, rbc_diameter_px=rbc_diameter_px, rules=rules)
-    return {name: int(lab.max()) for name, lab in labels.items()}
+    return find_cells(mask, centres, rbc_diameter_px=rbc_diameter_px, rules=rules).cells.counts
 
 
 def count_cells_field_edge(mask: np.ndarray, centres: np.ndarray | None = None, *,
                            rbc_diameter_px: float | None = None, rules: CountRules = DEFAULT_RULES) -> dict[str, int]:
     """Counts under a counting-frame rule: cells touching the right or bottom edge are left out
     (those touching the top or left edge count), so adjacent fields never count a cell twice."""
-    labels = label_cells(mask, centres, rbc_diameter_px=rbc_diameter_px, rules=rules)
-    counts = {}
-    for name, lab in labels.items():
-        touching = set(np.unique(lab[:, -1]).tolist()) | set(np.unique(lab[-1, :]).tolist())
-        ids = set(np.unique(lab[lab > 0]).tolist())
-        counts[name] = len(ids - touching)
-    return counts
+    h, w = mask.shape
+    table = find_cells(mask, centres, rbc_diameter_px=rbc_diameter_px, rules=rules).cells
+    return {name: sum(1 for c in table.by_class[name]
+                      if c.bbox_px[0] + c.bbox_px[2] < w and c.bbox_px[1] + c.bbox_px[3] < h)
+            for name in CELL_CLASSES}
