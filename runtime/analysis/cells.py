@@ -130,16 +130,15 @@ def cells_from_labels(labels: dict[str, np.ndarray], confidence: np.ndarray | No
     for name in CELL_CLASSES:
         lab = labels[name]
         h, w = lab.shape
-        s = instance_stats(lab, confidence)
+        s = {key: column.tolist() for key, column in instance_stats(lab, confidence).items()}
         cells = []
-        for i in range(s["area"].size):
-            if s["area"][i] == 0:  # label_cells numbers 1..N without gaps; guard anyway
+        for area, cx, cy, x0, y0, x1, y1, conf in zip(s["area"], s["cx"], s["cy"], s["x0"], s["y0"], s["x1"],
+                                                      s["y1"], s["confidence"]):
+            if area == 0:  # label_cells numbers 1..N without gaps; guard anyway
                 continue
-            x0, y0, x1, y1 = (int(s[k][i]) for k in ("x0", "y0", "x1", "y1"))
-            cells.append(Cell(cls=name, number=len(cells) + 1,
-                              centre_px=(float(s["cx"][i]), float(s["cy"][i])),
-                              bbox_px=(x0, y0, x1 - x0 + 1, y1 - y0 + 1), area_px=int(s["area"][i]),
-                              confidence=float(min(1.0, max(0.0, s["confidence"][i]))),
+            cells.append(Cell(cls=name, number=len(cells) + 1, centre_px=(cx, cy),
+                              bbox_px=(x0, y0, x1 - x0 + 1, y1 - y0 + 1), area_px=area,
+                              confidence=min(1.0, max(0.0, conf)),
                               on_border=x0 == 0 or y0 == 0 or x1 == w - 1 or y1 == h - 1, um_per_px=um_per_px))
         by_class[name] = cells
     return CellTable(by_class)
