@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from runtime.analysis.analyzer import FrameAnalysis
 from runtime.analysis.cells import DEFAULT_CELL_LIMIT, Cell
-from runtime.analysis.review import review
+from runtime.analysis.review import review_analysis
 from runtime.contracts.classes import CELL_CLASSES
 from runtime.contracts.errors import SchemaError
 from runtime.contracts.ids import uuid7
@@ -73,8 +73,7 @@ def build_result(
         kept, capped = analysis.cells.limited(cell_limit)
         message["cells"] = {"columns": list(CELL_COLUMNS), "limit": cell_limit, "capped": capped,
                             "um_per_px": analysis.um_per_px, "items": [cell_row(c) for c in kept]}
-        message["review"] = review(analysis.quality, analysis.cells, scale_source=analysis.scale.source,
-                                   capped=capped, diagnosis=analysis.diagnosis)
+        message["review"] = review_analysis(analysis, capped)
     check_finite(message)
     validate(message, RESULT_SCHEMAS[message["schema"]])
     return message

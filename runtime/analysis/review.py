@@ -9,11 +9,14 @@ shows, a cell list cut at its cap, and an HbA1c the diagnosis set aside.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from runtime.analysis.cells import CellTable
 from runtime.analysis.quality import QualityReport
 from runtime.contracts.config import QualityConfig
+
+if TYPE_CHECKING:
+    from runtime.analysis.analyzer import FrameAnalysis
 
 
 @dataclass(frozen=True)
@@ -87,3 +90,11 @@ def review(quality: QualityReport, cells: CellTable, *, scale_source: str, cappe
         why = "; ".join(hba1c.get("reasons", [])) if isinstance(hba1c, Mapping) else ""
         reasons.append(_reason("hba1c_set_aside", "the diagnosis set the HbA1c aside" + (f": {why}" if why else "")))
     return {"needed": bool(reasons), "reasons": reasons}
+
+
+def review_analysis(analysis: "FrameAnalysis", capped: bool = False) -> dict[str, Any]:
+    """`review` of one frame's analysis (which must carry its cells)."""
+    if analysis.cells is None:
+        raise ValueError("review needs the analysis's cells")
+    return review(analysis.quality, analysis.cells, scale_source=analysis.scale.source, capped=capped,
+                  diagnosis=analysis.diagnosis)
