@@ -30,6 +30,7 @@ from training.baseline import classical_segment
 from training.labels import boxes_to_mask
 from training.metrics import ConfusionMeter
 from training.objects import ObjectTally
+from training.rule_search import RULE_SELECTION
 from training.txl_pbc import count_boxes, list_samples, load_sample, median_rbc_diameter_px
 
 
