@@ -200,3 +200,25 @@ def test_the_server_stores_result1_and_result2(server) -> None:
         assert service.handle(SITE_TOPIC, json.dumps(message).encode()).status == "stored"
     stored = {json.loads(p)["schema"] for (p,) in store.query("SELECT payload FROM results")}
     assert stored == {"result/1", "result/2"}
+
+
+def test_overlay_outlines_each_touching_cell_and_keeps_the_legend_beside_the_frame() -> None:
+    from runtime.analysis.overlay import CLASS_COLOURS_BGR, field_name, render_gallery, render_overlay
+
+    mask = _smear()
+    found = find_cells(mask, rbc_diameter_px=D)
+    image = np.full((*mask.shape, 3), 200, np.uint8)
+    out = render_overlay(image, found.labels, found.cells, "S-1 field 0", ["quality: accepted"])
+    zoom = 900 / 200
+    frame_w = round(200 * zoom)
+    assert out.shape[0] == round(120 * zoom) and out.shape[1] > frame_w  # the panel is beside, not over
+    amber = np.all(out[:, :frame_w] == CLASS_COLOURS_BGR["rbc"], axis=2)
+    # The line between the two touching red cells (centres x = 40 and 66) is drawn: amber inside the pair.
+    between = amber[round(40 * zoom), round(50 * zoom):round(56 * zoom)]
+    assert between.any()
+    gallery = render_gallery(image, found.labels, found.cells, "S-1 field 0")
+    assert gallery.shape[0] == 34 + 128 + 34  # a header and one row of tiles
+    tiles = gallery[34:34 + 128]
+    assert (tiles[:, :256] != tiles[0, -1]).any(axis=2).mean() > 0.9  # two crops: the white cell, the platelet
+    assert (tiles[:, 256:] == tiles[0, -1]).all()  # nothing after them
+    assert field_name("S/1 x", 3) == "S_1_x_f3"
