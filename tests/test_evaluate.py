@@ -14,7 +14,7 @@ from training.evaluate import Method, Output, evaluate, format_report
 from training.objects import average_precision, iou_matrix, match
 from training.label_checks import check_image
 from training.labels import boxes_to_mask
-from training.txl_pbc import Box, count_boxes, list_samples, load_sample
+from training.txl_pbc import Box, list_samples, load_sample
 
 
 def _truth_lookup(root, split, limit):
