@@ -303,9 +303,23 @@ def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray) -> n
     if markers.max() == 0:
         return np.zeros(red.shape, np.int32)
     labels = np.where(markers > 0, markers, 0).astype(np.int32)
-    for level in np.linspace(1.0, 0.0, FLOOD_LEVELS + 1)[1:-1]:
-        _grow_labels(labels, red & (landscape >= level))
-    _grow_labels(labels, red)
+    # A component one seed reaches is that seed's cell whole; only clumps with several are flooded.
+    n, comp = cv2.connectedComponents(red.astype(np.uint8), connectivity=8)
+    near = cv2.dilate(markers.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int64)
+    pairs = np.unique(comp.astype(np.int64)[(comp > 0) & (near > 0)] * (int(near.max()) + 1)
+                      + near[(comp > 0) & (near > 0)])
+    owners = pairs // (int(near.max()) + 1)
+    seeds_per_comp = np.bincount(owners, minlength=n)
+    single = np.zeros(n, np.int32)
+    lone = seeds_per_comp[owners] == 1
+    single[owners[lone]] = (pairs % (int(near.max()) + 1))[lone]
+    whole = single[comp]
+    np.copyto(labels, whole, where=(whole > 0) & (labels == 0))
+    clumps = red & (seeds_per_comp[comp] > 1)
+    if clumps.any():
+        for level in np.linspace(1.0, 0.0, FLOOD_LEVELS + 1)[1:-1]:
+            _grow_labels(labels, clumps & (landscape >= level))
+        _grow_labels(labels, clumps)
     labels[~red] = 0
     return labels
 
@@ -313,6 +327,12 @@ def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray) -> n
 def _grow_labels(labels: np.ndarray, where: np.ndarray, rounds: int | None = None) -> None:
     """In place: unlabelled pixels of `where` take a neighbouring label (the highest id of their
     3x3 neighbourhood), one ring per round, for `rounds` rounds or until no pixel is reached."""
+    x, y, w, h = cv2.boundingRect(where.astype(np.uint8))
+    if w == 0 or h == 0:
+        return
+    # Only pixels of `where` change, and they read only their neighbours: work in their box.
+    box = (slice(max(0, y - 1), y + h + 1), slice(max(0, x - 1), x + w + 1))
+    labels, where = labels[box], where[box]
     done = 0
     while rounds is None or done < rounds:
         unlabelled = where & (labels == 0)
