@@ -2,8 +2,8 @@
 
 Order: size (before decoding anything), topic, strict UTF-8, strict JSON (no NaN/Infinity, no
 number that overflows to infinity, no duplicate keys, at most MAX_DEPTH levels, no text a database
-cannot hold: U+0000 or an unpaired surrogate), schema version, the full result/1 schema (with its
-integer maxima and strict RFC 3339 `date-time`), device identity, then the sample's lab values
+cannot hold: U+0000 or an unpaired surrogate), schema version, the full schema of that version (result/1 or
+result/2, with their integer maxima and strict RFC 3339 `date-time`), device identity, then the sample's lab values
 against the diagnosis inputs' plausible ranges (the one table the device and `diagnose` use). The broker's ACL
 (`pattern write smearscope/v1/+/%u/results`, with the certificate's CN as user name) guarantees that
 the topic's device is the authenticated user; this module checks the payload's device_id against
@@ -20,13 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.contracts.schema import RESULT_SCHEMA, SCHEMA_DIR, is_rfc3339_date_time, schema_errors
+from runtime.contracts.schema import RESULT_SCHEMAS, SCHEMA_DIR, is_rfc3339_date_time, schema_errors
 from runtime.delivery.topics import Topic, TopicError, parse
 from runtime.diagnosis.inputs import InvalidInputs, patient_inputs_from_mapping
 from runtime.diagnosis.units import InputError
 from runtime.contracts.safe_load import loads_strict_json
 
-SCHEMA_VERSION = "result/1"
+SCHEMA_VERSION = "result/2"
+"""The version devices build now; every version in RESULT_SCHEMAS is accepted."""
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 #: Nesting deeper than this is refused (a result is four levels deep; `derived` and `diagnosis` a few more).
 MAX_DEPTH = 32
@@ -80,30 +81,35 @@ def _check_storable(value: Any, depth: int) -> None:
             _check_storable(item, depth + 1)
 
 
-def _compile_fast_check() -> Callable[[Any], Any] | None:
-    """The result schema compiled to Python by fastjsonschema, with the same strict date-time check."""
+def _compile_fast_checks() -> dict[str, Callable[[Any], Any]]:
+    """Each result schema compiled to Python by fastjsonschema, with the same strict date-time check."""
     try:
         import fastjsonschema
     except ImportError:
-        return None
-    schema = json.loads((SCHEMA_DIR / f"{RESULT_SCHEMA}.schema.json").read_text())
-    return fastjsonschema.compile(schema, formats={"date-time": is_rfc3339_date_time})
+        return {}
+    checks = {}
+    for name in RESULT_SCHEMAS.values():
+        schema = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
+        checks[name] = fastjsonschema.compile(schema, formats={"date-time": is_rfc3339_date_time})
+    return checks
 
 
-_FAST_CHECK = _compile_fast_check()
+_FAST_CHECKS = _compile_fast_checks()
 
 
-def result_schema_errors(message: Any) -> list[str]:
-    """The result/1 schema's verdict. jsonschema is the authority and writes the error list; the
-    compiled check (about 20 times faster) only lets a valid message skip it. A test holds the two
-    to the same verdict on valid messages and on every poison kind."""
-    if _FAST_CHECK is not None:
+def result_schema_errors(message: Any, schema_file: str) -> list[str]:
+    """The verdict of the result schema `schema_file` (result-1, result-2). jsonschema is the
+    authority and writes the error list; the compiled check (about 20 times faster) only lets a
+    valid message skip it. A test holds the two to the same verdict on valid messages and on every
+    poison kind."""
+    fast = _FAST_CHECKS.get(schema_file)
+    if fast is not None:
         try:
-            _FAST_CHECK(message)
+            fast(message)
             return []
         except Exception:  # noqa: BLE001 - fastjsonschema's exceptions; jsonschema decides below
             pass
-    return schema_errors(message, RESULT_SCHEMA)
+    return schema_errors(message, schema_file)
 
 
 def canonical_json(result: dict[str, Any]) -> str:
@@ -131,10 +137,11 @@ def check_message(topic: str, payload: bytes, max_bytes: int) -> Accepted | Reje
     result_id = _id_of(message)
     if not isinstance(message, dict):
         return Rejected("not_json", "top level is not an object", parsed_topic, None)
-    if message.get("schema") != SCHEMA_VERSION:
-        return Rejected("schema_version", f"schema {message.get('schema')!r} is not {SCHEMA_VERSION!r}",
+    schema_file = RESULT_SCHEMAS.get(message.get("schema")) if isinstance(message.get("schema"), str) else None
+    if schema_file is None:
+        return Rejected("schema_version", f"schema {message.get('schema')!r} is not one of {', '.join(RESULT_SCHEMAS)}",
                         parsed_topic, result_id)
-    errors = result_schema_errors(message)
+    errors = result_schema_errors(message, schema_file)
     if errors:
         return Rejected("schema", "; ".join(errors)[:500], parsed_topic, result_id)
     if message["device_id"] != parsed_topic.device:

@@ -65,12 +65,17 @@ def test_good_and_bad_images_in_one_run(model_path, images, tmp_path):
         assert {"quality", "preprocess", "inference", "postprocess", "total"} <= set(record["timings_ms"])
         mask = cv2.imread(str(out / f"{stem}.mask.png"), cv2.IMREAD_UNCHANGED)
         assert mask.shape == size and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1, 2, 3}
+        assert len(record["cells"]) == sum(record["counts"].values())  # one record per counted cell
+        assert {c["class"] for c in record["cells"]} <= {"rbc", "wbc", "platelet"}
+        assert record["review"]["needed"] and "scale_estimated" in [r["code"] for r in record["review"]["reasons"]]
         overlay = cv2.imread(str(out / f"{stem}.overlay.png"))
-        assert overlay.shape == (*size, 3)
+        zoom = max(1.0, 900 / max(size))  # the frame enlarged for legibility, the panel beside it
+        assert overlay.shape[0] == round(size[0] * zoom) and overlay.shape[1] > round(size[1] * zoom)
+        assert cv2.imread(str(out / f"{stem}.gallery.png")) is not None
 
     for stem in ("blank", "overexposed"):
         record = json.loads((out / f"{stem}.json").read_text())
-        assert record["counts"] == {"rbc": 0, "wbc": 0, "platelet": 0}
+        assert record["counts"] == {"rbc": 0, "wbc": 0, "platelet": 0} and record["cells"] == []
         assert record["quality"]["accepted"] is False and record["quality"]["reasons"]
         assert any(line.startswith("warning:") and f"{stem}.png" in line for line in result.stderr.splitlines())
     assert not (out / "grey.json").exists()

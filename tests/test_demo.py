@@ -44,7 +44,7 @@ def test_demo_prints_a_table_and_saves_results(model_path, tmp_path, repo_root):
     assert [m["diagnosis"]["status"] for m in by_seq] == ["diabetes", "diabetes", "normal"]
     assert all(m["sample"]["patient_id"].startswith("p-") for m in by_seq)  # pseudonymous
     overlays = sorted((out / "overlays").glob("*.overlay.png"))
-    assert len(overlays) == 3 and cv2.imread(str(overlays[0])).shape == (480, 640, 3)
+    assert len(overlays) == 3 and cv2.imread(str(overlays[0])).shape == (675, 1200, 3)  # frame at 900 px wide + panel
 
     # delivery: outbox -> private Mosquitto -> server -> SQLite, every result receipted
     assert "delivered: 3 sent over MQTT, 3 receipts, 0 left in the outbox" in text

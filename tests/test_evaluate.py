@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 
 from runtime.contracts.classes import RBC
-from training.evaluate import Method, evaluate, format_report
+from runtime.analysis.cells import Cell
+from runtime.contracts.classes import CELL_CLASSES
+from training.evaluate import Method, Output, evaluate, format_report
+from training.objects import average_precision, iou_matrix, match
 from training.label_checks import check_image
 from training.labels import boxes_to_mask
-from training.txl_pbc import Box, count_boxes, list_samples, load_sample
+from training.txl_pbc import Box, list_samples, load_sample
 
 
 def _truth_lookup(root, split, limit):
@@ -28,10 +31,10 @@ def test_perfect_and_empty_methods_score_as_expected(shared_data):
 
     def perfect(frame):
         boxes = truth[hashlib.sha1(frame.tobytes()).hexdigest()]
-        return boxes_to_mask(boxes, frame.shape[:2]), count_boxes(boxes), None
+        return Output(boxes_to_mask(boxes, frame.shape[:2]), _cells_of(boxes), None)
 
     def empty(frame):
-        return np.zeros(frame.shape[:2], np.uint8), {"rbc": 0, "wbc": 0, "platelet": 0}, None
+        return Output(np.zeros(frame.shape[:2], np.uint8), {"rbc": [], "wbc": [], "platelet": []}, None)
 
     report = evaluate(root, "val", [Method("perfect", perfect), Method("empty", empty)], limit=4)
     good, bad = report["methods"]["perfect"]["all"], report["methods"]["empty"]["all"]
@@ -39,8 +42,36 @@ def test_perfect_and_empty_methods_score_as_expected(shared_data):
     assert all(v in (1.0, None) for v in good["dice"].values())
     assert good["rbc_count_mape_pct"] == 0 and good["wbc_count_exact_pct"] == 100 and good["platelet_count_mae"] == 0
     assert bad["dice"]["rbc"] == 0 and bad["rbc_count_mape_pct"] == 100 and bad["dice"]["background"] < 0.9
+    for name in ("rbc", "wbc", "platelet"):
+        if good["objects_iou50"][name]["truths"]:
+            assert good["objects_iou50"][name]["f1"] == good["objects_iou50"][name]["ap50"] == 1.0
+            assert bad["objects_iou50"][name]["recall"] == bad["objects_iou50"][name]["ap50"] == 0.0
     text = format_report(report)
-    assert "perfect" in text and "empty" in text and "targets" in text
+    assert "perfect" in text and "empty" in text and "targets" in text and "IoU >= 0.5" in text
+
+
+def _cells_of(boxes):
+    """Label boxes as cell records (confidence 1): what a perfect detector would report."""
+    out = {name: [] for name in CELL_CLASSES}
+    for b in boxes:
+        name = next(k for k, v in CELL_CLASSES.items() if v == b.cls)
+        x0, y0 = int(round(b.cx - b.w / 2)), int(round(b.cy - b.h / 2))
+        out[name].append(Cell(name, len(out[name]) + 1, (b.cx, b.cy), (x0, y0, int(round(b.w)), int(round(b.h))),
+                              int(b.w * b.h), 1.0, False))
+    return out
+
+
+def test_greedy_matching_and_average_precision_on_known_answers():
+    truth = np.array([[0, 0, 10, 10], [20, 0, 30, 10]], float)
+    pred = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 0, 30, 10], [50, 50, 60, 60]], float)
+    conf = np.array([0.9, 0.95, 0.5, 0.8])
+    hit = match(pred, conf, truth)
+    # The more confident of the two boxes on the first cell takes it; the other is a false positive.
+    assert hit.tolist() == [False, True, True, False]
+    # Ranked: 0.95 hit, 0.9 miss, 0.8 miss, 0.5 hit -> precision 1 at recall 0.5, 0.5 at recall 1.
+    assert average_precision(conf, hit, truths=2) == pytest.approx(0.5 * 1.0 + 0.5 * 0.5)
+    assert average_precision(np.zeros(0), np.zeros(0, bool), truths=3) == 0.0
+    assert iou_matrix(pred[:2], truth[:1])[1, 0] == pytest.approx(90 / 110)
 
 
 def test_label_checks_flag_duplicates_and_oversized_boxes():

@@ -64,7 +64,7 @@ def test_same_id_with_different_content_is_rejected_and_recorded(store: Store, t
 BAD_MESSAGES = {
     "not_utf8": lambda: encode_result(make_result("dev-a", 1)).replace(b'"S-', b'"\xff\xfe-'),
     "not_json": lambda: b'{"schema": "result/1", ',
-    "schema_version": lambda: encode_result({**make_result("dev-a", 1), "schema": "result/2"}),
+    "schema_version": lambda: encode_result({**make_result("dev-a", 1), "schema": "result/99"}),
     "schema": lambda: encode_result({**make_result("dev-a", 1), "counts": {"rbc": -1}}),
     "too_large": lambda: encode_result({**make_result("dev-a", 1), "derived": {"pad": "x" * LIMIT}}),
     "device_mismatch": lambda: encode_result(make_result("dev-b", 1)),

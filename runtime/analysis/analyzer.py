@@ -22,8 +22,9 @@ import numpy as np
 from runtime.contracts.classes import CELL_CLASSES, CLASS_NAMES, NUM_CLASSES, area_percentages
 from runtime.contracts.config import QualityConfig
 from runtime.contracts.imageio import check_frame
-from runtime.analysis.counting import count_cells
-from runtime.analysis.scale_search import Segmentation, count_segmentation, search_scale, to_segmentation
+from runtime.analysis.cells import CellTable
+from runtime.analysis.counting import FoundCells, find_cells
+from runtime.analysis.scale_search import Segmentation, find_segmentation_cells, search_scale, to_segmentation
 from runtime.inference.preprocess import Prepared, ScaleDecision
 from runtime.analysis.quality import QualityReport, assess, implausible_segmentation
 from runtime.contracts.sample import SampleField, SampleSummary
@@ -52,6 +53,11 @@ class FrameAnalysis:
     diagnosis: dict[str, Any] | None
     timings_ms: dict[str, float] = field(default_factory=dict)
     model_ran: bool = True
+    cells: CellTable | None = None
+    """Every counted cell (`counts` is `cells.counts`); None when a caller counted without records."""
+    labels: dict[str, np.ndarray] | None = None
+    """The instance label images per class behind `cells` (frame-sized int32, 0 = none)."""
+    um_per_px: float | None = None
 
     def quality_dict(self) -> dict[str, Any]:
         """The result's `quality` object: measurements, reasons and how the frame was scaled."""
@@ -120,11 +126,19 @@ class Analyzer:
         first = self.model.predict(prepared)
         return search_scale(self.model, frame, first)
 
+    def segment(self, passes: list[NetworkPass]) -> Segmentation:
+        """The scale search's final pass -> frame-sized segmentation (mask, centres, class probabilities)."""
+        return to_segmentation(passes, self.model.plan)
+
+    def find_cells(self, seg: Segmentation, um_per_px: float | None = None) -> FoundCells:
+        """Every cell as an instance, with the centre heat-map and the measured red-cell size; the
+        counts are the instances per class (as runtime.analysis.scale_search.analyse_frame)."""
+        return find_segmentation_cells(seg, um_per_px=um_per_px)
+
     def postprocess(self, passes: list[NetworkPass]) -> tuple[Segmentation, dict[str, int], dict[str, float]]:
-        """The scale search's final pass -> frame-sized segmentation, per-class counts (with the centre
-        heat-map and the measured red-cell size) and area percentages: as runtime.analysis.scale_search.analyse_frame."""
-        seg = to_segmentation(passes, self.model.plan)
-        return seg, count_segmentation(seg), area_percentages(seg.mask)
+        """segment + find_cells: the segmentation, per-class counts and area percentages."""
+        seg = self.segment(passes)
+        return seg, self.find_cells(seg).cells.counts, area_percentages(seg.mask)
 
     def diagnose(self, sample: SampleField | None, smear: SampleSummary) -> dict[str, Any] | None:
         if self.diagnoser is None:
@@ -164,15 +178,17 @@ class Analyzer:
             t = lap("preprocess", t)
             passes = self.infer(prepared, frame)
             t = lap("inference", t)
-            seg, counts, area = self.postprocess(passes)
+            seg = self.segment(passes)
+            found = self.find_cells(seg, um_per_px)
             t = lap("postprocess", t)
             mask, scale = seg.mask, seg.scale
-            implausible = implausible_segmentation(area) if report.accepted else []
+            implausible = implausible_segmentation(area_percentages(mask)) if report.accepted else []
             if implausible:
                 report = dataclasses.replace(report, accepted=False, reasons=(*report.reasons, *implausible))
         else:
             mask = np.zeros(frame.shape[:2], np.uint8)
-            counts, area = count_cells(mask), area_percentages(mask)
+            found = find_cells(mask, um_per_px=um_per_px)
+        counts, area = found.cells.counts, area_percentages(mask)
         derived = derived_estimates(mask, counts, um_per_px)
         if history is None:
             history = SampleSummary(sample.context.sample_id if sample else "frame")
@@ -181,4 +197,5 @@ class Analyzer:
         if self.diagnoser is not None:
             t = lap("diagnosis", t)
         timings["total"] = round(1000.0 * (self._clock() - start), 3)
-        return FrameAnalysis(report, scale, mask, counts, area, derived, diagnosis, timings, model_ran)
+        return FrameAnalysis(report, scale, mask, counts, area, derived, diagnosis, timings, model_ran,
+                             cells=found.cells, labels=found.labels, um_per_px=um_per_px)

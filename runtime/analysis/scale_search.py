@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from runtime.analysis.counting import DEFAULT_RULES, CountRules, count_cells
+from runtime.analysis.counting import DEFAULT_RULES, CountRules, FoundCells, find_cells
 from runtime.contracts.card_sections import InferencePlan, PreprocessParams
 from runtime.contracts.classes import BACKGROUND, PLATELET, WBC
 from runtime.inference.passes import DEFAULT_PLAN, Network, NetworkPass
@@ -34,6 +34,9 @@ class Segmentation:
     """Red-cell diameter in frame pixels as measured on the prediction (None without red cells)."""
     passes: int
     """Network runs it took."""
+    class_prob: np.ndarray | None = None
+    """HxW float32: the network's probability of each pixel's class in `mask` (softmax of the
+    final pass at the frame's size), from which each cell's confidence is taken."""
 
 
 def _at_diameter(params: PreprocessParams, diameter: float, source: str) -> ScaleDecision:
@@ -127,7 +130,16 @@ def to_segmentation(passes: list[NetworkPass], plan: InferencePlan = DEFAULT_PLA
     mask = grow_platelets(mask, plan.platelet_grow_px / geometry.scale)
     centres = scores_to_frame(final.heat, geometry)[0] if final.heat is not None else None
     return Segmentation(mask=mask, centres=centres, scale=final.decision, rbc_diameter_px=final.measured,
-                        passes=sum(p.runs for p in passes))
+                        passes=sum(p.runs for p in passes), class_prob=class_probability(scores, mask))
+
+
+def class_probability(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """HxW softmax probability of `mask`'s class at each pixel, from CxHxW scores."""
+    scores = scores.astype(np.float32, copy=False)
+    top = scores.max(axis=0)
+    total = np.exp(scores - top).sum(axis=0)
+    chosen = np.take_along_axis(scores, mask[None].astype(np.intp), axis=0)[0]
+    return (np.exp(chosen - top) / total).astype(np.float32)
 
 
 def segment_frame(network: Network, frame: np.ndarray, um_per_px: float | None = None) -> Segmentation:
@@ -137,9 +149,16 @@ def segment_frame(network: Network, frame: np.ndarray, um_per_px: float | None =
     return to_segmentation(search_scale(network, frame, first), network.plan)
 
 
+def find_segmentation_cells(seg: Segmentation, rules: CountRules = DEFAULT_RULES,
+                            um_per_px: float | None = None) -> FoundCells:
+    """find_cells with the segmentation's centre heat-map, class probabilities and measured red-cell size."""
+    return find_cells(seg.mask, seg.centres, class_prob=seg.class_prob, rbc_diameter_px=seg.rbc_diameter_px,
+                      rules=rules, um_per_px=um_per_px)
+
+
 def count_segmentation(seg: Segmentation, rules: CountRules = DEFAULT_RULES) -> dict[str, int]:
-    """count_cells with the segmentation's centre heat-map and measured red-cell size."""
-    return count_cells(seg.mask, seg.centres, rbc_diameter_px=seg.rbc_diameter_px, rules=rules)
+    """The counts of find_segmentation_cells (the number of instances per class)."""
+    return find_segmentation_cells(seg, rules).cells.counts
 
 
 def analyse_frame(network: Network, frame: np.ndarray, um_per_px: float | None = None,

@@ -82,8 +82,8 @@ class InferencePlan(Section):
     this white-cell probability: a white cell cut by the border shows the network only part of
     itself (no nucleus, a sliver of cytoplasm) and its evidence is weaker there. Chosen on the
     1008 TXL-PBC train images, version-3 model: bands 0.25-0.5 and probabilities 0.1-0.3 tried,
-    35 images with a wrong white-cell count without it, 31-32 from 0.15 to 0.3, 34-35 at 0.1; of
-    the values within one image of the best, the val split picked 0.15."""
+    35 images with a wrong white-cell count without it, 31-32 from 0.15 to 0.3, 34-35 at 0.1.
+    Rechecked on train alone (int8, current counting): 33 without, 28 at 0.15, 29-30 at 0.1-0.3."""
     platelet_grow_px: Annotated[float, Field(ge=0, le=4)] = 0.0
     """Platelets grow into the plasma around them by this many network-grid pixels. A platelet
     is a few grid pixels across and the network, trained with an ignore band on box outlines,

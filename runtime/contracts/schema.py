@@ -15,6 +15,8 @@ from runtime.contracts.errors import SchemaError
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 RESULT_SCHEMA = "result-1"
+RESULT_SCHEMAS: dict[str, str] = {"result/1": "result-1", "result/2": "result-2"}
+"""Every result version ever shipped (the message's `schema`) and its schema file; the server accepts all."""
 
 # RFC 3339 section 5.6 `date-time`, nothing looser: jsonschema checks `date-time` only when an
 # optional package is installed, so the check lives here and every validator uses it.
@@ -51,8 +53,16 @@ def _validator(name: str) -> jsonschema.protocols.Validator:
     return cls(schema, format_checker=_format_checker())
 
 
-def schema_errors(message: Any, name: str = RESULT_SCHEMA) -> list[str]:
-    """Every violation as 'path: problem', sorted; empty when the message is valid."""
+def schema_for(message: Any) -> str:
+    """The schema file a result message names in its `schema` field (result-1 when it names none known)."""
+    version = message.get("schema") if isinstance(message, dict) else None
+    return RESULT_SCHEMAS.get(version, RESULT_SCHEMA) if isinstance(version, str) else RESULT_SCHEMA
+
+
+def schema_errors(message: Any, name: str | None = None) -> list[str]:
+    """Every violation as 'path: problem', sorted; empty when the message is valid. Without a
+    `name`, the result version the message names."""
+    name = name or schema_for(message)
     errors = []
     for err in _validator(name).iter_errors(message):
         path = "/".join(str(p) for p in err.absolute_path) or "(root)"
@@ -60,8 +70,9 @@ def schema_errors(message: Any, name: str = RESULT_SCHEMA) -> list[str]:
     return sorted(errors)
 
 
-def validate(message: Any, name: str = RESULT_SCHEMA) -> None:
-    """Raise SchemaError listing every violation of the named schema."""
+def validate(message: Any, name: str | None = None) -> None:
+    """Raise SchemaError listing every violation of the named schema (default: the one the message names)."""
+    name = name or schema_for(message)
     errors = schema_errors(message, name)
     if errors:
         raise SchemaError(f"{name}: " + "; ".join(errors))

@@ -229,12 +229,21 @@ class Device:
         return CaptureOutcome("ok", "published", trigger, result, analysis, frame)
 
     def _write_overlay(self, frame: Frame, analysis: FrameAnalysis, result: dict[str, Any]) -> None:
+        """<sample>_f<field>.overlay.png (every cell outlined, counts beside the frame) and
+        .gallery.png (each white cell and platelet), named by sample and field."""
         from runtime.contracts.imageio import write_image
-        from runtime.analysis.overlay import draw_overlay
+        from runtime.analysis.overlay import field_name, render_gallery, render_overlay
 
         assert self.overlays_dir is not None
-        write_image(self.overlays_dir / f"{result['result_id']}.overlay.png",
-                    draw_overlay(frame.image, analysis.mask, analysis.counts))
+        sample = result["sample"]
+        name = field_name(sample["sample_id"], sample.get("field_index"))
+        title = f"{sample['sample_id']} field {sample.get('field_index', 0)}"
+        notes = [f"quality: {'; '.join(analysis.quality.reasons) or 'accepted'}",
+                 *(f"review: {r['detail']}" for r in result.get("review", {}).get("reasons", []))]
+        write_image(self.overlays_dir / f"{name}.overlay.png",
+                    render_overlay(frame.image, analysis.labels, analysis.cells, title, notes))
+        write_image(self.overlays_dir / f"{name}.gallery.png",
+                    render_gallery(frame.image, analysis.labels, analysis.cells, title))
 
     def close(self) -> None:
         self.camera.close()

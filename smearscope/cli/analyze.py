@@ -13,7 +13,8 @@ import click
               help="Segmentation model (.onnx with its .json card beside it). "
                    "Default: the shipped models/segmentation.int8.onnx.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("analysis"),
-              show_default=True, help="Folder for <stem>.json, <stem>.mask.png and <stem>.overlay.png.")
+              show_default=True, help="Folder for <stem>.json, <stem>.mask.png, <stem>.overlay.png and "
+                                      "<stem>.gallery.png.")
 @click.option("--um-per-px", type=float, default=None,
               help="Microscope calibration in µm per pixel: sets the scale directly and adds µm² areas "
                    "and cells per mm². Without it the red-cell size is measured from each image.")
@@ -23,9 +24,12 @@ def analyze(images: tuple[Path, ...], model_path: Path | None, out_dir: Path, um
             threads: int) -> None:
     """Segment red cells, white cells and platelets in IMAGE files and count them.
 
-    For each image, writes DIR/<stem>.json (counts, area percentages, quality, model name, version
-    and sha256, per-stage timings), DIR/<stem>.mask.png (one channel of class indices 0 background,
-    1 RBC, 2 WBC, 3 platelet, at the image's own size) and DIR/<stem>.overlay.png (cell outlines).
+    For each image, writes DIR/<stem>.json (counts, every cell with its class, centre, box, area,
+    confidence and border contact, the review verdict, area percentages, quality, model name,
+    version and sha256, per-stage timings), DIR/<stem>.mask.png (one channel of class indices 0
+    background, 1 RBC, 2 WBC, 3 platelet, at the image's own size), DIR/<stem>.overlay.png (every
+    cell outlined, white cells and platelets numbered, counts and legend in a panel beside the
+    image) and DIR/<stem>.gallery.png (each white cell and platelet cropped, with its confidence).
     An image that cannot be read is reported and skipped; the others are still analysed. A blank,
     overexposed or cell-free image gives empty counts and a quality warning.
     """
@@ -80,24 +84,44 @@ def _analyze_all(model, images: tuple[Path, ...], out_dir: Path, um_per_px: floa
 def _analyze_one(analyzer, path: Path, out_dir: Path, stem: str, um_per_px: float | None) -> dict:
     import json
 
+    from runtime.analysis.overlay import render_gallery, render_overlay
+    from runtime.analysis.review import review_analysis
     from runtime.contracts.imageio import read_image, write_image
-    from runtime.analysis.overlay import draw_overlay
 
     frame = read_image(path)
     analysis = analyzer.analyze(frame, um_per_px=um_per_px, source=str(path))
+    review = review_analysis(analysis)
     record = {
         "image": str(path),
         "size": {"width": int(frame.shape[1]), "height": int(frame.shape[0])},
         "model": {**analyzer.model.info(), "path": str(analyzer.model.path)},
         "quality": analysis.quality_dict(),
         "counts": analysis.counts,
+        "cells": [_cell_record(c) for c in analysis.cells.ordered()],
+        "review": review,
         "area_pct": analysis.area_pct,
         "derived": analysis.derived,
         "timings_ms": analysis.timings_ms,
     }
+    notes = [f"quality: {'; '.join(analysis.quality.reasons) or 'accepted'}",
+             *(f"review: {r['detail']}" for r in review["reasons"])]
     write_image(out_dir / f"{stem}.mask.png", analysis.mask)
-    write_image(out_dir / f"{stem}.overlay.png", draw_overlay(frame, analysis.mask, analysis.counts))
+    write_image(out_dir / f"{stem}.overlay.png", render_overlay(frame, analysis.labels, analysis.cells, path.name, notes))
+    write_image(out_dir / f"{stem}.gallery.png", render_gallery(frame, analysis.labels, analysis.cells, path.name))
     (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
+
+
+def _cell_record(cell) -> dict:
+    """One cell of the JSON report: pixels always, micrometres with a calibration."""
+    record = {"class": cell.cls, "number": cell.number,
+              "centre_px": [round(cell.centre_px[0], 1), round(cell.centre_px[1], 1)],
+              "bbox_px": list(cell.bbox_px), "area_px": cell.area_px,
+              "equivalent_diameter_px": round(cell.equivalent_diameter_px, 2),
+              "confidence": round(cell.confidence, 3), "on_border": cell.on_border}
+    if cell.um_per_px is not None:
+        record.update(centre_um=[round(v, 2) for v in cell.centre_um], area_um2=round(cell.area_um2, 2),
+                      equivalent_diameter_um=round(cell.equivalent_diameter_um, 2))
     return record
 
 

@@ -62,7 +62,9 @@ def evaluate(split: str, models: tuple[Path, ...], data_dir: Path | None, json_p
 
     Per-class Dice is pooled over all pixels of the split; counts are compared per image with the
     number of boxes (border-cut cells included): red-cell mean absolute percentage error,
-    white-cell exact-count rate, platelet mean absolute error. The scale is estimated from each
+    white-cell exact-count rate, platelet mean absolute error; every counted cell's box is matched
+    with the labelled boxes (IoU >= 0.5, greedy by confidence): per class precision, recall, F1
+    and AP@0.5. The scale is estimated from each
     image as on the device, never taken from the boxes. Every metric is also reported without the
     images whose labels the label checks flag.
 

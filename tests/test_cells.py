@@ -1,0 +1,224 @@
+"""Cells as instances: records from the counting labels, result/2 built on the device and checked by the server."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.analysis.analyzer import FrameAnalysis
+from runtime.analysis.cells import DEFAULT_CELL_LIMIT, cells_from_labels, instance_stats
+from runtime.analysis.counting import count_cells, find_cells, label_cells
+from runtime.analysis.quality import QualityReport
+from runtime.analysis.result import build_result
+from runtime.contracts.classes import PLATELET, RBC, WBC, area_percentages
+from runtime.contracts.errors import SchemaError
+from runtime.contracts.sample import SampleContext, SampleField
+from runtime.contracts.schema import schema_errors
+from runtime.inference.preprocess import ScaleDecision
+from server.config import ServerConfig
+from server.service import ResultServer
+from server.store import Store
+
+D = 30.0  # red-cell diameter in pixels
+SITE_TOPIC = "smearscope/v1/lab1/dev-a/results"
+MODEL = {"name": "segmentation", "version": "3", "sha256": "0" * 64}
+
+
+def _disc(mask: np.ndarray, centre: tuple[int, int], radius: int, cls: int) -> None:
+    cv2.circle(mask, centre, radius, cls, -1)
+
+
+def _smear() -> np.ndarray:
+    """Two touching red cells, one lone red cell cut by the border, a white cell and a platelet."""
+    mask = np.zeros((120, 200), np.uint8)
+    _disc(mask, (40, 40), 15, RBC)
+    _disc(mask, (66, 40), 15, RBC)
+    _disc(mask, (190, 100), 15, RBC)
+    _disc(mask, (120, 70), 20, WBC)
+    _disc(mask, (160, 25), 4, PLATELET)
+    return mask
+
+
+def _analysis(mask: np.ndarray, accepted: bool = True, um_per_px: float | None = None,
+              diameter: float = D) -> FrameAnalysis:
+    found = find_cells(mask, rbc_diameter_px=diameter, um_per_px=um_per_px)
+    reasons = () if accepted else ("no cells: stained objects cover 0.0% of the frame (minimum 1.0%)",)
+    quality = QualityReport(accepted, 100.0, 150.0, 0.0, 0.3 if accepted else 0.0, reasons)
+    return FrameAnalysis(quality, ScaleDecision(1.0, "estimated", D), mask, found.cells.counts,
+                         area_percentages(mask), None, None, {"total": 1.0}, accepted,
+                         cells=found.cells, labels=found.labels, um_per_px=um_per_px)
+
+
+def _result(analysis: FrameAnalysis, **kwargs) -> dict:
+    sample = SampleField(SampleContext(sample_id="S-1"), field_index=0)
+    return build_result(analysis, device_id="dev-a", seq=1, sample=sample, model=MODEL, **kwargs)
+
+
+def test_records_are_the_counted_instances() -> None:
+    mask = _smear()
+    found = find_cells(mask, rbc_diameter_px=D, um_per_px=0.25)
+    assert found.cells.counts == count_cells(mask, rbc_diameter_px=D) == {"rbc": 3, "wbc": 1, "platelet": 1}
+    (wbc,) = found.cells.by_class["wbc"]
+    x, y, w, h = wbc.bbox_px
+    assert (x, y, w, h) == (100, 50, 41, 41) and wbc.area_px == int((mask == WBC).sum())
+    assert wbc.centre_px == pytest.approx((120.0, 70.0), abs=0.01)
+    assert wbc.equivalent_diameter_px == pytest.approx(40.0, rel=0.03)
+    assert wbc.centre_um == pytest.approx((30.0, 17.5), abs=0.01) and wbc.area_um2 == pytest.approx(wbc.area_px / 16)
+    assert not wbc.on_border and wbc.confidence == 1.0  # no probabilities given
+    border = [c for c in found.cells.by_class["rbc"] if c.on_border]
+    assert len(border) == 1 and border[0].bbox_px[0] + border[0].bbox_px[2] == 200
+    # The touching pair is two instances, split near the middle (the valley between two centres).
+    pair = sorted((c for c in found.cells.by_class["rbc"] if not c.on_border), key=lambda c: c.centre_px[0])
+    assert pair[0].bbox_px[0] + pair[0].bbox_px[2] == pytest.approx(53, abs=3)
+    assert pair[1].area_px == pytest.approx(pair[0].area_px, rel=0.1)
+
+
+def test_confidence_is_the_mean_class_probability_inside_each_cell() -> None:
+    mask = _smear()
+    prob = np.full(mask.shape, 0.9, np.float32)
+    prob[mask == WBC] = 0.5
+    prob[70, 120] = 1.0  # one pixel moves the mean a little
+    cells = find_cells(mask, class_prob=prob, rbc_diameter_px=D).cells
+    n = int((mask == WBC).sum())
+    assert cells.by_class["wbc"][0].confidence == pytest.approx((0.5 * (n - 1) + 1.0) / n, rel=1e-5)
+    assert all(c.confidence == pytest.approx(0.9) for c in cells.by_class["rbc"])
+
+
+def test_statistics_match_a_per_label_loop() -> None:
+    rng = np.random.default_rng(3)
+    labels = np.zeros((90, 110), np.int32)
+    for i in range(1, 40):
+        y, x = rng.integers(0, 85), rng.integers(0, 105)
+        labels[y:y + rng.integers(1, 6), x:x + rng.integers(1, 6)] = i
+    present = np.unique(labels[labels > 0])
+    labels = np.searchsorted(present, labels) * (labels > 0)  # ids 1..N
+    conf = rng.random(labels.shape).astype(np.float32)
+    stats = instance_stats(labels, conf)
+    for i in range(1, int(labels.max()) + 1):
+        ys, xs = np.nonzero(labels == i)
+        assert stats["area"][i - 1] == ys.size
+        assert (stats["x0"][i - 1], stats["y1"][i - 1]) == (xs.min(), ys.max())
+        assert stats["cx"][i - 1] == pytest.approx(xs.mean())
+        assert stats["confidence"][i - 1] == pytest.approx(conf[labels == i].mean(), rel=1e-5)
+
+
+def test_result2_carries_every_cell_and_validates() -> None:
+    message = _result(_analysis(_smear(), um_per_px=0.25))
+    assert message["schema"] == "result/2" and not schema_errors(message)
+    items = message["cells"]["items"]
+    assert len(items) == 5 and not message["cells"]["capped"]
+    assert [row[0] for row in items] == [WBC, PLATELET, RBC, RBC, RBC]  # white cells and platelets first
+    assert {c: sum(r[0] == i for r in items) for c, i in (("rbc", RBC), ("wbc", WBC), ("platelet", PLATELET))} \
+        == message["counts"]
+    assert message["review"]["needed"]
+    assert [r["code"] for r in message["review"]["reasons"]] == ["scale_estimated"]
+
+
+def test_a_frame_with_no_cells_gives_an_empty_list_and_a_quality_warning() -> None:
+    message = _result(_analysis(np.zeros((64, 80), np.uint8), accepted=False))
+    assert message["cells"]["items"] == [] and message["counts"] == {"rbc": 0, "wbc": 0, "platelet": 0}
+    assert not message["quality"]["accepted"] and message["quality"]["reasons"]
+    assert "quality_rejected" in [r["code"] for r in message["review"]["reasons"]]
+
+
+def test_thousands_of_specks_are_capped_and_flagged_within_bounded_memory() -> None:
+    mask = np.zeros((1200, 1600), np.uint8)
+    mask[2::8, 2::8] = PLATELET  # 150 x 200 = 30,000 isolated specks
+    mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+    tracemalloc.start()
+    found = find_cells(mask, rbc_diameter_px=12.0)  # 9-px specks are 0.08 of a red cell: platelets
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert found.cells.counts["platelet"] == 30000
+    assert peak < 200 * mask.size, peak  # a few frame-sized arrays, never frame x objects
+    message = _result(_analysis(mask, diameter=12.0))
+    assert len(message["cells"]["items"]) == DEFAULT_CELL_LIMIT and message["cells"]["capped"]
+    assert message["counts"]["platelet"] == 30000  # the counts still hold every cell
+    assert "cells_capped" in [r["code"] for r in message["review"]["reasons"]]
+    assert len(json.dumps(message)) < 256 * 1024
+
+
+def test_a_nan_never_leaves_the_device() -> None:
+    analysis = _analysis(_smear())
+    analysis.area_pct["rbc"] = float("nan")
+    with pytest.raises(SchemaError, match="NaN"):
+        _result(analysis)
+
+
+def test_label_cells_and_records_agree_on_real_shapes() -> None:
+    labels = label_cells(_smear(), rbc_diameter_px=D)
+    cells = cells_from_labels(labels)
+    assert {k: int(v.max()) for k, v in labels.items()} == cells.counts
+
+
+@pytest.fixture()
+def server(tmp_path: Path):
+    store = Store(f"sqlite:///{tmp_path / 'server.db'}")
+    config = ServerConfig.from_dict({"max_payload_bytes": 256 * 1024, "database": f"sqlite:///{tmp_path}/unused.db"})
+    yield ResultServer(config, store=store), store
+    store.close()
+
+
+def _bad(kind: str) -> bytes:
+    message = _result(_analysis(_smear()))
+    if kind == "nan":
+        message["cells"]["items"][0][9] = float("nan")  # json.dumps writes NaN, which is no JSON
+    elif kind == "too_many_cells":
+        message["cells"]["items"] = message["cells"]["items"][:1] * (DEFAULT_CELL_LIMIT + 1)
+    elif kind == "wrong_type":
+        message["cells"]["items"][0][0] = "wbc"
+    elif kind == "no_review":
+        del message["review"]
+    return json.dumps(message).encode()
+
+
+@pytest.mark.parametrize("kind,reason", [("nan", "not_json"), ("too_many_cells", "schema"),
+                                         ("wrong_type", "schema"), ("no_review", "schema")])
+def test_the_server_rejects_broken_result2_and_keeps_what_it_stored(server, kind: str, reason: str) -> None:
+    service, store = server
+    good = _result(_analysis(_smear()))
+    assert service.handle(SITE_TOPIC, json.dumps(good).encode()).status == "stored"
+    before = store.query("SELECT result_id, payload FROM results")
+    outcome = service.handle(SITE_TOPIC, _bad(kind))
+    assert (outcome.status, outcome.reason) == ("rejected", reason)
+    detail = store.query("SELECT reason, detail FROM rejections")
+    assert detail[0][0] == reason and detail[0][1]
+    assert store.query("SELECT result_id, payload FROM results") == before
+
+
+def test_the_server_stores_result1_and_result2(server) -> None:
+    service, store = server
+    result2 = _result(_analysis(_smear()))
+    result1 = _result(FrameAnalysis(**{**_analysis(_smear()).__dict__, "cells": None, "labels": None}))
+    assert result1["schema"] == "result/1" and "cells" not in result1
+    for message in (result1, result2):
+        assert service.handle(SITE_TOPIC, json.dumps(message).encode()).status == "stored"
+    stored = {json.loads(p)["schema"] for (p,) in store.query("SELECT payload FROM results")}
+    assert stored == {"result/1", "result/2"}
+
+
+def test_overlay_outlines_each_touching_cell_and_keeps_the_legend_beside_the_frame() -> None:
+    from runtime.analysis.overlay import CLASS_COLOURS_BGR, field_name, render_gallery, render_overlay
+
+    mask = _smear()
+    found = find_cells(mask, rbc_diameter_px=D)
+    image = np.full((*mask.shape, 3), 200, np.uint8)
+    out = render_overlay(image, found.labels, found.cells, "S-1 field 0", ["quality: accepted"])
+    zoom = 900 / 200
+    frame_w = round(200 * zoom)
+    assert out.shape[0] == round(120 * zoom) and out.shape[1] > frame_w  # the panel is beside, not over
+    amber = np.all(out[:, :frame_w] == CLASS_COLOURS_BGR["rbc"], axis=2)
+    # The line between the two touching red cells (centres x = 40 and 66) is drawn: amber inside the pair.
+    between = amber[round(40 * zoom), round(50 * zoom):round(56 * zoom)]
+    assert between.any()
+    gallery = render_gallery(image, found.labels, found.cells, "S-1 field 0")
+    assert gallery.shape[0] == 34 + 128 + 34  # a header and one row of tiles
+    tiles = gallery[34:34 + 128]
+    assert (tiles[:, :256] != tiles[0, -1]).any(axis=2).mean() > 0.9  # two crops: the white cell, the platelet
+    assert (tiles[:, 256:] == tiles[0, -1]).all()  # nothing after them
+    assert field_name("S/1 x", 3) == "S_1_x_f3"
