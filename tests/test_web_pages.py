@@ -87,31 +87,32 @@ def test_result2_cells_and_review_are_rendered(web_env):
 
     result = result_with_diagnosis(3)
     result["schema"] = "result/2"
-    result["cells"] = [{"id": "c1", "class": "wbc", "centre": [40, 40], "bbox": [20, 20, 40, 40], "area": 1200,
-                        "confidence": 0.61, "border": False},
-                       {"id": "c2", "class": "platelet", "bbox": {"x": 5, "y": 5, "w": 8, "h": 8}, "confidence": 0.9}]
-    result["review"] = {"needed": True, "reasons": ["low-confidence white cell c1"]}
+    result["cells"] = {"columns": ["class", "number", "x", "y", "box_x", "box_y", "box_w", "box_h", "area_px",
+                                   "confidence", "border"], "limit": 2000, "capped": False,
+                       "items": [[2, 1, 40.0, 40.0, 20, 20, 40, 40, 1200, 0.61, 0],
+                                 [3, 1, 9.0, 9.0, 5, 5, 8, 8, 50, 0.9, 0]]}
+    result["review"] = {"needed": True, "reasons": ["low-confidence white cell wbc-1"]}
     result["counts"] = {"rbc": 0, "wbc": 1, "platelet": 1}  # counts are the cells
     text = canonical_json(result)
     web_env.db.store.record(Accepted(parse("smearscope/v1/lab1/dev-a/results"), result, text, "f" * 64))
     client = client_for(web_env, "reviewer")
     page = client.get(f"/results/{result['result_id']}").text
-    assert "low-confidence white cell c1" in page
-    assert 'name="cell_c1"' in page and "61 %" in page and 'name="cell_c2"' in page
+    assert "low-confidence white cell wbc-1" in page
+    assert 'name="cell_wbc-1"' in page and "61 %" in page and 'name="cell_plt-1"' in page
     # Reclassify the doubtful white cell as a platelet: an amendment row, counts moved, the cell regrouped.
     response = client.post(f"/results/{result['result_id']}/review",
-                           data={"csrf": csrf_of(page), "action": "amend", "cell_c1": "platelet", "cell_c2": ""},
+                           data={"csrf": csrf_of(page), "action": "amend", "cell_wbc-1": "platelet", "cell_plt-1": ""},
                            follow_redirects=False)
     assert response.status_code == 303
     page = client.get(f"/results/{result['result_id']}").text
-    assert "cell c1 wbc &rarr; platelet" in page
+    assert "cell wbc-1 wbc &rarr; platelet" in page
     counts = page.split('id="counts"')[1].split("</table>")[0]
     wbc_row = counts.split("white cells</td>")[1].split("</tr>")[0]
     plt_row = counts.split("platelets</td>")[1].split("</tr>")[0]
     assert f'<td class="num">{result["counts"]["wbc"] - 1}</td>' in wbc_row
     assert f'<td class="num">{result["counts"]["platelet"] + 1}</td>' in plt_row
     platelets = page.split("platelets <small>")[1].split("</section>")[0]
-    assert 'name="cell_c1"' in platelets.split("red cells <small>")[0]
+    assert 'name="cell_wbc-1"' in platelets.split("red cells <small>")[0]
 
 
 def test_csv_export_follows_the_filter_and_defuses_formulas(web_env):

@@ -70,7 +70,7 @@ def test_real_smear_is_analysed_and_stored_like_a_device_result(env):
     import json
 
     result = json.loads(rows[0][5])
-    assert result["schema"] == "result/1" and result["model"]["name"] and result["counts"]["rbc"] > 5
+    assert result["schema"] == "result/2" and result["model"]["name"] and result["counts"]["rbc"] > 5
     assert result["diagnosis"]["status"] == "prediabetes"  # WHO IFG from FPG 6.4
     page = client.get(f"/results/{status['result_ids'][0]}").text
     assert "overlay-toggle" in page and "/cells/" in page and "pending" not in page.split('id="field"')[1][:400]

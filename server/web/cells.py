@@ -30,37 +30,38 @@ class Cell:
     border: bool | None
 
 
-def _bbox(raw: Any) -> tuple[int, int, int, int] | None:
-    if isinstance(raw, dict):
-        raw = [raw.get("x"), raw.get("y"), raw.get("w", raw.get("width")), raw.get("h", raw.get("height"))]
-    if isinstance(raw, (list, tuple)) and len(raw) == 4 and all(isinstance(v, (int, float)) for v in raw):
-        x, y, w, h = (int(round(v)) for v in raw)
-        return (x, y, w, h) if w > 0 and h > 0 else None
-    return None
+_CLASS_BY_INDEX = {index: name for name, index in _MASK_INDEX.items()}
+_PREFIX = {"rbc": "rbc", "wbc": "wbc", "platelet": "plt"}
 
 
 def cells_from_result(result: dict[str, Any]) -> list[Cell] | None:
-    """The result's own cell records (result/2); None when it has none."""
-    raw = result.get("cells")
-    if isinstance(raw, dict):  # a capped list travels as {"items": [...], "capped": true}
-        raw = raw.get("items")
-    if not isinstance(raw, list):
+    """The result's own cell records (result/2: `cells.columns` names the fields of each row of
+    `cells.items`, runtime/contracts/schemas/result-2.schema.json); None when it has none. A cell's
+    id is its class and its number in the result (`wbc-1`), as the device's overlay labels it."""
+    table = result.get("cells")
+    if not isinstance(table, dict) or not isinstance(table.get("items"), list):
+        return None
+    columns = table.get("columns")
+    if not isinstance(columns, list):
+        return None
+    at = {name: i for i, name in enumerate(columns)}
+    if not {"class", "number", "box_x", "box_y", "box_w", "box_h"} <= set(at):
         return None
     cells = []
-    for i, c in enumerate(raw):
-        if not isinstance(c, dict):
+    for row in table["items"]:
+        if not isinstance(row, list) or len(row) != len(columns):
             continue
-        cls = c.get("class") or c.get("cls")
-        box = _bbox(c.get("bbox"))
-        if cls not in _MASK_INDEX or box is None:
+        cls = _CLASS_BY_INDEX.get(row[at["class"]])
+        x, y, w, h = (row[at[k]] for k in ("box_x", "box_y", "box_w", "box_h"))
+        if cls is None or not all(isinstance(v, (int, float)) for v in (x, y, w, h)) or w <= 0 or h <= 0:
             continue
-        area = c.get("area_px", c.get("area"))
-        if isinstance(area, dict):
-            area = area.get("px")
-        conf = c.get("confidence")
-        cells.append(Cell(str(c.get("id", i)), cls, box, area if isinstance(area, (int, float)) else None,
+        area = row[at["area_px"]] if "area_px" in at else None
+        conf = row[at["confidence"]] if "confidence" in at else None
+        border = row[at["border"]] if "border" in at else None
+        cells.append(Cell(f"{_PREFIX[cls]}-{row[at['number']]}", cls, (int(x), int(y), int(w), int(h)),
+                          area if isinstance(area, (int, float)) else None,
                           conf if isinstance(conf, (int, float)) else None,
-                          c.get("border") if isinstance(c.get("border"), bool) else None))
+                          bool(border) if border in (0, 1, True, False) else None))
     return cells
 
 

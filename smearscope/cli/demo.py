@@ -3,7 +3,7 @@
 Real smear frames bundled with the package (runtime/capture/frames) stand in for the camera (or
 synthetic smears, with `--source synthetic`), the controller simulator (a real pseudo-terminal speaking
 the serial protocol) stands in for the CAPTURE button and status LED, and the shipped models do the
-work. Results are printed as a table and saved as result/1 JSON plus overlay PNGs. `run_demo`
+work. Results are printed as a table and saved as result/2 JSON (every cell) plus overlay and gallery PNGs. `run_demo`
 takes a Publisher, so the delivery path (outbox -> MQTT -> server) plugs in without changing it.
 """
 
@@ -36,7 +36,7 @@ class DemoReport:
 
 @click.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"),
-              show_default=True, help="Folder for results/*.json and overlays/*.png.")
+              show_default=True, help="Folder for results/*.json and overlays/*.png (overlay and gallery per field).")
 @click.option("--presses", type=click.IntRange(1, 50), default=4, show_default=True,
               help="Simulated CAPTURE button presses (fields imaged).")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
@@ -59,7 +59,7 @@ def demo(out_dir: Path, presses: int, model_path: Path | None, guideline: str, s
     Presses the simulated CAPTURE button a few times (quickly, so some presses arrive while a
     field is being analysed and wait in the queue), analyses each bundled real field with the
     shipped int8 U-Net on ONNX Runtime, applies the guideline to two demo samples' lab values,
-    prints a table and saves every result (result/1 JSON) and overlay image. With delivery (the
+    prints a table and saves every result (result/2 JSON) with its overlay and gallery images. With delivery (the
     default), results also go through the durable outbox, a private Mosquitto and the central
     server into DIR/server.sqlite3, exactly as a deployed device's would; without Mosquitto
     installed, the demo says how to install it and saves the results as files only.
@@ -309,7 +309,8 @@ def _print_summary(echo: Callable[[str], None], report: DemoReport, out_dir: Pat
     echo(f"\nstatus LED: {states}")
     if any(o.frame is not None and o.frame.truth for o in report.outcomes):
         echo("(in brackets: the frame's labelled counts)")
-    echo(f"saved: {out_dir / 'results'}/*.json (result/1), {out_dir / 'overlays'}/*.png")
+    echo(f"saved: {out_dir / 'results'}/*.json (result/2, every cell), {out_dir / 'overlays'}/"
+         "<sample>_f<field>.overlay.png and .gallery.png")
 
 
 def _collapse(states: list[str]) -> list[str]:

@@ -20,7 +20,7 @@ import click
 def serve(config_path: str, web: bool | None, mqtt: bool, verbose: bool) -> None:
     """Receive device results over MQTT and store each exactly once; serve the web app.
 
-    Every message is checked (UTF-8, JSON, result/1 schema, size, topic device = payload device),
+    Every message is checked (UTF-8, JSON, result/1 or result/2 schema, size, topic device = payload device),
     stored with an idempotent upsert on result_id (SQLite, or PostgreSQL with a postgresql:// URL),
     committed, acknowledged, and answered with a receipt on the device's receipts topic. Rejected
     messages are kept with their reason. Start several servers with the same share_group to split
