@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import click
 
-_CONFIG = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-                       help="server.yaml (its database is used).")
-_DATABASE = click.option("--database", help="Database URL instead of --config (sqlite:///PATH or postgresql://...).")
+from smearscope.cli.patients import _CONFIG, _DATABASE  # one definition of the server-database options
 
 
 def _accounts(config_path: str | None, database: str | None):
