@@ -209,6 +209,11 @@ class SampleConfig(Section):
     @model_validator(mode="after")
     def _one_source(self) -> "SampleConfig":
         rule(not (self.worklist and self.sample_id), "worklist", "give either a worklist or a sample_id, not both")
+        # Lab values belong to one sample: never drop them, never guess which (config check says so too).
+        rule(not (self.labs and self.worklist), "labs", "lab values given with a worklist; put them in the worklist's "
+             "rows (or give a sample_id / run --sample-id instead of the worklist)")
+        rule(not self.labs or bool(self.sample_id or self.worklist), "labs", "lab values need a sample: give "
+             "sample.sample_id (run --sample-id) or a worklist with the labs in its rows")
         return self
 
 

@@ -171,10 +171,7 @@ class SampleTracker:
             if not value:
                 raise ConfigError(f"sample.pseudonym_secret_env: environment variable {config.pseudonym_secret_env} is not set")
             secret = value.encode("utf-8")
-        if config.worklist:
-            if config.labs:  # they would belong to no sample of the worklist: never drop them silently
-                raise ConfigError("sample.labs: lab values given with a worklist; put them in the worklist's rows "
-                                  "(or give a sample_id / run --sample-id instead of the worklist)")
+        if config.worklist:  # SampleConfig refuses labs beside a worklist or without a sample
             return cls(read_worklist(config.worklist, secret, config.fields_per_sample), config.fields_per_sample)
         if config.sample_id:
             patient = config.patient_id
@@ -182,9 +179,6 @@ class SampleTracker:
                 patient = pseudonymize(patient, secret)
             return cls([SampleContext(config.sample_id, patient, dict(config.labs), config.fields_per_sample)],
                        config.fields_per_sample)
-        if config.labs:  # lab values belong to one sample: never drop them, never guess which
-            raise ConfigError("sample.labs: lab values need a sample: give sample.sample_id (run --sample-id) "
-                              "or a worklist with the labs in its rows")
         return cls([], config.fields_per_sample)
 
     @property
