@@ -87,11 +87,19 @@ def render(plot: Plot) -> str:
         out.append(f'<rect x="{x(max(lo, t_lo)):.1f}" y="{TOP}" width="{max(1.0, x(min(hi, t_hi)) - x(max(lo, t_lo))):.1f}"'
                    f' height="{H - TOP - BOTTOM}" class="crossing-range"/>'
                    f'<line x1="{x(trend.crossing):.1f}" x2="{x(trend.crossing):.1f}" y1="{TOP}" y2="{H - BOTTOM}"'
-                   f' class="crossing"/><text x="{x(trend.crossing) + 4:.1f}" y="{TOP + 14}" class="crossing-label">'
+                   f' class="crossing"/>')
+        # At the foot of the line, on the side with room: the threshold labels sit at the top right.
+        right_half = x(trend.crossing) > (LEFT + W - RIGHT) / 2
+        out.append(f'<text x="{x(trend.crossing) + (-4 if right_half else 4):.1f}" y="{H - BOTTOM - 6}"'
+                   f' text-anchor="{"end" if right_half else "start"}" class="crossing-label">'
                    f'predicted {trend.crossing:%Y-%m-%d}</text>')
-    for value, label in plot.thresholds:
+    placed: list[float] = []  # label baselines so far: a label too close to one goes below its line
+    for value, label in sorted(plot.thresholds, key=lambda item: -item[0]):
+        above = y(value) - 4
+        baseline = above if all(abs(above - b) >= 11 for b in placed) else y(value) + 12
+        placed.append(baseline)
         out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}" class="threshold"/>'
-                   f'<text x="{W - RIGHT - 4}" y="{y(value) - 4:.1f}" text-anchor="end" class="threshold-label">'
+                   f'<text x="{W - RIGHT - 4}" y="{baseline:.1f}" text-anchor="end" class="threshold-label">'
                    f'{escape(label)} {value:g}</text>')
     for series in plot.series:
         pts = sorted(series.points)
