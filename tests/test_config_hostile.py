@@ -154,7 +154,7 @@ def test_non_finite_numbers_are_refused(tmp_path: Path) -> None:
 
 def test_shared_anchors_within_the_limits_still_work(tmp_path: Path) -> None:
     """Anchors people use (one block reused a few times) are fine."""
-    path = _write(tmp_path, "ok.yaml", "sample: {labs: &labs {fpg_mmol_l: 6.1, age: 52}}\n"
+    path = _write(tmp_path, "ok.yaml", "sample: {sample_id: S-1, labs: &labs {fpg_mmol_l: 6.1, age: 52}}\n"
                                        "trigger: {type: interval, seconds: &s 2.5, count: 3}\n"
                                        "camera: {type: opencv, source: 0, reconnect_interval_s: *s}\n")
     config = load_config(path)
