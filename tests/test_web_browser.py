@@ -16,7 +16,6 @@ from web_fixtures import PASSWORD, result_with_diagnosis
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
-TXL_TRAIN = REPO.parent / "shared" / "data" / "txl_pbc" / "images" / "train"
 
 
 @pytest.fixture()
@@ -39,9 +38,9 @@ def test_sign_in_upload_review_sign_off_and_trend_in_chromium(live_server, tmp_p
     playwright_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
-    frames = sorted(TXL_TRAIN.glob("*.jpg")) if TXL_TRAIN.is_dir() else []
-    if not frames:
-        pytest.skip(f"no real smear frame at {TXL_TRAIN} (the shared TXL-PBC train split)")
+    from runtime.capture.bundled import bundled_frames
+
+    frames = [frame.image_path for frame in bundled_frames()]  # real smears that ship with the package
     shots = Path(os.environ.get("SMEARSCOPE_SCREENSHOTS", REPO / "out" / "screenshots"))
     shutil.rmtree(shots, ignore_errors=True)
     shots.mkdir(parents=True)

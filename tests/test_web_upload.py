@@ -5,7 +5,6 @@ from __future__ import annotations
 import struct
 import time
 import zlib
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,14 +12,11 @@ import pytest
 
 from web_fixtures import client_for, csrf_of, make_env
 
-TXL_TRAIN = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "txl_pbc" / "images" / "train"
-
-
 def _real_smear() -> bytes:
-    files = sorted(TXL_TRAIN.glob("*.jpg")) if TXL_TRAIN.is_dir() else []
-    if not files:
-        pytest.skip(f"no real smear frames at {TXL_TRAIN}")
-    return files[0].read_bytes()
+    """A real smear frame that ships with the package (runtime/capture/frames)."""
+    from runtime.capture.bundled import bundled_frames
+
+    return bundled_frames()[0].image_path.read_bytes()
 
 
 def _png(width: int, height: int, body: bytes | None = None) -> bytes:
