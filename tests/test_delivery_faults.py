@@ -146,19 +146,7 @@ def test_thousand_results_survive_broker_device_and_server_kills(tmp_path: Path,
         rig.start_device()
 
         # Broker kill 3 and device kill 2; the device comes back before the broker does.
-        wait_for(lambda: rig.queued() >= 700, 60, "700 queued")
-        rig.broker.kill()
-        wait_for(lambda: outbox_depth(rig.outbox) >= 30, 30, "outbox to fill while the broker is down")
-        depth_kill_2 = rig.kill_device()
-        rig.start_device()
-        time.sleep(1.0)
-        rig.broker.start()
-        last_restart = time.monotonic()
-
-        wait_for(lambda: rig.queued() == count and outbox_depth(rig.outbox) == 0, 240, "the outbox to drain")
-        drain_s = time.monotonic() - last_restart
-        assert rig.device.wait(30) == 0, rig.logs()
-        time.sleep(0.5)  # let the server finish any redelivered duplicate before reading the counts
+        depth_kill_2, drain_s = _last_faults_then_drain(rig, 700, count)
 
         assert depth_kill_1 > 0 and depth_kill_2 > 0
         check_exactly_once(rig.db, count)
@@ -232,19 +220,7 @@ def test_two_hundred_results_with_images_survive_broker_device_and_server_kills(
         rig.start_device()
         wait_for(lambda: event_figures(rig.events)["connects"] >= 3, 30, "the restarted device to connect")
 
-        wait_for(lambda: rig.queued() >= 150, 60, "150 queued")
-        rig.broker.kill()
-        wait_for(lambda: outbox_depth(rig.outbox) >= 30, 30, "outbox to fill while the broker is down")
-        depth_kill_2 = rig.kill_device()
-        rig.start_device()
-        time.sleep(1.0)
-        rig.broker.start()
-        last_restart = time.monotonic()
-
-        wait_for(lambda: rig.queued() == count and outbox_depth(rig.outbox) == 0, 240, "the outbox to drain")
-        drain_s = time.monotonic() - last_restart
-        assert rig.device.wait(30) == 0, rig.logs()
-        time.sleep(0.5)
+        depth_kill_2, drain_s = _last_faults_then_drain(rig, 150, count)
 
         assert depth_kill_1 > 0 and depth_kill_2 > 0
         check_exactly_once(rig.db, count)
@@ -261,3 +237,22 @@ def test_two_hundred_results_with_images_survive_broker_device_and_server_kills(
         print("\ndelivery with images under faults:", ", ".join(f"{k}={v}" for k, v in figures.items()))
     finally:
         rig.shutdown()
+
+
+def _last_faults_then_drain(rig: Rig, queued_first: int, count: int) -> tuple[int, float]:
+    """Once `queued_first` results are queued: kill the broker, let the outbox fill, kill the device
+    and restart it before the broker; then wait for every result to be queued and receipted.
+    Returns (outbox depth at the device kill, seconds from the broker's restart to the drain)."""
+    wait_for(lambda: rig.queued() >= queued_first, 60, f"{queued_first} queued")
+    rig.broker.kill()
+    wait_for(lambda: outbox_depth(rig.outbox) >= 30, 30, "outbox to fill while the broker is down")
+    depth = rig.kill_device()
+    rig.start_device()
+    time.sleep(1.0)
+    rig.broker.start()
+    last_restart = time.monotonic()
+    wait_for(lambda: rig.queued() == count and outbox_depth(rig.outbox) == 0, 240, "the outbox to drain")
+    drain_s = time.monotonic() - last_restart
+    assert rig.device.wait(30) == 0, rig.logs()
+    time.sleep(0.5)  # let the server finish any redelivered duplicate before reading the counts
+    return depth, drain_s
