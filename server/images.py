@@ -99,13 +99,21 @@ def ensure_tables(store: Store) -> None:
     store.ensure_schema(IMAGE_TABLES)
 
 
-def attach(store: Store, image: ResultImage) -> None:
-    """Link an already stored image to a result (idempotent: the first link of a kind wins)."""
+LINK_SQL = ("INSERT INTO result_images (result_id, kind, sha256, content_type, stored_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (result_id, kind) DO NOTHING")
+"""Links a stored image to a result (the first link of a kind wins); uploads and the media intake."""
+
+
+def link_params(image: ResultImage, stored_at: float) -> tuple[str, str, str, str, float]:
+    """LINK_SQL's parameters; an unknown kind is refused."""
     if image.kind not in KINDS:
         raise ImageStoreError(f"unknown image kind {image.kind!r}; expected one of {', '.join(KINDS)}")
-    store.execute("INSERT INTO result_images (result_id, kind, sha256, content_type, stored_at)"
-                  " VALUES (?, ?, ?, ?, ?) ON CONFLICT (result_id, kind) DO NOTHING",
-                  (image.result_id, image.kind, image.sha256, image.content_type, time.time()))
+    return image.result_id, image.kind, image.sha256, image.content_type, stored_at
+
+
+def attach(store: Store, image: ResultImage) -> None:
+    """Link an already stored image to a result in its own transaction (idempotent)."""
+    store.execute(LINK_SQL, link_params(image, time.time()))
 
 
 def images_for(store: Store, result_id: str) -> dict[str, ResultImage]:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from runtime.delivery.media import MediaError, MediaPart, parse_part
 from runtime.delivery.topics import Topic, TopicError, parse
-from server.images import IMAGE_TABLES, ImageStore
+from server.images import IMAGE_TABLES, LINK_SQL, ImageStore, ResultImage, link_params
 from server.store import Outcome, Store, Tx, is_infrastructure_error
 
 log = logging.getLogger(__name__)
@@ -164,8 +164,7 @@ class MediaIntake:
             raise _Refusal("hash_mismatch", f"{h.parts} parts joined to {len(data)} bytes with sha256 "
                                             f"{digest[:12]}…; the header says {h.size} bytes, {h.sha256[:12]}…")
         self.images.put(data)  # fsynced before the link below commits
-        tx.execute("INSERT INTO result_images (result_id, kind, sha256, content_type, stored_at)"
-                   " VALUES (?, ?, ?, ?, ?)", (h.result_id, h.kind, h.sha256, h.content_type, now))
+        tx.execute(LINK_SQL, link_params(ResultImage(h.result_id, h.kind, h.sha256, h.content_type), now))
         log.info("image %s… of result %s complete (%d bytes, %d parts)", h.sha256[:12], h.result_id, h.size, h.parts)
 
     def _reject(self, tx: Tx, topic: str, payload: bytes, part: MediaPart | None, reason: str, detail: str,
