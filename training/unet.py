@@ -117,3 +117,90 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         return factory(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"model {name!r}: {exc}") from exc
+
+
+class LiteUNet(nn.Module):
+    """A U-Net for the edge: its levels run at half the input resolution or less.
+
+    At camera-field sizes the time of a U-Net goes to moving full-resolution activations, not to
+    arithmetic, so this network never holds a wide full-resolution tensor: a stride-2 stem, a
+    stride-2 convolution (not max-pooling) into each lower level, learned up-sampling by a 1x1
+    convolution and DepthToSpace (pure data movement, which int8 graphs run without a float
+    island), and the class logits bilinearly up-sampled to the input size at the very end.
+    Same inputs and outputs as `UNet`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = NUM_CLASSES,
+        base_width: int = 16,
+        depth: int = 3,
+        centre_head: bool = False,
+        upsample: str = "shuffle",
+    ) -> None:
+        super().__init__()
+        if not 1 <= depth <= 5:
+            raise ConfigError(f"lite_unet.depth: must be 1-5, got {depth}")
+        if base_width < 1:
+            raise ConfigError(f"lite_unet.base_width: must be positive, got {base_width}")
+        if upsample not in ("shuffle", "nearest"):
+            raise ConfigError(f"lite_unet.upsample: must be shuffle or nearest, got {upsample!r}")
+        self.config: dict[str, Any] = {
+            "in_channels": in_channels, "num_classes": num_classes, "base_width": base_width,
+            "depth": depth, "centre_head": centre_head, "upsample": upsample,
+        }
+        widths = [base_width * 2**i for i in range(depth + 1)]
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True), *_conv_bn_relu(widths[0], widths[0]))
+        self.down = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1, bias=False),
+                          nn.BatchNorm2d(widths[i + 1]), nn.ReLU(inplace=True), *_conv_bn_relu(widths[i + 1], widths[i + 1]))
+            for i in range(depth))
+        self.up = nn.ModuleList(_LiteUp(widths[i + 1], widths[i], upsample) for i in reversed(range(depth)))
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        self.centre = nn.Conv2d(widths[0], 1, 1) if centre_head else None
+        if self.centre is not None:
+            nn.init.constant_(self.centre.bias, -2.19)
+
+    @property
+    def stride(self) -> int:
+        return 2 ** (self.config["depth"] + 1)
+
+    @property
+    def output_names(self) -> list[str]:
+        return ["logits", "centres"] if self.centre is not None else ["logits"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        size = x.shape[-2:]
+        skips = [self.stem(x)]
+        for block in self.down:
+            skips.append(block(skips[-1]))
+        y = skips.pop()
+        for block in self.up:
+            y = block(y, skips.pop())
+        heads = self.head(y) if self.centre is None else torch.cat([self.head(y), self.centre(y)], dim=1)
+        heads = nn.functional.interpolate(heads, size=size, mode="bilinear", align_corners=False)
+        if self.centre is None:
+            return heads
+        return heads[:, :-1], heads[:, -1:]
+
+
+class _LiteUp(nn.Module):
+    """Up-sample x2 with a 1x1 conv + DepthToSpace (or conv + nearest), add the skip, one 3x3 conv."""
+
+    def __init__(self, cin: int, cout: int, mode: str) -> None:
+        super().__init__()
+        if mode == "shuffle":
+            self.up = nn.Sequential(nn.Conv2d(cin, 4 * cout, 1, bias=False), nn.BatchNorm2d(4 * cout),
+                                    nn.ReLU(inplace=True), nn.PixelShuffle(2))
+        else:
+            self.up = nn.Sequential(*_conv_bn_relu(cin, cout), nn.Upsample(scale_factor=2, mode="nearest"))
+        self.fuse = nn.Sequential(*_conv_bn_relu(2 * cout, cout), *_conv_bn_relu(cout, cout))
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.fuse(torch.cat([self.up(x), skip], dim=1))
+
+
+MODELS["lite_unet"] = LiteUNet

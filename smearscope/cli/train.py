@@ -7,6 +7,9 @@ from pathlib import Path
 import click
 
 
+ARCH_DEFAULTS = {"lite_unet": {"base_width": 32, "depth": 3}, "unet": {"base_width": 16, "depth": 4}}
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def train() -> None:
     """Train models on a workstation (needs the [train] extra: torch)."""
@@ -21,8 +24,14 @@ def train() -> None:
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True),
               help="Wall-clock budget; the learning-rate schedule runs over it.")
 @click.option("--steps", type=click.IntRange(1), help="Step budget (with --minutes, whichever ends first).")
-@click.option("--base-width", default=16, show_default=True, type=click.IntRange(1), help="Channels of the first level.")
-@click.option("--depth", default=4, show_default=True, type=click.IntRange(1, 4), help="Down-samplings (stride 2**depth <= 16).")
+@click.option("--arch", type=click.Choice(["lite_unet", "unet"]), default="lite_unet", show_default=True,
+              help="lite_unet: the edge network (stride-2 stem, levels at half resolution and below); "
+                   "unet: the full-resolution U-Net of model version 3.")
+@click.option("--base-width", type=click.IntRange(1),
+              help="Channels of the first level  [default: 32 for lite_unet, 16 for unet].")
+@click.option("--depth", type=click.IntRange(1, 4),
+              help="Down-samplings; the network stride (lite_unet 2**(depth+1), unet 2**depth) must be <= 16  "
+                   "[default: 3 for lite_unet, 4 for unet].")
 @click.option("--centre-head/--no-centre-head", default=True, show_default=True,
               help="Also learn a red-cell centre heat-map (output 'centres') for counting touching cells.")
 @click.option("--crop", default=192, show_default=True, type=click.IntRange(16),
@@ -55,7 +64,8 @@ def train() -> None:
 @click.option("--init", type=click.Path(dir_okay=False, path_type=Path),
               help="Start a new schedule from a checkpoint's weights (fine-tuning).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar over the budget.")
-def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | None, base_width: int, depth: int,
+def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | None, arch: str,
+                 base_width: int | None, depth: int | None,
                  centre_head: bool, crop: int, batch_size: int, lr: float, weight_decay: float,
                  class_weights: tuple[float, ...], centre_weight: float, target_rbc_px: float, ignore_ring: int,
                  ring_classes: str, val_every_min: float, val_images: int, synthetic_frames: int,
@@ -65,7 +75,9 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
 
     \b
     The shipped model (docs/segmentation.md):
-      smearscope train segmentation --data ../shared/data/txl_pbc --out runs/seg --minutes 105
+      smearscope train segmentation --data ../shared/data/txl_pbc --out runs/lite --minutes 75
+    Version 3 (the full-resolution U-Net), for comparison:
+      smearscope train segmentation --arch unet --data ../shared/data/txl_pbc --out runs/seg --minutes 105
     A quick run on generated smears:
       smearscope train segmentation --data synthetic --out runs/syn --minutes 10
     """
@@ -103,9 +115,14 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
             batches = cached_crops(data, params, crop, cache_dir or out_dir.parent / "cache", augment=augment)
         val_ds = SegmentationDataset(val_src, params)
         picked = list(range(len(val_ds)))[:: max(1, len(val_ds) // val_images)][:val_images]
-        spec = {"name": "unet", "kwargs": {"base_width": base_width, "depth": depth, "centre_head": centre_head}}
+        base_width = base_width or ARCH_DEFAULTS[arch]["base_width"]
+        depth = depth or ARCH_DEFAULTS[arch]["depth"]
+        stride = 2 ** (depth + 1) if arch == "lite_unet" else 2 ** depth
+        if stride > params.stride:
+            raise ConfigError(f"--depth {depth}: {arch} stride {stride} exceeds the preprocessing stride {params.stride}")
+        spec = {"name": arch, "kwargs": {"base_width": base_width, "depth": depth, "centre_head": centre_head}}
         train_info = {**batches.describe(), "trainer": "smearscope train segmentation"}
-        click.echo(f"training unet {spec['kwargs']} on {train_info.get('frames', '?')} {train_info.get('name', data)} "
+        click.echo(f"training {arch} {spec['kwargs']} on {train_info.get('frames', '?')} {train_info.get('name', data)} "
                    f"frames (validation: {len(picked)} of {len(val_src)}), output {out_dir}")
         run = TrainingRun(out_dir, resume=resume, init=init, log=click.echo,
                           training_data={"train": train_info, "val": val_src.describe()})
