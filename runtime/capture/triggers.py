@@ -2,8 +2,9 @@
 
 Trigger sources (the keyboard, a fixed interval, the microscope controller's button, later the
 server's capture command) run in their own threads and only put events on a TriggerQueue. The
-device loop takes events one at a time; a press that arrives while a capture is being analysed
-waits in the queue and is handled next. The loop reports its state (idle, busy, error, offline)
+device loop takes events one at a time, in order; a press that arrives while a field is being
+analysed waits in the queue and is handled next (its frame may be captured while that analysis runs,
+see runtime.device.ahead). The loop reports its state (idle, busy, error, offline)
 to StatusIndicators: a log line, the controller's status LED.
 """
 
@@ -66,6 +67,12 @@ class TriggerQueue:
             return self._queue.get(timeout=timeout)
         except queue.Empty:
             return None
+
+    def next_kind(self) -> EventKind | None:
+        """The kind of the event `get` would return now, without taking it. Sources only add behind
+        it, so for the queue's one consumer (the device loop) the answer stays true until its next get."""
+        with self._queue.mutex:
+            return self._queue.queue[0].kind if self._queue.queue else None
 
     def pending(self) -> int:
         return self._queue.qsize()

@@ -1,4 +1,8 @@
-"""The device loop: wait for a trigger, capture, analyse, publish; one capture at a time, forever.
+"""The device loop: wait for a trigger, capture, analyse, publish; one field at a time, forever.
+
+Fields are analysed and published one at a time, in press order. When the next press is already
+queued as a field's analysis starts, its frame is captured meanwhile on a worker thread
+(runtime.device.ahead): the camera is never used by two threads at once.
 
 Nothing a single capture does can stop the loop. A corrupt frame, a camera that drops out, a model
 whose hash does not match its card, a publisher that fails: each becomes a CaptureOutcome with a
@@ -25,6 +29,7 @@ from runtime.analysis.result import build_result
 from runtime.contracts.sample import SampleContext, SampleSummary, SampleTracker
 from runtime.inference.model import SegmentationModel
 from runtime.capture.triggers import DeviceState, StatusIndicator, TriggerEvent, TriggerQueue
+from runtime.device.ahead import CaptureAhead, take_shot
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +109,7 @@ class Device:
         self.state: DeviceState = "idle"
         self.summaries: dict[str, SampleSummary] = {}
         self._analyzer: Analyzer | None = None
+        self._ahead = CaptureAhead()
 
     # --- status -----------------------------------------------------------------------------
 
@@ -122,24 +128,27 @@ class Device:
         events = events or self.events
         outcomes: list[CaptureOutcome] = []
         self._startup()
-        while True:
-            event = events.get(timeout=self.idle_poll_s)
-            if event is None:
-                self._recover_when_idle()
-                continue
-            if event.kind == "quit":
-                log.info("stopping (%s)", event.source)
-                break
-            if event.kind == "sample":
-                self._switch_sample(event)
-                continue
-            outcome = self.capture_once(event.source)
-            outcomes.append(outcome)
-            if self.on_outcome is not None:
-                try:
-                    self.on_outcome(outcome)
-                except Exception:
-                    log.exception("outcome callback failed")
+        try:
+            while True:
+                event = events.get(timeout=self.idle_poll_s)
+                if event is None:
+                    self._recover_when_idle()
+                    continue
+                if event.kind == "quit":  # presses queued before it have all been answered
+                    log.info("stopping (%s)", event.source)
+                    break
+                if event.kind == "sample":
+                    self._switch_sample(event)
+                    continue
+                outcome = self.capture_once(event.source, events)
+                outcomes.append(outcome)
+                if self.on_outcome is not None:
+                    try:
+                        self.on_outcome(outcome)
+                    except Exception:
+                        log.exception("outcome callback failed")
+        finally:
+            self._ahead.drop()  # only an interrupted loop leaves one: a frame must not outlive its press
         return outcomes
 
     def _startup(self) -> None:
@@ -177,11 +186,14 @@ class Device:
 
     # --- one capture --------------------------------------------------------------------------
 
-    def capture_once(self, trigger: str = "manual") -> CaptureOutcome:
-        """Capture, analyse and publish one frame; every failure becomes an outcome, never an exception."""
+    def capture_once(self, trigger: str = "manual", queue: TriggerQueue | None = None) -> CaptureOutcome:
+        """Capture, analyse and publish one frame; every failure becomes an outcome, never an exception.
+
+        `queue` is the loop's: when its next event is a press, that press's frame is captured while
+        this one is analysed, and its capture_once takes it."""
         self._set_state("busy")
         try:
-            outcome = self._capture(trigger)
+            outcome = self._capture(trigger, queue)
         except CameraDisconnected as exc:
             outcome = CaptureOutcome("offline", str(exc), trigger)
         except SkipCapture as exc:
@@ -200,17 +212,19 @@ class Device:
             self._set_state("offline" if outcome.status == "offline" else "error", outcome.message)
         return outcome
 
-    def _capture(self, trigger: str) -> CaptureOutcome:
+    def _capture(self, trigger: str, queue: TriggerQueue | None) -> CaptureOutcome:
+        ahead = self._ahead.take()  # this press's frame if it was captured during the last analysis
         analyzer = self._get_analyzer()
-        start = time.perf_counter()
-        frame = self.camera.capture()
-        capture_ms = round(1000.0 * (time.perf_counter() - start), 3)
+        shot = ahead if ahead is not None else take_shot(self.camera)
+        if queue is not None and queue.next_kind() == "capture":
+            self._ahead.start(self.camera)  # the next press's frame, while this one is analysed
+        frame = shot.frame
         placed = self.samples.next_field()
         summary = self.summaries.setdefault(placed.context.sample_id, SampleSummary(placed.context.sample_id))
         analysis = analyzer.analyze(frame.image, um_per_px=self.um_per_px or frame.um_per_px,
                                     sample=placed, history=summary, source=frame.source)
         result = build_result(analysis, device_id=self.device_id, seq=self.seq, sample=placed,
-                              model=analyzer.model.info(), extra_timings_ms={"capture": capture_ms})
+                              model=analyzer.model.info(), extra_timings_ms={"capture": shot.capture_ms})
         self.seq += 1
         publish_start = time.perf_counter()
         with_image = getattr(self.publisher, "publish_with_field_image", None)  # MQTT: the frame goes too
@@ -246,5 +260,6 @@ class Device:
                     render_gallery(frame.image, analysis.labels, analysis.cells, title))
 
     def close(self) -> None:
+        self._ahead.close()
         self.camera.close()
         self.publisher.close()

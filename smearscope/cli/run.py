@@ -22,9 +22,10 @@ def run(config_path: Path, sample_id: str | None, patient_id: str | None, labs: 
         worklist: Path | None, fields: int | None) -> None:
     """Run the device: wait for CAPTURE (button, keyboard or interval), analyse, publish.
 
-    One capture at a time; presses during an analysis are queued. A bad frame, a camera that
-    drops out or an unusable model is reported (and shown on the status LED) and the device
-    keeps waiting for the next capture. Stop with `q` on the keyboard or Ctrl-C.
+    One field at a time, in press order; presses during an analysis are queued (the next one's
+    frame is captured meanwhile). A bad frame, a camera that drops out or an unusable model is
+    reported (and shown on the status LED) and the device keeps waiting for the next capture.
+    Stop with `q` on the keyboard or Ctrl-C.
     """
     import logging
 
@@ -59,7 +60,7 @@ def run(config_path: Path, sample_id: str | None, patient_id: str | None, labs: 
         click.echo("Press Enter to capture, 'sample ID [PATIENT]' to change sample, 'q' to quit.", err=True)
     import signal
 
-    # systemd stops a service with SIGTERM: finish the capture in progress, then stop cleanly.
+    # systemd stops a service with SIGTERM: answer the presses already queued, then stop cleanly.
     previous = signal.signal(signal.SIGTERM, lambda *_: setup.device.events.quit("SIGTERM"))
     setup.start()
     try:
