@@ -130,7 +130,7 @@ def test_schema_rejects_broken_reports(quick_report):
 def test_markdown_and_compare(quick_report, tmp_path, cli_runner):
     report, saved, _ = quick_report
     markdown = to_markdown(report_tables(report))
-    assert "| stage | p50 | p90 | p99 | mean | what |" in markdown
+    assert "| stage | p50 | p90 | p99 | mean | share | what |" in markdown
     other = tmp_path / "b.json"
     slower = copy.deepcopy(report)
     slower["pipelines"][0]["end_to_end_ms"]["p50"] *= 2
