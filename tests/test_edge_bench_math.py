@@ -178,3 +178,12 @@ def test_headline_figures_and_new_over_baseline():
     ratios = over_baseline(new, base)
     assert ratios == {"calibrated_p50": 0.5, "calibrated_p95": 0.5, "uncalibrated_p50": None, "uncalibrated_p95": None}
     assert over_baseline(new, None) is None
+
+
+def test_a_pipeline_keeps_only_its_latest_run():
+    pipeline = Pipeline([Stage("capture", "a fresh array per run", lambda s: s.update(frame=np.zeros(4)))],
+                        {"shared": 1})
+    for _ in range(3):
+        pipeline.run_once(record=False)
+    assert set(pipeline.state) == {"shared"}  # runs never write back into the shared state
+    assert set(pipeline.last) == {"shared", "frame"}

@@ -134,7 +134,7 @@ def pipeline_entry(built: BuiltPipeline, e2e: Stats, frame: BenchFrame, setup: R
     analyze = measure(lambda: analyzer.analyze(frame.image, um_per_px=um_per_px, sample=sample),
                       warmup=0, runs=min(setup.runs, CROSS_CHECK_RUNS))
     pipeline = built.pipeline
-    last = pipeline.state.get("last", {})
+    last = pipeline.last
     counts = {k: int(v) for k, v in (last.get("counts") or {}).items()}
     counts["total"] = sum(counts.values())
     fields_per_s = rate_per_second(1.0, e2e.mean)

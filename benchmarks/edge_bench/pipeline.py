@@ -57,9 +57,12 @@ class Pipeline:
     state: State
     closers: list[Callable[[], None]] = field(default_factory=list)
     end_to_end_ms: list[float] = field(default_factory=list)
+    last: State = field(default_factory=dict)
 
     def run_once(self, record: bool) -> None:
-        """One field through every available stage; `record` keeps the timings."""
+        """One field through every available stage; `record` keeps the timings. Each run starts
+        from the shared state only, and only the latest run's state is kept (`last`): a run's
+        state holds frame-size masks, so keeping every one would grow the process run by run."""
         state = dict(self.state)
 
         def body() -> None:
@@ -72,7 +75,7 @@ class Pipeline:
         total, _ = time_call(body)
         if record:
             self.end_to_end_ms.append(total)
-        self.state["last"] = state
+        self.last = state
 
     def measure(self, *, warmup: int, runs: int) -> Stats:
         """Warm-up runs, then timed runs; the end-to-end summary (stages keep their own samples)."""
