@@ -94,7 +94,8 @@ def test_compare_mode_reports_both_model_sets_and_their_ratio(compare_report):
     assert h["new"]["model"]["path"].endswith("segmentation.int8.onnx")
     assert h["baseline"]["model"]["path"] == str(V3 / "segmentation.int8.onnx")
     assert h["new"]["model"]["sha256"] == h["baseline"]["model"]["sha256"]  # the same model on both sides here
-    assert h["runs_per_turn"] == 1 and all(p["interleaved"] for p in report["pipelines"])
+    # calibrated and uncalibrated, new and baseline: four pipelines taking turns of one run each
+    assert h["pipelines"] == 4 and h["runs_per_turn"] == 1 and all(p["interleaved"] for p in report["pipelines"])
     for mode in ("calibrated", "uncalibrated"):
         assert h["new_over_baseline"][f"{mode}_p50"] == pytest.approx(h["new"][mode]["p50_ms"]
                                                                       / h["baseline"][mode]["p50_ms"])

@@ -2,9 +2,10 @@
 
 A field is analysed two ways on a device: with the microscope's calibration (one scale, the
 card's passes at it) and without one (the red-cell size estimated, then the card's scale search).
-Both are measured for the headline model; with a baseline model set its pipeline joins the same
-group, so the two sets take turns on the same field in the same process (see
-pipeline.measure_interleaved) and their ratio is not skewed by a load that changed in between.
+Both are measured for the headline model in one group, with the baseline model set's pipelines
+in the same group when there is one: they all take turns on the same field in the same process
+(see pipeline.measure_interleaved), so neither calibrated against uncalibrated nor new against
+baseline is skewed by a load that changed in between.
 """
 
 from __future__ import annotations
@@ -69,13 +70,14 @@ def headline_model(models: list[ModelFile]) -> ModelFile:
 
 
 def plan_groups(models: list[ModelFile], baseline: ModelFile | None, calibrated: bool) -> list[list[PipelineSpec]]:
-    """Groups measured together, headline groups first (one per calibration mode, the baseline
-    in each); then every other variant of the new set alone, with the field's calibration when it
-    has one (it shows what the headline variant saves end to end, not the calibration's cost)."""
+    """Groups measured together. First the headline group: the headline model calibrated (when the
+    field has a calibration) and uncalibrated, each beside the baseline's when there is one. Then
+    every other variant of the new set alone, with the field's calibration when it has one (it
+    shows what the headline variant saves end to end, not the calibration's cost)."""
     modes = [True, False] if calibrated else [False]
     main = headline_model(models)
-    groups = [[PipelineSpec(main, "new", mode)] + ([PipelineSpec(baseline, "baseline", mode)] if baseline else [])
-              for mode in modes]
+    sets = [("new", main)] + ([("baseline", baseline)] if baseline else [])
+    groups = [[PipelineSpec(model, name, mode) for mode in modes for name, model in sets]]
     groups += [[PipelineSpec(m, "new", modes[0])] for m in models if m is not main]
     return groups
 

@@ -5,6 +5,8 @@
 - the network alone at the field's input size: achieved MAC/s over this run's matrix-multiply
   peak of the same dtype and thread count;
 - peak resident memory after the headline pipelines and the load average around them;
+  the headline pipelines take turns, so calibrated and uncalibrated (and new and baseline) see
+  the same machine;
 - with a baseline model set: new over baseline, p50 and p95, per calibration mode.
 """
 
@@ -35,7 +37,8 @@ class HeadlineConditions:
     load_average_before: list[float] | None
     load_average_after: list[float] | None
     peak_rss_mb: float
-    runs_per_turn: int | None  # None: one model set, nothing to take turns with
+    pipelines: int  # measured together, each with its own session, all alive at once
+    runs_per_turn: int | None  # None: a single pipeline, nothing to take turns with
 
 
 def _stage_p50(stages: dict[str, dict[str, Any]], name: str) -> float | None:

@@ -99,13 +99,14 @@ class Pipeline:
 
 def interleave_block(runs: int) -> int:
     """Runs per block when pipelines take turns: four blocks each, so two pipelines alternate
-    A B B A A B B A and machine drift (another process's load) falls on both alike."""
+    A B B A A B B A (more: A B C D D C B A ...) and machine drift (another process's load)
+    falls on all alike."""
     return max(1, math.ceil(runs / 4))
 
 
 def measure_interleaved(pipelines: list[Pipeline], *, warmup: int, runs: int) -> list[Stats]:
     """Warm every pipeline up, then time them in turns of `interleave_block` runs, the order
-    reversed every turn (A B, B A, ...); each pipeline's end-to-end summary, in the given order.
+    reversed every turn (A B C, C B A, ...); each pipeline's end-to-end summary, in the given order.
 
     Turns are blocks, not single runs: each ONNX Runtime session's threads spin-wait after a run,
     so alternating run by run would make each model compete with the other's spinning threads."""

@@ -91,7 +91,7 @@ def _headline_table(report: dict[str, Any]) -> Table:
                      f"{fmt(net['gmacs_per_s'], 1)} GMAC/s"])
         rows.append(["  of this run's matmul peak", f"{pct(net['of_peak'])} of {fmt(net['peak_gmacs_per_s'], 1)} GMAC/s "
                      f"({net['peak_kernel'] or 'no peak for this provider'}, {h['threads']} threads)"])
-    rows.append(["peak RSS", f"{h['peak_rss_mb']:.0f} MB after the headline pipelines"])
+    rows.append(["peak RSS", f"{h['peak_rss_mb']:.0f} MB after the headline pipelines ({h['pipelines']} alive at once)"])
     rows.append(["load average (1, 5, 15 min)", f"{_load(h['load_average_before'])} before, "
                  f"{_load(h['load_average_after'])} after the headline pipelines"])
     model = h["new"]["model"]
@@ -100,6 +100,9 @@ def _headline_table(report: dict[str, Any]) -> Table:
              f"sha256 {model['sha256'][:12]})",
              "end to end = capture to published (every available stage, one field); calibrated: the field's "
              f"{fmt(frame.get('um_per_px'), 4)} um/px given; uncalibrated: red-cell size estimated, scale searched"]
+    if h["runs_per_turn"]:
+        notes.append(f"the {h['pipelines']} headline pipelines took turns of {h['runs_per_turn']} "
+                     f"run{'s' if h['runs_per_turn'] != 1 else ''} on the same field (A B .. B A ...)")
     return Table(title, ["", ""], rows, notes)
 
 
@@ -117,8 +120,7 @@ def _baseline_table(h: dict[str, Any]) -> Table:
             rows.append([f"  {name} p50 ms", fmt(a[key], 1), fmt(b[key], 1), fmt(ratio(a[key], b[key]), 3)])
     notes = [f"new: {new['model']['path']} ({new['model']['sha256'][:12]}); baseline: {base['model']['path']} "
              f"({base['model']['sha256'][:12]})",
-             f"both in one process on the same field, taking turns of {h['runs_per_turn']} "
-             f"run{'s' if h['runs_per_turn'] != 1 else ''} (A B B A ...); below 1 = the new set is faster"]
+             "both in one process on the same field, taking turns (see the headline); below 1 = the new set is faster"]
     return Table("New vs baseline (same field, same run)", ["", "new", "baseline", "new/baseline"], rows, notes)
 
 
@@ -210,7 +212,7 @@ def _pipeline_table(p: dict[str, Any], label: str) -> Table:
         + f"; {fmt(p['cells_per_min'], 0)} cells/min",
     ]
     if p.get("interleaved"):
-        notes.append("timed in turns with the other model set's pipeline on the same field")
+        notes.append("timed in turns with the other headline pipelines on the same field")
     notes.append("share: the stage's mean over the mean end to end (the rest is the hand-over between stages)")
     return Table(f"Pipeline, {label} (ms per field)", ["stage", "p50", "p90", "p99", "mean", "share", "what"], rows,
                  notes)

@@ -158,7 +158,6 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
             if hw not in sizes:
                 sizes.append(hw)  # type: ignore[arg-type]
         groups = plan_groups(models, baseline, frame.um_per_px is not None)
-        headline_groups = 2 if frame.um_per_px is not None else 1
 
         total = plan_steps(options, models, groups, providers, threads, sizes)
         done = [0]
@@ -183,8 +182,8 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
             baseline_macs = [count_macs(baseline.path, *baseline_hw).to_dict()]
             step(f"MACs baseline {baseline.variant} {baseline_hw[0]}x{baseline_hw[1]}")
 
-        # 3. the device pipeline: the headline groups (calibrated, uncalibrated; the baseline
-        #    taking turns with the new set), then the other variants
+        # 3. the device pipeline: the headline group (calibrated and uncalibrated, the baseline's
+        #    beside them, all taking turns), then the other variants
         setup = RunSetup(providers[0], main_threads, options.warmup, options.runs, options.mqtt, workdir)
         pipelines = []
         load_before = load_average()
@@ -193,9 +192,9 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
             pipelines.extend(run_group(group, frame, setup))
             for spec in group:
                 step(f"pipeline {spec.label}")
-            if n == headline_groups:
-                conditions = HeadlineConditions(load_before, load_average(), peak_rss_mb(),
-                                                interleave_block(options.runs) if baseline else None)
+            if n == 1:
+                conditions = HeadlineConditions(load_before, load_average(), peak_rss_mb(), len(group),
+                                                interleave_block(options.runs) if len(group) > 1 else None)
 
         # 4. model-only sweep
         inputs = {hw: model_input(frame.image, hw, models[0].card) for hw in sizes}
