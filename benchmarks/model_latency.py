@@ -53,7 +53,7 @@ def main(model_dir: Path | None, fp32: Path | None, int8: Path | None, image: Pa
         raise ModelError(f"model-latency needs both variants; missing {', '.join(missing)}")
     threads = threads or usable_cores()
     with tempfile.TemporaryDirectory(prefix="model-latency-") as tmp:
-        frame = load_frame(Path(tmp), image, None)
+        frame = load_frame(Path(tmp), image, None, kind="synthetic")
     sizes = _resolutions(size) or [None]
     hw = sizes[0] or field_network_hw(frame, models["fp32"])
     tensor = model_input(frame.image, hw, models["fp32"].card)

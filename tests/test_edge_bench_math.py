@@ -1,4 +1,5 @@
-"""edge-bench arithmetic on known inputs: percentiles, summaries, ratios, MACs, efficiency."""
+"""edge-bench arithmetic on known inputs: percentiles, summaries, ratios, MACs, efficiency, stage shares,
+the turns two model sets take, and the headline's figures."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import math
 import numpy as np
 import pytest
 
+from benchmarks.edge_bench.headline import field_figures, over_baseline
 from benchmarks.edge_bench.machine import cpu_flags, cpu_model
 from benchmarks.edge_bench.macs import macs_from_profile, node_macs
 from benchmarks.edge_bench.peak import Peak
+from benchmarks.edge_bench.pipeline import Pipeline, Stage, interleave_block, measure_interleaved
 from benchmarks.edge_bench.report import headline_ratios
 from benchmarks.edge_bench.sweep import SweepPoint
 from benchmarks.edge_bench.timing import Stats, measure, percentile, rate_per_second, ratio, summarize
@@ -40,8 +43,9 @@ def test_percentile_rejects_empty_and_out_of_range():
 
 def test_summarize_known_values():
     stats = summarize([3.0, 1.0, 2.0, 4.0])
-    assert stats == Stats(n=4, p50=2.5, p90=pytest.approx(3.7), p99=pytest.approx(3.97), mean=2.5, min=1.0, max=4.0)
-    assert summarize([7.0]) == Stats(n=1, p50=7.0, p90=7.0, p99=7.0, mean=7.0, min=7.0, max=7.0)
+    assert stats == Stats(n=4, p50=2.5, p90=pytest.approx(3.7), p95=pytest.approx(3.85), p99=pytest.approx(3.97),
+                          mean=2.5, min=1.0, max=4.0)
+    assert summarize([7.0]) == Stats(n=1, p50=7.0, p90=7.0, p95=7.0, p99=7.0, mean=7.0, min=7.0, max=7.0)
 
 
 def test_measure_runs_warmup_then_timed_calls():
@@ -49,7 +53,7 @@ def test_measure_runs_warmup_then_timed_calls():
     stats = measure(lambda: calls.append(1), warmup=2, runs=5)
     assert len(calls) == 7
     assert stats.n == 5
-    assert 0 <= stats.min <= stats.p50 <= stats.p90 <= stats.p99 <= stats.max
+    assert 0 <= stats.min <= stats.p50 <= stats.p90 <= stats.p95 <= stats.p99 <= stats.max
 
 
 def test_ratio_and_rate():
@@ -63,7 +67,7 @@ def test_ratio_and_rate():
 
 
 def _stats(p50: float) -> Stats:
-    return Stats(n=3, p50=p50, p90=p50, p99=p50, mean=p50, min=p50, max=p50)
+    return Stats(n=3, p50=p50, p90=p50, p95=p50, p99=p50, mean=p50, min=p50, max=p50)
 
 
 def test_sweep_point_rate_and_efficiency():
@@ -133,3 +137,53 @@ def test_cpu_flags_and_model_from_cpuinfo():
            "cpu part": "0xd0b"}
     assert cpu_flags(arm) == ["asimd", "asimddp", "i8mm"]
     assert cpu_model(arm) == "ARM implementer 0x41 part 0xd0b"
+
+
+def _recording_pipeline(name: str, order: list[str]) -> Pipeline:
+    return Pipeline([Stage("capture", "records its turn", lambda state: order.append(name))], {})
+
+
+def test_interleaved_pipelines_take_turns_in_a_b_b_a_order():
+    order: list[str] = []
+    a, b = _recording_pipeline("A", order), _recording_pipeline("B", order)
+    stats = measure_interleaved([a, b], warmup=1, runs=8)
+    assert interleave_block(8) == 2
+    assert "".join(order) == "AB" + "AABBBBAAAABBBBAA"  # warm-ups, then turns of 2, reversed each turn
+    assert [s.n for s in stats] == [8, 8] and len(a.stages[0].samples_ms) == 8
+    order.clear()
+    measure_interleaved([a], warmup=0, runs=3)  # one pipeline: just its runs
+    assert order == ["A"] * 3
+    assert interleave_block(2) == 1 and interleave_block(15) == 4
+
+
+def test_stage_shares_are_of_the_mean_end_to_end():
+    pipeline = Pipeline([Stage("quality", "q", lambda s: None), Stage("diagnosis", "absent")], {})
+    pipeline.stages[0].samples_ms.extend([1.0, 3.0])
+    pipeline.end_to_end_ms.extend([4.0, 4.0])
+    rows = pipeline.stage_dicts()
+    assert rows[0]["share"] == pytest.approx(0.5) and rows[1]["share"] is None
+
+
+def test_headline_figures_and_new_over_baseline():
+    def entry(p50: float, post: float) -> dict:
+        e2e = {**_stats(p50).to_dict(), "p95": p50 * 1.5}
+        stages = [{"name": "inference", "latency_ms": _stats(p50 - post).to_dict(), "share": 0.25},
+                  {"name": "postprocess", "latency_ms": _stats(post).to_dict(), "share": 0.75}]
+        return {"end_to_end_ms": e2e, "stages": stages}
+
+    new = {"calibrated": field_figures(entry(100.0, 75.0)), "uncalibrated": field_figures(entry(200.0, 150.0))}
+    base = {"calibrated": field_figures(entry(200.0, 150.0)), "uncalibrated": None}
+    assert new["calibrated"] == {"n": 3, "p50_ms": 100.0, "p95_ms": 150.0, "inference_p50_ms": 25.0,
+                                 "postprocess_p50_ms": 75.0, "postprocess_share": 0.75}
+    ratios = over_baseline(new, base)
+    assert ratios == {"calibrated_p50": 0.5, "calibrated_p95": 0.5, "uncalibrated_p50": None, "uncalibrated_p95": None}
+    assert over_baseline(new, None) is None
+
+
+def test_a_pipeline_keeps_only_its_latest_run():
+    pipeline = Pipeline([Stage("capture", "a fresh array per run", lambda s: s.update(frame=np.zeros(4)))],
+                        {"shared": 1})
+    for _ in range(3):
+        pipeline.run_once(record=False)
+    assert set(pipeline.state) == {"shared"}  # runs never write back into the shared state
+    assert set(pipeline.last) == {"shared", "frame"}

@@ -36,7 +36,8 @@ def quick_report(tiny_models, tmp_path_factory) -> tuple[dict, Path, str]:
     from click.testing import CliRunner
 
     saved = tmp_path_factory.mktemp("reports") / "a.json"
-    args = ["--quick", "--json", "--runs", "3", "--threads", "1,2", "--resolutions", "field,64", "--fp32", str(tiny_models["fp32"]), "--int8", str(tiny_models["int8"]),
+    args = ["--quick", "--json", "--field", "synthetic", "--runs", "3", "--threads", "1,2", "--resolutions", "field,64",
+            "--fp32", str(tiny_models["fp32"]), "--int8", str(tiny_models["int8"]),
             "--checkpoint", str(tiny_models["checkpoint"]), "-o", str(saved)]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -52,7 +53,9 @@ def test_quick_json_validates_against_the_schema(quick_report):
 
 def test_pipeline_measures_every_stage_or_says_why(quick_report):
     report, _, _ = quick_report
-    assert [p["variant"] for p in report["pipelines"]] == ["int8", "fp32"]
+    # the headline variant with and without the field's calibration, then fp32 with it
+    assert [(p["variant"], p["calibrated"]) for p in report["pipelines"]] == [("int8", True), ("int8", False),
+                                                                            ("fp32", True)]
     for pipeline in report["pipelines"]:
         stages = {s["name"]: s for s in pipeline["stages"]}
         assert list(stages) == list(STAGE_NAMES)
@@ -127,14 +130,14 @@ def test_schema_rejects_broken_reports(quick_report):
 def test_markdown_and_compare(quick_report, tmp_path, cli_runner):
     report, saved, _ = quick_report
     markdown = to_markdown(report_tables(report))
-    assert "| stage | p50 | p90 | p99 | mean | what |" in markdown
+    assert "| stage | p50 | p90 | p99 | mean | share | what |" in markdown
     other = tmp_path / "b.json"
     slower = copy.deepcopy(report)
     slower["pipelines"][0]["end_to_end_ms"]["p50"] *= 2
     other.write_text(json.dumps(slower))
     result = cli_runner.invoke(cli, ["compare", str(saved), str(other)])
     assert result.exit_code == 0, result.output
-    line = next(l for l in result.output.splitlines() if l.startswith("int8 end-to-end p50 ms"))
+    line = next(l for l in result.output.splitlines() if l.startswith("int8 calibrated end-to-end p50 ms"))
     assert line.split()[-1] == "2.000"
 
 
@@ -144,7 +147,7 @@ def test_compare_refuses_an_invalid_report_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-c", "from smearscope.cli.edge_bench import main; main()", "compare",
                            str(bad), str(bad)], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 1  # 1: bad data (2 is for usage, config and model files)
-    assert proc.stderr.strip().count("\n") == 0 and "bad.json: not a valid edge-bench/1 report" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "bad.json: not a valid edge-bench report" in proc.stderr
     with pytest.raises(SchemaError, match="does not exist"):
         load_report(tmp_path / "missing.json")
 
@@ -181,8 +184,8 @@ main()
 
 def test_runs_on_a_device_install_without_torch_and_onnx(tiny_models, tmp_path):
     out = tmp_path / "device.json"
-    args = ["--quick", "--runs", "2", "--mqtt", "none", "--fp32", str(tiny_models["fp32"]), "--int8",
-            str(tiny_models["int8"]), "-o", str(out)]
+    args = ["--quick", "--field", "synthetic", "--runs", "2", "--mqtt", "none", "--fp32", str(tiny_models["fp32"]),
+            "--int8", str(tiny_models["int8"]), "-o", str(out)]
     proc = subprocess.run([sys.executable, "-c", BLOCK_WORKSTATION_PACKAGES, *args], capture_output=True, text=True,
                           cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

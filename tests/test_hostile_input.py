@@ -99,6 +99,7 @@ IMAGE_KINDS: dict[str, tuple[str, str]] = {
     "tiff_header_40000": ("huge.tif", "40000x40000"),
     "webp_header_16000": ("huge.webp", "16000x16000"),
     "field_8000x6000": ("field8000.png", "8000x6000 (48.0 megapixels)"),
+    "field_6000x4500": ("field6000.png", "6000x4500 (27.0 megapixels), more than the 24-megapixel limit"),
     "zero_size_header": ("zero.png", "0x10 pixels"),
     "corrupt_png_data": ("corrupt.png", "corrupt PNG data) (libpng error: IDAT: invalid stored block lengths)"),
     "jpeg_without_frame": ("noframe.jpg", "corrupt JPEG header"),
@@ -128,6 +129,7 @@ def _write_hostile_images(folder: Path) -> dict[str, Path]:
     paths["tiff_header_40000"].write_bytes(tiff_claiming(40000, 40000))
     paths["webp_header_16000"].write_bytes(webp_claiming(16000, 16000))
     paths["field_8000x6000"].write_bytes(png_claiming(8000, 6000, rows=6000))  # a complete, real image
+    paths["field_6000x4500"].write_bytes(png_claiming(6000, 4500, rows=4500))  # just over the limit
     paths["zero_size_header"].write_bytes(png_claiming(0, 10))
     paths["corrupt_png_data"].write_bytes(
         b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0))

@@ -45,14 +45,22 @@ def _resolutions(value: str | None) -> list[tuple[int, int] | None] | None:
 
 
 @click.group(invoke_without_command=True, context_settings=CONTEXT)
-@click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--models", "--model-dir", "model_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder with segmentation.fp32.onnx / segmentation.int8.onnx and their cards "
                    "[default: the shipped models folder, or $SMEARSCOPE_MODELS].")
+@click.option("--baseline-models", "baseline_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="A second model set (e.g. models/v3) to compare with: its model of the headline variant "
+                   "runs on the same field in turns with the new one; prints new/baseline p50 and p95.")
 @click.option("--fp32", "fp32", type=click.Path(dir_okay=False, path_type=Path), help="An fp32 model (its card beside it).")
 @click.option("--int8", "int8", type=click.Path(dir_okay=False, path_type=Path), help="An int8 model (its card beside it).")
+@click.option("--field", "field_kind", type=click.Choice(["camera", "synthetic"]),
+              help="The built-in field: camera = a real 1280x960 field tiled 2x2 from bundled frames at their "
+                   "0.0725 um/px; synthetic = a seeded 640x480 smear at 0.125 um/px [default: camera].")
 @click.option("--image", type=click.Path(dir_okay=False, path_type=Path),
-              help="The field to analyse [default: a seeded synthetic 640x480 smear at 0.125 um/px].")
-@click.option("--um-per-px", type=float, help="Calibration of --image (otherwise the red-cell size is estimated).")
+              help="Analyse this field instead of a built-in one.")
+@click.option("--um-per-px", type=float,
+              help="Calibration of the field (replaces a built-in field's own; without it, --image runs "
+                   "uncalibrated only).")
 @click.option("--runs", type=click.IntRange(min=1), help="Timed runs per measurement [default 15; --quick 3].")
 @click.option("--warmup", type=click.IntRange(min=0), help="Untimed runs first [default 2; --quick 1].")
 @click.option("--threads", help="Comma-separated intra-op thread counts to sweep [default: 1 and all usable cores].")
@@ -78,16 +86,19 @@ def _resolutions(value: str | None) -> list[tuple[int, int] | None] | None:
 def cli(ctx: click.Context, **kw: object) -> None:
     """Benchmark the smearscope device pipeline on this machine.
 
-    Times every stage of one field (capture/decode, quality gate, preprocessing, segmentation,
-    post-processing, diagnosis, outbox write, MQTT publish) over N runs after a warm-up, sweeps
-    fp32 vs int8, thread counts, execution providers and input sizes, measures the machine's own
-    matrix-multiply peak, and prints int8/fp32, ONNX Runtime/PyTorch and achieved/peak ratios, all
-    from this one run. Progress goes to stderr; the report to stdout.
+    Times every stage of one camera-size field (capture/decode, quality gate, preprocessing,
+    segmentation, post-processing, diagnosis, outbox write, MQTT publish) over N runs after a
+    warm-up, with and without the field's calibration; sweeps fp32 vs int8, thread counts,
+    execution providers and input sizes; measures the machine's own matrix-multiply peak; and
+    prints int8/fp32, ONNX Runtime/PyTorch and achieved/peak ratios, all from this one run.
+    With --baseline-models, a second model set runs on the same field in turns with the first.
+    Progress goes to stderr; the report to stdout.
 
     \b
-    edge-bench                       # the full default run (about a minute on 2 cores)
-    edge-bench --quick --json        # a smoke test, JSON report
-    edge-bench -o pi5.json           # save for `edge-bench compare pi5.json jetson.json`
+    edge-bench                                        # the full default run
+    edge-bench --quick --json                         # a smoke test, JSON report
+    edge-bench --models models --baseline-models models/v3   # new vs baseline, one run
+    edge-bench -o pi5.json                            # save for `edge-bench compare pi5.json jetson.json`
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -100,6 +111,8 @@ def _run(ctx: click.Context, *, as_json: bool, as_markdown: bool, output: Path |
 
     if as_json and as_markdown:
         raise click.UsageError("choose one of --json and --markdown")
+    if kw["image"] is not None and kw["field_kind"] is not None:
+        raise click.UsageError("choose one of --field and --image")
     resolutions = _resolutions(kw["resolutions"])  # type: ignore[arg-type]
     options = BenchOptions(
         model_dir=kw["model_dir"],  # type: ignore[arg-type]
@@ -107,6 +120,8 @@ def _run(ctx: click.Context, *, as_json: bool, as_markdown: bool, output: Path |
         int8=kw["int8"],  # type: ignore[arg-type]
         image=kw["image"],  # type: ignore[arg-type]
         um_per_px=kw["um_per_px"],  # type: ignore[arg-type]
+        field_kind=str(kw["field_kind"] or "camera"),
+        baseline_dir=kw["baseline_dir"],  # type: ignore[arg-type]
         runs=kw["runs"] or (3 if quick else 15),  # type: ignore[arg-type]
         warmup=kw["warmup"] if kw["warmup"] is not None else (1 if quick else 2),  # type: ignore[arg-type]
         threads=_int_list(kw["threads"], "--threads"),  # type: ignore[arg-type]

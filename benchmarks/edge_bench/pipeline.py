@@ -11,11 +11,12 @@ the wall time of that whole run, so it includes the hand-over between stages.
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from benchmarks.edge_bench.frames import BenchFrame
-from benchmarks.edge_bench.timing import Stats, summarize, time_call
+from benchmarks.edge_bench.timing import Stats, ratio, summarize, time_call
 
 STAGE_NAMES = ("capture", "quality", "preprocess", "inference", "postprocess", "diagnosis", "outbox", "publish")
 State = dict[str, Any]
@@ -56,9 +57,12 @@ class Pipeline:
     state: State
     closers: list[Callable[[], None]] = field(default_factory=list)
     end_to_end_ms: list[float] = field(default_factory=list)
+    last: State = field(default_factory=dict)
 
     def run_once(self, record: bool) -> None:
-        """One field through every available stage; `record` keeps the timings."""
+        """One field through every available stage; `record` keeps the timings. Each run starts
+        from the shared state only, and only the latest run's state is kept (`last`): a run's
+        state holds frame-size masks, so keeping every one would grow the process run by run."""
         state = dict(self.state)
 
         def body() -> None:
@@ -71,19 +75,52 @@ class Pipeline:
         total, _ = time_call(body)
         if record:
             self.end_to_end_ms.append(total)
-        self.state["last"] = state
+        self.last = state
 
     def measure(self, *, warmup: int, runs: int) -> Stats:
         """Warm-up runs, then timed runs; the end-to-end summary (stages keep their own samples)."""
-        for _ in range(warmup):
-            self.run_once(record=False)
-        for _ in range(runs):
-            self.run_once(record=True)
-        return summarize(self.end_to_end_ms)
+        return measure_interleaved([self], warmup=warmup, runs=runs)[0]
+
+    def stage_dicts(self) -> list[dict[str, Any]]:
+        """Every stage's figures with its share of the mean end-to-end time (shares add up to at
+        most 1; the rest is the hand-over between stages)."""
+        total = summarize(self.end_to_end_ms).mean if self.end_to_end_ms else None
+        rows = []
+        for stage in self.stages:
+            row = stage.to_dict()
+            row["share"] = ratio(row["latency_ms"]["mean"], total) if row["latency_ms"] else None
+            rows.append(row)
+        return rows
 
     def close(self) -> None:
         for closer in reversed(self.closers):
             closer()
+
+
+def interleave_block(runs: int) -> int:
+    """Runs per block when pipelines take turns: four blocks each, so two pipelines alternate
+    A B B A A B B A (more: A B C D D C B A ...) and machine drift (another process's load)
+    falls on all alike."""
+    return max(1, math.ceil(runs / 4))
+
+
+def measure_interleaved(pipelines: list[Pipeline], *, warmup: int, runs: int) -> list[Stats]:
+    """Warm every pipeline up, then time them in turns of `interleave_block` runs, the order
+    reversed every turn (A B C, C B A, ...); each pipeline's end-to-end summary, in the given order.
+
+    Turns are blocks, not single runs: each ONNX Runtime session's threads spin-wait after a run,
+    so alternating run by run would make each model compete with the other's spinning threads."""
+    for pipeline in pipelines:
+        for _ in range(warmup):
+            pipeline.run_once(record=False)
+    block, done, turn = interleave_block(runs), 0, 0
+    while done < runs:
+        n = min(block, runs - done)
+        for pipeline in (pipelines if turn % 2 == 0 else pipelines[::-1]):
+            for _ in range(n):
+                pipeline.run_once(record=True)
+        done, turn = done + n, turn + 1
+    return [summarize(p.end_to_end_ms) for p in pipelines]
 
 
 # --------------------------------------------------------------------------- stage builders
@@ -121,7 +158,7 @@ def analysis_stages(analyzer: Any, um_per_px: float | None) -> list[Stage]:
         state["passes"] = analyzer.infer(state["prepared"], state["frame"])
 
     def postprocess(state: State) -> None:
-        seg, counts, area = analyzer.postprocess(state["passes"])
+        seg, counts, area = analyzer.postprocess(state["passes"], um_per_px)
         state.update(mask=seg.mask, scale=seg.scale, counts=counts, area_pct=area,
                      derived=derived_estimates(seg.mask, counts, um_per_px))
 
@@ -130,8 +167,8 @@ def analysis_stages(analyzer: Any, um_per_px: float | None) -> list[Stage]:
         Stage("quality", f"scale decision ({scale_note}) + focus/exposure/coverage", quality),
         Stage("preprocess", "resample, pad, normalise (runtime.inference.preprocess)", preprocess),
         Stage("inference", "ONNX Runtime session.run: the card's inference plan (uncalibrated: scale search, 3-4 passes; flip-averaged final pass: +2)", infer),
-        Stage("postprocess", "final pass -> frame-size mask + centres, cell counts (runtime.analysis.counting), area %",
-              postprocess),
+        Stage("postprocess", "final pass -> frame-size mask + centres, cells and counts (runtime.analysis.counting), "
+                             "area %, derived densities", postprocess),
     ]
 
 

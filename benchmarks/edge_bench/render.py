@@ -46,13 +46,16 @@ def _stats_cells(stats: dict[str, Any] | None) -> list[str]:
 
 
 def report_tables(report: dict[str, Any]) -> list[Table]:
-    """Every section of a report as a table."""
+    """Every section of a report as a table, the headline first."""
+    headline = report.get("headline")
     return [
+        *([_headline_table(report)] if headline else []),
+        *([_baseline_table(headline)] if headline and headline["baseline"] else []),
         _summary_table(report),
         _machine_table(report),
         _peaks_table(report),
         _models_table(report),
-        *[_pipeline_table(p) for p in report["pipelines"]],
+        *[_pipeline_table(p, pipeline_label(report, p)) for p in report["pipelines"]],
         _sweep_table(report),
         _op_profile_table(report),
         _torch_table(report),
@@ -60,14 +63,83 @@ def report_tables(report: dict[str, Any]) -> list[Table]:
     ]
 
 
+def pipeline_label(report: dict[str, Any], p: dict[str, Any]) -> str:
+    """'int8 calibrated', 'baseline int8 uncalibrated': what a pipeline entry measured. An
+    edge-bench/1 entry ran with the field's calibration when the field had one."""
+    calibrated = p.get("calibrated", report["settings"]["frame"].get("um_per_px") is not None)
+    prefix = "baseline " if p.get("model_set") == "baseline" else ""
+    return f"{prefix}{p['variant']} {'calibrated' if calibrated else 'uncalibrated'}"
+
+
+def _headline_table(report: dict[str, Any]) -> Table:
+    """The field end to end with and without its calibration, post-processing's share, the
+    network's MAC/s against this run's peak, memory and load."""
+    h, frame = report["headline"], report["settings"]["frame"]
+    rows = []
+    for mode in ("calibrated", "uncalibrated"):
+        f = h["new"][mode]
+        if f is None:
+            rows.append([f"end to end, {mode}", "not measured: the field has no calibration (give --um-per-px)"])
+            continue
+        rows.append([f"end to end, {mode}, p50 / p95", f"{f['p50_ms']:.1f} / {f['p95_ms']:.1f} ms ({f['n']} runs)"])
+        rows.append(["  post-processing p50, share", f"{fmt(f['postprocess_p50_ms'], 1)} ms, {pct(f['postprocess_share'])} "
+                     f"of end to end (inference p50 {fmt(f['inference_p50_ms'], 1)} ms)"])
+    net = h["network"]
+    if net:
+        gmac = "-" if net["macs"] is None else f"{net['macs'] / 1e9:.2f} GMAC"
+        rows.append(["network alone", f"input {hw(net['input_hw'])} (HxW): {gmac} in {net['p50_ms']:.1f} ms p50 = "
+                     f"{fmt(net['gmacs_per_s'], 1)} GMAC/s"])
+        rows.append(["  of this run's matmul peak", f"{pct(net['of_peak'])} of {fmt(net['peak_gmacs_per_s'], 1)} GMAC/s "
+                     f"({net['peak_kernel'] or 'no peak for this provider'}, {h['threads']} threads)"])
+    rows.append(["peak RSS", f"{h['peak_rss_mb']:.0f} MB after the headline pipelines ({h['pipelines']} alive at once)"])
+    rows.append(["load average (1, 5, 15 min)", f"{_load(h['load_average_before'])} before, "
+                 f"{_load(h['load_average_after'])} after the headline pipelines"])
+    model = h["new"]["model"]
+    title = f"Headline: {frame.get('kind', 'image')} field {_wxh(frame['frame_hw'])}, {h['variant']} model, {h['threads']} threads"
+    notes = [f"field: {frame['source']}", f"model: {model['path']} ({model['name']} {model['version']}, "
+             f"sha256 {model['sha256'][:12]})",
+             "end to end = capture to published (every available stage, one field); calibrated: the field's "
+             f"{fmt(frame.get('um_per_px'), 4)} um/px given; uncalibrated: red-cell size estimated, scale searched"]
+    if h["runs_per_turn"]:
+        notes.append(f"the {h['pipelines']} headline pipelines took turns of {h['runs_per_turn']} "
+                     f"run{'s' if h['runs_per_turn'] != 1 else ''} on the same field (A B .. B A ...)")
+    return Table(title, ["", ""], rows, notes)
+
+
+def _baseline_table(h: dict[str, Any]) -> Table:
+    """New against baseline, measured in turns on the same field in this run."""
+    new, base, over = h["new"], h["baseline"], h["new_over_baseline"]
+    rows = []
+    for mode in ("calibrated", "uncalibrated"):
+        a, b = new[mode], base[mode]
+        if a is None or b is None:
+            continue
+        rows.append([f"{mode} p50 ms", fmt(a["p50_ms"], 1), fmt(b["p50_ms"], 1), fmt(over[f"{mode}_p50"], 3)])
+        rows.append([f"{mode} p95 ms", fmt(a["p95_ms"], 1), fmt(b["p95_ms"], 1), fmt(over[f"{mode}_p95"], 3)])
+        for key, name in (("inference_p50_ms", "inference"), ("postprocess_p50_ms", "post-processing")):
+            rows.append([f"  {name} p50 ms", fmt(a[key], 1), fmt(b[key], 1), fmt(ratio(a[key], b[key]), 3)])
+    notes = [f"new: {new['model']['path']} ({new['model']['sha256'][:12]}); baseline: {base['model']['path']} "
+             f"({base['model']['sha256'][:12]})",
+             "both in one process on the same field, taking turns (see the headline); below 1 = the new set is faster"]
+    return Table("New vs baseline (same field, same run)", ["", "new", "baseline", "new/baseline"], rows, notes)
+
+
+def _wxh(frame_hw: list[int]) -> str:
+    return f"{frame_hw[1]}x{frame_hw[0]}"
+
+
+def _load(values: list[float] | None) -> str:
+    return "not readable" if not values else " ".join(f"{v:.2f}" for v in values)
+
+
 def _summary_table(report: dict[str, Any]) -> Table:
-    """The headline figures: one field end to end, throughput, and the same-run ratios."""
+    """Every pipeline end to end, throughput, and the same-run ratios."""
     rows = []
     for p in report["pipelines"]:
         e2e = p["end_to_end_ms"]
-        rows.append([f"{p['variant']} field end to end p50 / p90",
+        rows.append([f"{pipeline_label(report, p)} field end to end p50 / p90",
                      f"{e2e['p50']:.1f} / {e2e['p90']:.1f} ms ({p['threads']} threads)"])
-        rows.append([f"{p['variant']} throughput", f"{fmt(p['fields_per_s'])} fields/s, "
+        rows.append([f"{pipeline_label(report, p)} throughput", f"{fmt(p['fields_per_s'])} fields/s, "
                      f"{fmt(p['cells_per_min'], 0)} cells/min ({p['cells_per_field'].get('total', 0)} cells per field)"])
     r = report["ratios"]
     rows += [
@@ -95,8 +167,8 @@ def _machine_table(report: dict[str, Any]) -> Table:
         ["throttling", f"{thr['throttled'] if thr['throttled'] is not None else 'not readable'}"
          + (f" ({thr['source']})" if thr["source"] else "")
          + "".join(f"; {k} {v:.0f} C" for k, v in thr["temperatures_c"].items())],
-        ["load average", f"start {m.get('load_average_start')}, end {m.get('load_average_end')}"],
-        ["frame", f"{frame['source']}: {hw(frame['frame_hw'])} -> network {hw(frame.get('network_hw'))}"],
+        ["load average", f"start {_load(m.get('load_average_start'))}, end {_load(m.get('load_average_end'))}"],
+        ["frame", f"{frame['source']}: {_wxh(frame['frame_hw'])} px -> network input {hw(frame.get('network_hw'))} (HxW)"],
         ["runs", f"{settings['runs']} timed after {settings['warmup']} warm-up" + (" (--quick)" if settings["quick"] else "")],
         ["peak RSS", f"{report['memory']['peak_rss_mb']:.0f} MB "
          f"({report['memory']['peak_rss_before_torch_mb']:.0f} MB before PyTorch was loaded)"],
@@ -114,19 +186,20 @@ def _models_table(report: dict[str, Any]) -> Table:
     rows = []
     for m in report["models"]:
         macs = ", ".join(f"{hw(c['input_shape'][2:])}: {c['total'] / 1e9:.2f}" for c in m["macs"]) or "-"
-        rows.append([m["variant"], f"{m['name']} {m['version']}", f"{m['size_bytes'] / 1e6:.2f}", macs, m["sha256"][:12]])
-    return Table("Models", ["variant", "model", "size MB", "GMAC per inference", "sha256"], rows)
+        rows.append([m.get("model_set", "new"), m["variant"], f"{m['name']} {m['version']}", f"{m['size_bytes'] / 1e6:.2f}",
+                     macs, m["sha256"][:12], m["path"]])
+    return Table("Models", ["set", "variant", "model", "size MB", "GMAC per inference", "sha256", "file"], rows)
 
 
-def _pipeline_table(p: dict[str, Any]) -> Table:
+def _pipeline_table(p: dict[str, Any], label: str) -> Table:
     rows = []
     for stage in p["stages"]:
         if stage["available"]:
-            rows.append([stage["name"], *_stats_cells(stage["latency_ms"]), stage["note"]])
+            rows.append([stage["name"], *_stats_cells(stage["latency_ms"]), pct(stage.get("share")), stage["note"]])
         else:
-            rows.append([stage["name"], "not available", "", "", "", stage["note"]])
+            rows.append([stage["name"], "not available", "", "", "", "", stage["note"]])
     included = [s["name"] for s in p["stages"] if s["available"]]
-    rows.append(["end to end", *_stats_cells(p["end_to_end_ms"]), "+".join(included)])
+    rows.append(["end to end", *_stats_cells(p["end_to_end_ms"]), "", "+".join(included)])
     cells = p["cells_per_field"]
     analysed = [s for s in p["stages"] if s["name"] in ANALYZER_STAGES and s["available"]]
     notes = [
@@ -138,7 +211,11 @@ def _pipeline_table(p: dict[str, Any]) -> Table:
         + ", ".join(f"{k} {v}" for k, v in cells.items())
         + f"; {fmt(p['cells_per_min'], 0)} cells/min",
     ]
-    return Table(f"Pipeline, {p['variant']} model (ms per field)", ["stage", "p50", "p90", "p99", "mean", "what"], rows, notes)
+    if p.get("interleaved"):
+        notes.append("timed in turns with the other headline pipelines on the same field")
+    notes.append("share: the stage's mean over the mean end to end (the rest is the hand-over between stages)")
+    return Table(f"Pipeline, {label} (ms per field)", ["stage", "p50", "p90", "p99", "mean", "share", "what"], rows,
+                 notes)
 
 
 def _sweep_table(report: dict[str, Any]) -> Table:
@@ -231,9 +308,10 @@ def to_markdown(tables: Iterable[Table]) -> str:
 def _pipeline_rows(report: dict[str, Any]) -> dict[str, float | None]:
     rows: dict[str, float | None] = {}
     for p in report["pipelines"]:
-        key = p["variant"]
+        key = pipeline_label(report, p)
         rows[f"{key} end-to-end p50 ms"] = p["end_to_end_ms"]["p50"]
         rows[f"{key} end-to-end p90 ms"] = p["end_to_end_ms"]["p90"]
+        rows[f"{key} end-to-end p95 ms"] = p["end_to_end_ms"].get("p95")
         for stage in p["stages"]:
             if stage["available"]:
                 rows[f"{key} {stage['name']} p50 ms"] = stage["latency_ms"]["p50"]
@@ -262,6 +340,11 @@ def _other_rows(report: dict[str, Any]) -> dict[str, float | None]:
     return rows
 
 
+def _field_text(report: dict[str, Any]) -> str:
+    frame = report["settings"]["frame"]
+    return f"{frame.get('kind', 'image')} {_wxh(frame['frame_hw'])}, {fmt(frame.get('um_per_px'), 4)} um/px"
+
+
 def _code(report: dict[str, Any]) -> str:
     code = report.get("code") or {}
     return f"{code.get('version', '?')} {code.get('git_commit') or ''}".strip()
@@ -276,6 +359,7 @@ def compare_tables(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name
             ["CPU", a["machine"]["cpu_model"], b["machine"]["cpu_model"]],
             ["board", a["machine"].get("board") or "-", b["machine"].get("board") or "-"],
             ["ONNX Runtime", a["machine"]["onnxruntime"]["version"], b["machine"]["onnxruntime"]["version"]],
+            ["field", _field_text(a), _field_text(b)],
             ["created", a["created_at"], b["created_at"]],
             ["code", _code(a), _code(b)],
         ],

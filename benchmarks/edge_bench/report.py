@@ -1,7 +1,8 @@
 """The edge-bench report: JSON Schema validation, headline ratios and peak memory.
 
 `report.schema.json` beside this module is the one definition of the report; `--json` output
-and every file `edge-bench compare` reads are validated against it.
+and every file `edge-bench compare` reads are validated against it (a saved edge-bench/1 report
+still validates: what version 2 added is required of version-2 reports only).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 from benchmarks.edge_bench.timing import ratio
 from runtime.contracts.errors import SchemaError
 
-SCHEMA_ID = "edge-bench/1"
+SCHEMA_ID = "edge-bench/2"
+#: Reports `compare` reads: this version, and edge-bench/1 (no headline, no calibration per pipeline).
+READABLE_SCHEMAS = ("edge-bench/1", SCHEMA_ID)
 SCHEMA_PATH = Path(__file__).resolve().parent / "report.schema.json"
 
 
@@ -37,10 +40,11 @@ def schema_errors(report: Any) -> list[str]:
 
 
 def validate_report(report: Any, source: str = "report") -> None:
-    """Raise SchemaError listing every problem when `report` does not match edge-bench/1."""
+    """Raise SchemaError listing every problem when `report` does not match the schema."""
     errors = schema_errors(report)
     if errors:
-        raise SchemaError(f"{source}: not a valid {SCHEMA_ID} report: " + "; ".join(errors[:10]))
+        raise SchemaError(f"{source}: not a valid edge-bench report ({' or '.join(READABLE_SCHEMAS)}): "
+                          + "; ".join(errors[:10]))
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
@@ -57,7 +61,17 @@ def load_report(path: str | Path) -> dict[str, Any]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process so far.
+
+    Linux's VmHWM first: it starts afresh at exec, while ru_maxrss starts from the parent's size
+    at fork (a benchmark started from a large process would report that process's peak). Else
+    ru_maxrss (KiB on Linux, bytes on macOS)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 

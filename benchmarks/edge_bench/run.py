@@ -1,5 +1,6 @@
-"""One edge-bench run: machine, peaks, MACs, the device pipeline, the sweep and the PyTorch
-baseline, all in one process so every ratio compares figures measured minutes apart."""
+"""One edge-bench run: machine, peaks, MACs, the device pipeline (with a baseline model set when
+asked), the sweep and the PyTorch baseline, all in one process so every ratio compares figures
+measured minutes apart."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from benchmarks.edge_bench.frames import BenchFrame, load_frame
 from benchmarks.edge_bench.machine import load_average, machine_info
 from benchmarks.edge_bench.models import ModelFile, compute_providers, find_models
 from benchmarks.edge_bench.report import SCHEMA_ID, headline_ratios, peak_rss_mb, validate_report
-from benchmarks.edge_bench.timing import measure, rate_per_second, time_call
+from benchmarks.edge_bench.timing import measure
 
 HW = tuple[int, int]
 CPU = "CPUExecutionProvider"
@@ -30,6 +31,8 @@ class BenchOptions:
     int8: Path | None = None
     image: Path | None = None
     um_per_px: float | None = None
+    field_kind: str = "camera"  # with no image: camera (1280x960 from bundled real frames) or synthetic
+    baseline_dir: Path | None = None
     runs: int = 15
     warmup: int = 2
     threads: list[int] = field(default_factory=list)  # empty: 1 and all usable cores
@@ -84,25 +87,56 @@ def field_network_hw(frame: BenchFrame, model: ModelFile) -> HW:
     return plan_geometry(frame.hw, scale.scale, params.stride).padded_hw
 
 
-def plan_steps(options: BenchOptions, models: list[ModelFile], providers: list[str], threads: list[int], sizes: list[HW]) -> int:
+def plan_steps(options: BenchOptions, models: list[ModelFile], groups: list[list[Any]], providers: list[str],
+               threads: list[int], sizes: list[HW]) -> int:
     peaks = 1
-    macs = len(models) * len(sizes)
-    pipelines = len(models)
+    macs = len(models) * len(sizes) + (1 if options.baseline_dir else 0)
+    pipelines = sum(len(group) for group in groups)
     sweep = len(models) * len(providers) * len(threads) * len(sizes)
     profiles = len(models)
     torch_points = len(threads) * len(sizes) if options.torch else 0
     return peaks + macs + pipelines + sweep + profiles + torch_points
 
 
+def baseline_model(options: BenchOptions, variant: str) -> ModelFile | None:
+    """The baseline set's model of the headline variant (None without --baseline-models)."""
+    if options.baseline_dir is None:
+        return None
+    found = {m.variant: m for m in find_models(options.baseline_dir, None, None)}
+    if variant not in found:
+        from runtime.contracts.errors import ModelError
+
+        raise ModelError(f"{options.baseline_dir}: no {variant} model to compare with "
+                         f"(the new set's headline is its {variant} model)")
+    return found[variant]
+
+
+def check_field_calibration(frame: BenchFrame, options: BenchOptions, models: list[ModelFile]) -> None:
+    """Refuse a calibration outside any model card's scale range before measuring anything: the
+    model would run at a clipped scale, which is not the pipeline the device runs."""
+    from runtime.contracts.plausible import check_calibration
+
+    if frame.um_per_px is None:
+        return
+    source = "--um-per-px" if options.um_per_px is not None else f"{frame.kind} field calibration"
+    for model in models:
+        check_calibration(frame.um_per_px, model.card.preprocess, source=source)
+
+
 def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None) -> dict[str, Any]:
-    """Measure everything and return a validated edge-bench/1 report."""
+    """Measure everything and return a validated edge-bench report."""
+    from benchmarks.edge_bench.field_runs import RunSetup, headline_model, plan_groups, run_group
+    from benchmarks.edge_bench.headline import HeadlineBasis, HeadlineConditions, headline
     from benchmarks.edge_bench.macs import count_macs
     from benchmarks.edge_bench.peak import numpy_gemm_peak
+    from benchmarks.edge_bench.pipeline import interleave_block
     from benchmarks.edge_bench.profile import op_times, profile_events
     from benchmarks.edge_bench.sweep import SweepTiming, model_input, run_sweep
 
     machine = machine_info()
     models = find_models(options.model_dir, options.fp32, options.int8)
+    main_model = headline_model(models)
+    baseline = baseline_model(options, main_model.variant)
     present = compute_providers()
     providers = options.providers or present
     unknown = [p for p in providers if p not in present]
@@ -115,15 +149,17 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
 
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
         workdir = Path(tmp)
-        frame = load_frame(workdir, options.image, options.um_per_px)
-        field_hw = field_network_hw(frame, models[0])
+        frame = load_frame(workdir, options.image, options.um_per_px, options.field_kind)
+        check_field_calibration(frame, options, models + ([baseline] if baseline else []))
+        field_hw = field_network_hw(frame, main_model)
         sizes: list[HW] = []
         for size in options.resolutions:
             hw = field_hw if size is None else tuple(size)
             if hw not in sizes:
                 sizes.append(hw)  # type: ignore[arg-type]
+        groups = plan_groups(models, baseline, frame.um_per_px is not None)
 
-        total = plan_steps(options, models, providers, threads, sizes)
+        total = plan_steps(options, models, groups, providers, threads, sizes)
         done = [0]
 
         def step(label: str) -> None:
@@ -134,18 +170,31 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
         peaks = [numpy_gemm_peak(options.peak_size)]
         step("numpy GEMM peak")
 
-        # 2. MACs of every model at every size
+        # 2. MACs of every model at every size (the baseline's at its own field size)
         macs = {}
         for model in models:
             for hw in sizes:
                 macs[(model.variant, hw)] = count_macs(model.path, *hw)
                 step(f"MACs {model.variant} {hw[0]}x{hw[1]}")
+        baseline_macs = []
+        if baseline is not None:
+            baseline_hw = field_network_hw(frame, baseline)
+            baseline_macs = [count_macs(baseline.path, *baseline_hw).to_dict()]
+            step(f"MACs baseline {baseline.variant} {baseline_hw[0]}x{baseline_hw[1]}")
 
-        # 3. the device pipeline, per model variant (int8 first: the deployed one)
+        # 3. the device pipeline: the headline group (calibrated and uncalibrated, the baseline's
+        #    beside them, all taking turns), then the other variants
+        setup = RunSetup(providers[0], main_threads, options.warmup, options.runs, options.mqtt, workdir)
         pipelines = []
-        for model in sorted(models, key=lambda m: m.variant != "int8"):
-            pipelines.append(run_pipeline(model, frame, options, providers[0], main_threads, workdir))
-            step(f"pipeline {model.variant}")
+        load_before = load_average()
+        conditions = None
+        for n, group in enumerate(groups, 1):
+            pipelines.extend(run_group(group, frame, setup))
+            for spec in group:
+                step(f"pipeline {spec.label}")
+            if n == 1:
+                conditions = HeadlineConditions(load_before, load_average(), peak_rss_mb(), len(group),
+                                                interleave_block(options.runs) if len(group) > 1 else None)
 
         # 4. model-only sweep
         inputs = {hw: model_input(frame.image, hw, models[0].card) for hw in sizes}
@@ -171,6 +220,13 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
     sweep_dicts = [p.to_dict() for p in sweep]
     basis_provider = CPU if CPU in providers else providers[0]
     machine["load_average_end"] = load_average()
+    model_dicts = [
+        {**m.to_dict(), "model_set": "new", "macs": [macs[(m.variant, hw)].to_dict() for hw in sizes]} for m in models
+    ]
+    if baseline is not None:
+        model_dicts.append({**baseline.to_dict(), "model_set": "baseline", "macs": baseline_macs})
+    if conditions is None:
+        raise RuntimeError("the headline pipelines did not run")
     report = {
         "schema": SCHEMA_ID,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -184,15 +240,16 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
             "providers": providers,
             "resolutions": [list(hw) for hw in sizes],
             "peak_size": options.peak_size,
-            "frame": {"source": frame.source, "frame_hw": list(frame.hw), "network_hw": list(field_hw),
-                      "um_per_px": frame.um_per_px},
+            "frame": {"source": frame.source, "kind": frame.kind, "tiles": list(frame.tiles),
+                      "frame_hw": list(frame.hw), "network_hw": list(field_hw), "um_per_px": frame.um_per_px},
+            "baseline_models": None if options.baseline_dir is None else str(options.baseline_dir),
         },
         "machine": machine,
         "peaks": [p.to_dict() for p in peaks + sweep_peaks],
-        "models": [
-            {**m.to_dict(), "macs": [macs[(m.variant, hw)].to_dict() for hw in sizes]} for m in models
-        ],
+        "models": model_dicts,
         "pipelines": pipelines,
+        "headline": headline(pipelines, sweep_dicts, model_dicts,
+                             HeadlineBasis(main_model.variant, providers[0], main_threads, list(field_hw)), conditions),
         "sweep": sweep_dicts,
         "op_profile": op_profile,
         "torch": torch_section,
@@ -206,64 +263,6 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
     }
     validate_report(report, source="edge-bench report")
     return report
-
-
-def run_pipeline(model: ModelFile, frame: BenchFrame, options: BenchOptions, provider: str, threads: int,
-                 workdir: Path) -> dict[str, Any]:
-    """The whole device pipeline on the field, stage by stage."""
-    from benchmarks.edge_bench.delivery import delivery_stages, resolve_broker
-    from benchmarks.edge_bench.diagnosis import bench_diagnoser, bench_sample
-    from benchmarks.edge_bench.pipeline import Pipeline, analysis_stages, capture_stage, diagnosis_stage
-    from runtime.analysis.analyzer import Analyzer
-    from runtime.inference.session import SessionOptions
-    from runtime.inference.model import SegmentationModel
-
-    session_options = SessionOptions(providers=(provider,), intra_op_threads=threads, warmup=False)
-    create_ms, segmenter = time_call(lambda: SegmentationModel.load(model.path, session_options))
-    diagnoser, diagnoser_note = bench_diagnoser()
-    analyzer = Analyzer(segmenter, diagnoser=diagnoser)
-    # First inference on this field's tensor, before any warm-up.
-    quality, scale = analyzer.check_quality(frame.image, frame.um_per_px)
-    prepared = analyzer.preprocess(frame.image, scale)
-    first_ms, _ = time_call(lambda: segmenter.predict(prepared))
-
-    capture, close_camera = capture_stage(frame)
-    sample = bench_sample()
-    diagnosis = diagnosis_stage(analyzer, sample, diagnoser_note)
-    broker = resolve_broker(options.mqtt, workdir)
-    delivery, closers = delivery_stages(broker, workdir, segmenter.info(), sample)
-    stages = [capture, *analysis_stages(analyzer, frame.um_per_px), diagnosis, *delivery]
-    pipeline = Pipeline(stages, {"frame": frame.image})
-    if close_camera:
-        pipeline.closers.append(close_camera)
-    pipeline.closers.extend(closers)
-    if not isinstance(broker, str):
-        pipeline.closers.append(broker.stop)
-    try:
-        e2e = pipeline.measure(warmup=options.warmup, runs=options.runs)
-    finally:
-        pipeline.close()
-    # Cross-check: the device's own one-call analysis of the same field (quality .. diagnosis).
-    analyze = measure(lambda: analyzer.analyze(frame.image, um_per_px=frame.um_per_px, sample=sample),
-                      warmup=1, runs=options.runs)
-    last = pipeline.state.get("last", {})
-    counts = {k: int(v) for k, v in (last.get("counts") or {}).items()}
-    counts["total"] = sum(counts.values())
-    fields_per_s = rate_per_second(1.0, e2e.mean)
-    return {
-        "variant": model.variant,
-        "provider": provider,
-        "runs_on": segmenter.loaded.providers[0],
-        "threads": threads,
-        "session_create_ms": create_ms,
-        "first_inference_ms": first_ms,
-        "stages": [s.to_dict() for s in stages],
-        "end_to_end_ms": e2e.to_dict(),
-        "analyze_ms": analyze.to_dict(),
-        "fields_per_s": fields_per_s,
-        "cells_per_field": counts,
-        "cells_per_min": None if fields_per_s is None else counts["total"] * fields_per_s * 60.0,
-    }
 
 
 def run_torch(options: BenchOptions, models: list[ModelFile], threads: list[int], inputs: dict[HW, Any],

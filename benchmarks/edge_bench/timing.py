@@ -34,6 +34,7 @@ class Stats:
     n: int
     p50: float
     p90: float
+    p95: float
     p99: float
     mean: float
     min: float
@@ -44,17 +45,18 @@ class Stats:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Stats":
-        return cls(**{k: data[k] for k in ("n", "p50", "p90", "p99", "mean", "min", "max")})
+        return cls(**{k: data[k] for k in ("n", "p50", "p90", "p95", "p99", "mean", "min", "max")})
 
 
 def summarize(samples_ms: Sequence[float]) -> Stats:
-    """p50/p90/p99/mean/min/max of timings in milliseconds."""
+    """p50/p90/p95/p99/mean/min/max of timings in milliseconds."""
     if not samples_ms:
         raise ValueError("no timings to summarize")
     return Stats(
         n=len(samples_ms),
         p50=percentile(samples_ms, 50),
         p90=percentile(samples_ms, 90),
+        p95=percentile(samples_ms, 95),
         p99=percentile(samples_ms, 99),
         mean=sum(samples_ms) / len(samples_ms),
         min=min(samples_ms),

@@ -135,10 +135,12 @@ class Analyzer:
         counts are the instances per class (as runtime.analysis.scale_search.analyse_frame)."""
         return find_segmentation_cells(seg, um_per_px=um_per_px)
 
-    def postprocess(self, passes: list[NetworkPass]) -> tuple[Segmentation, dict[str, int], dict[str, float]]:
-        """segment + find_cells: the segmentation, per-class counts and area percentages."""
+    def postprocess(self, passes: list[NetworkPass], um_per_px: float | None = None,
+                    ) -> tuple[Segmentation, dict[str, int], dict[str, float]]:
+        """segment + find_cells (with the calibration, as `analyze`): the segmentation, per-class
+        counts and area percentages."""
         seg = self.segment(passes)
-        return seg, self.find_cells(seg).cells.counts, area_percentages(seg.mask)
+        return seg, self.find_cells(seg, um_per_px).cells.counts, area_percentages(seg.mask)
 
     def diagnose(self, sample: SampleField | None, smear: SampleSummary) -> dict[str, Any] | None:
         if self.diagnoser is None:
