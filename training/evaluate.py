@@ -38,6 +38,7 @@ class Output:
     """What a method gives for one frame."""
 
     mask: np.ndarray
+    """The class mask at the frame's size (a segmentation's grid mask upsampled), scored by Dice."""
     cells: dict[str, list[Cell]]
     """Every counted cell by class; the counts are their numbers."""
     rbc_diameter_px: float | None
@@ -70,7 +71,7 @@ def onnx_method(model_path: str | Path, name: str | None = None, threads: int = 
     def analyse(frame: np.ndarray) -> Output:
         seg = segment_frame(model, frame)  # what the device runs (Analyzer.analyze)
         cells = find_segmentation_cells(seg, rules).cells
-        return Output(seg.mask, cells.by_class, seg.scale.rbc_diameter_px)
+        return Output(seg.frame_mask(), cells.by_class, seg.scale.rbc_diameter_px)
 
     return Method(name or Path(model_path).name, analyse)
 
