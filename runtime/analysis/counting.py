@@ -210,21 +210,19 @@ def _split_touching(binary: np.ndarray, min_peak: float, spacing: float, min_are
     keep = comps > 0
     dist = cv2.distanceTransform(keep.view(np.uint8), cv2.DIST_L2, 5)
     _, markers = _peak_markers(dist, keep, min_peak, spacing)
-    labels = _watershed(keep, markers, dist / max(float(dist.max()), 1e-6), comps, n + 1)
-    _label_unreached(labels, comps, np.ones(n + 1, bool), max(int(labels.max()), int(markers.max())) + 1)
+    labels, reached = _watershed(keep, markers, dist / max(float(dist.max()), 1e-6), comps, n + 1)
+    _label_components(labels, comps, ~reached, max(int(labels.max()), int(markers.max())) + 1)
     return _compact(labels)
 
 
-def _label_unreached(labels: np.ndarray, comps: np.ndarray, eligible: np.ndarray, next_id: int) -> None:
-    """In place: every component of `comps` (ids 1..N) that is `eligible` (indexed by id) and
-    holds no labelled pixel becomes one new label, numbered from `next_id` (all components at once)."""
-    reached = np.bincount(comps.ravel(), weights=(labels > 0).ravel(), minlength=eligible.size) > 0
-    new = eligible.copy()
+def _label_components(labels: np.ndarray, comps: np.ndarray, new: np.ndarray, next_id: int) -> None:
+    """In place: every component of `comps` (ids 1..N) marked in `new` (indexed by id; 0 is
+    ignored) becomes one new label, numbered from `next_id` (all components at once)."""
+    new = new.copy()
     new[0] = False
-    new &= ~reached[:eligible.size]
     if not new.any():
         return
-    lut = np.zeros(eligible.size, np.int32)
+    lut = np.zeros(new.size, np.int32)
     lut[new] = np.arange(next_id, next_id + int(new.sum()), dtype=np.int32)
     fill = lut[comps]
     np.copyto(labels, fill, where=fill > 0)
@@ -330,11 +328,11 @@ def _red_cells(mask: np.ndarray, centres: np.ndarray | None, d: float, cell_area
         dist = cv2.distanceTransform(red.view(np.uint8), cv2.DIST_L2, 5)
         _, markers = _peak_markers(dist, red, rules.dt_peak_min * d, rules.peak_spacing * d * 1.5)
         landscape = dist / max(float(dist.max()), 1e-6)
-    labels = _watershed(red, markers, landscape, comp, n)
+    labels, reached = _watershed(red, markers, landscape, comp, n)
     # Red components that got no peak but look like a cell (e.g. cut by the border) count once.
     areas = np.bincount(comp.ravel(), minlength=n)
-    _label_unreached(labels, comp, areas >= rules.rbc_min_area * cell_area,
-                     max(int(labels.max()), int(markers.max())) + 1)
+    _label_components(labels, comp, (areas >= rules.rbc_min_area * cell_area) & ~reached,
+                      max(int(labels.max()), int(markers.max())) + 1)
     # Peaks that fell on a white cell next to red keep their id even though no red pixel joined them.
     return _compact(labels, markers)
 
@@ -344,34 +342,45 @@ FLOOD_LEVELS = 8
 dilations."""
 
 
-def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray, comp: np.ndarray, n: int) -> np.ndarray:
+_NEIGHBOURS = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+
+
+def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray, comp: np.ndarray,
+               n: int) -> tuple[np.ndarray, np.ndarray]:
     """Marker-controlled watershed by immersion: `markers` (ids 1..N) grow through `red` one ring
     at a time, first over the pixels where `landscape` (0-1, high at cell centres) is highest, then
     down `FLOOD_LEVELS` steps of it, so touching cells part along the valley between their
     centres. (cv2.watershed floods by colour steps between neighbours, not by altitude: on a flat
     plateau one seed took a whole clump and its neighbours kept a patch round their seed, so red
     cells' boxes missed the labelled ones; the counts, one cell per seed, were the same.)
-    `comp` holds `red`'s n - 1 connected components (ids 1..n-1)."""
-    if markers.max() == 0:
-        return np.zeros(red.shape, np.int32)
-    labels = markers.copy()
-    # A component one seed reaches is that seed's cell whole; only clumps with several are flooded.
-    near = cv2.dilate(_for_opencv(markers), _K3)
-    touched = (comp > 0) & (near > 0)
-    base = int(near.max()) + 1
-    pairs = np.unique(comp[touched].astype(np.int64) * base + near[touched].astype(np.int64))
-    owners = pairs // base
+
+    `comp` holds `red`'s n - 1 connected components (ids 1..n-1). A seed belongs to each component
+    within one pixel of it; a component with one seed is that seed's cell whole, only clumps with
+    several are flooded. Returns the labels and, per component, whether a seed reached it."""
+    ys, xs = np.nonzero(markers)
+    if ys.size == 0:
+        return np.zeros(red.shape, np.int32), np.zeros(n, bool)
+    ids = markers[ys, xs].astype(np.int64)
+    h, w = comp.shape
+    near = comp[np.clip(ys[:, None] + _NEIGHBOURS[:, 0], 0, h - 1), np.clip(xs[:, None] + _NEIGHBOURS[:, 1], 0, w - 1)]
+    base = int(ids.max()) + 1
+    pairs = np.unique((near.astype(np.int64) * base + ids[:, None])[near > 0])
+    owners, seeds = pairs // base, (pairs % base).astype(np.int32)
     seeds_per_comp = np.bincount(owners, minlength=n)
-    single = np.zeros(n, np.int32)
+    # Per component: its one seed, -1 for a clump of several, 0 for none.
+    code = np.where(seeds_per_comp > 1, -1, 0).astype(np.int32)
     lone = seeds_per_comp[owners] == 1
-    single[owners[lone]] = (pairs % base)[lone]
-    whole = single[comp]
-    np.copyto(labels, whole, where=(whole > 0) & (labels == 0))
-    clumps = red & (seeds_per_comp[comp] > 1)
+    code[owners[lone]] = seeds[lone]
+    code[0] = 0
+    per_pixel = code[comp]
+    labels = markers.copy()
+    np.copyto(labels, per_pixel, where=per_pixel > 0)
+    clumps = per_pixel < 0
     if clumps.any():
         _grow_labels(labels, clumps, landscape)
-    labels[~red] = 0
-    return labels
+    off_red = ~red[ys, xs]  # seeds beside red (on a white cell) lent it their id; they are no red pixel
+    labels[ys[off_red], xs[off_red]] = 0
+    return labels, seeds_per_comp > 0
 
 
 def _grow_labels(labels: np.ndarray, where: np.ndarray, landscape: np.ndarray | None = None) -> None:
@@ -413,15 +422,16 @@ def _compact(labels: np.ndarray, markers: np.ndarray | None = None) -> np.ndarra
     """Renumber ids 1..N (in place where it can); a marker whose watershed region holds no red pixel
     still counts as a cell (its centre sits on an overlapping white cell), kept as its marker pixels."""
     out = labels
+    present = np.bincount(out.ravel()) > 0
     if markers is not None:
-        top = max(int(out.max()), int(markers.max()))
-        absent = np.bincount(markers.ravel(), minlength=top + 1) > 0
-        absent &= np.bincount(out.ravel(), minlength=top + 1) == 0
+        top = int(markers.max())
+        absent = np.ones(top + 1, bool)
+        absent[:min(top + 1, present.size)] &= ~present[:top + 1]
         absent[0] = False
-        if absent.any():
+        if absent.any():  # marker ids are 1..top, all of them drawn
             where = absent[markers] & (out == 0)
             out[where] = markers[where]
-    present = np.bincount(out.ravel()) > 0
+            present = np.bincount(out.ravel()) > 0
     present[0] = False
     if present[1:].all():
         return out
