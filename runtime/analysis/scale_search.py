@@ -107,18 +107,17 @@ def _final(network: Network, chosen: NetworkPass) -> NetworkPass:
 
 def white_cells_at_border(mask: np.ndarray, scores: np.ndarray, band_px: float, min_prob: float) -> np.ndarray:
     """`mask` with pixels within `band_px` of the frame's edge turned white cell where the network
-    gives that class at least `min_prob` (softmax of `scores`, CxHxW at the mask's size)."""
+    gives that class at least `min_prob` (softmax of `scores`, CxHxW at the mask's size). Only the
+    four edge strips are read."""
     band = int(round(band_px))
     if band <= 0 or min_prob >= 1.0:
         return mask
-    h, w = mask.shape
-    near = np.zeros((h, w), bool)
-    near[:band], near[-band:], near[:, :band], near[:, -band:] = True, True, True, True
-    edge = scores[:, near].astype(np.float32)
-    edge = np.exp(edge - edge.max(axis=0, keepdims=True))
-    white = edge[WBC] / edge.sum(axis=0) >= min_prob
     out = mask.copy()
-    out[near] = np.where(white, WBC, mask[near])
+    for strip in ((slice(0, band), slice(None)), (slice(-band, None), slice(None)),
+                  (slice(None), slice(0, band)), (slice(None), slice(-band, None))):
+        edge = scores[(slice(None), *strip)].astype(np.float32)
+        edge = np.exp(edge - edge.max(axis=0, keepdims=True))
+        np.copyto(out[strip], np.uint8(WBC), where=edge[WBC] / edge.sum(axis=0) >= min_prob)
     return out
 
 
