@@ -11,6 +11,7 @@ import pytest
 from runtime.analysis.analyzer import FrameAnalysis, derived_estimates
 from runtime.analysis.counting import find_cells, labels_at_frame
 from runtime.analysis.quality import QualityReport
+from runtime.analysis.scale_search import Segmentation
 from runtime.contracts.classes import PLATELET, RBC, WBC, area_percentages
 from runtime.inference.preprocess import ScaleDecision, frame_index, mask_to_frame, plan_geometry
 
@@ -89,8 +90,9 @@ def test_frame_analysis_draws_at_the_frame_size_and_measures_the_whole_field():
     share = float((grid == WBC).mean())
     assert derived["area_um2"]["wbc"] == pytest.approx(share * 300 * 400 * 0.25**2, abs=0.1)
     quality = QualityReport(True, 100.0, 150.0, 0.0, 0.3, ())
-    analysis = FrameAnalysis(quality, ScaleDecision(0.5, "calibration", 64.0), grid, found.cells.counts,
-                             area_percentages(grid), derived, None, cells=found.cells, labels=found.labels,
-                             um_per_px=0.25, geometry=geometry)
-    assert analysis.frame_mask().shape == (300, 400)
+    scale = ScaleDecision(0.5, "calibration", 64.0)
+    seg = Segmentation(mask=grid, centres=None, scale=scale, rbc_diameter_px=64.0, passes=1, geometry=geometry)
+    analysis = FrameAnalysis(quality, scale, grid, found.cells.counts, area_percentages(grid), derived, None,
+                             cells=found.cells, labels=found.labels, um_per_px=0.25, segmentation=seg)
+    assert np.array_equal(analysis.frame_mask(), mask_to_frame(grid, geometry))  # no scores: nearest
     assert np.array_equal(analysis.frame_labels()["rbc"], labels_at_frame(found.labels, geometry)["rbc"])

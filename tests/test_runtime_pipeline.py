@@ -34,7 +34,7 @@ def analyzer(model_path):
 def test_mask_maps_to_frame_size_and_matches_the_truth(analyzer):
     smear = generate_smear(101, height=301, width=397, um_per_px=UM_PER_PX)  # odd size: padding and cropping
     analysis = analyzer.analyze(smear.image, um_per_px=UM_PER_PX)
-    assert analysis.mask.shape == analysis.geometry.resized_hw and analysis.mask.dtype == np.uint8
+    assert analysis.mask.shape == analysis.segmentation.geometry.resized_hw and analysis.mask.dtype == np.uint8
     frame_mask = analysis.frame_mask()
     assert frame_mask.shape == smear.image.shape[:2] and frame_mask.dtype == np.uint8
     assert analysis.quality.accepted and analysis.model_ran

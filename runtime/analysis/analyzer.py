@@ -25,7 +25,7 @@ from runtime.contracts.imageio import check_frame
 from runtime.analysis.cells import CellTable
 from runtime.analysis.counting import FoundCells, find_cells, labels_at_frame
 from runtime.analysis.scale_search import Segmentation, find_segmentation_cells, search_scale, to_segmentation
-from runtime.inference.preprocess import Geometry, Prepared, ScaleDecision, mask_to_frame
+from runtime.inference.preprocess import Prepared, ScaleDecision
 from runtime.analysis.quality import QualityReport, assess, implausible_segmentation
 from runtime.contracts.sample import SampleField, SampleSummary
 from runtime.inference.model import SegmentationModel
@@ -42,7 +42,7 @@ class Diagnoser(Protocol):
 @dataclass
 class FrameAnalysis:
     """Everything one frame produced; `mask` and `labels` lie on the network grid (the resized
-    frame, `geometry`; `frame_mask` and `frame_labels` give them at the frame's size), the cells
+    frame; `frame_mask` and `frame_labels` give them at the frame's size), the cells
     are in frame pixels; `scale` is the one the analysis used (the gate's classical decision when
     the model did not run)."""
 
@@ -60,16 +60,19 @@ class FrameAnalysis:
     labels: dict[str, np.ndarray] | None = None
     """The instance label images per class behind `cells` (int32, 0 = none; the size of `mask`)."""
     um_per_px: float | None = None
-    geometry: Geometry | None = None
-    """Frame <-> grid of `mask` and `labels`; None when they are at the frame's own size."""
+    segmentation: Segmentation | None = None
+    """The segmentation `mask` comes from (its geometry maps the grid to the frame); None when the
+    model did not run and `mask` is at the frame's own size."""
 
     def frame_mask(self) -> np.ndarray:
-        """The class mask at the frame's size (nearest upsampling), for pictures and stored masks."""
-        return self.mask if self.geometry is None else mask_to_frame(self.mask, self.geometry)
+        """The class mask at the frame's size, for pictures and stored masks (Segmentation.frame_mask)."""
+        return self.mask if self.segmentation is None else self.segmentation.frame_mask()
 
     def frame_labels(self) -> dict[str, np.ndarray] | None:
         """The instance labels at the frame's size (nearest upsampling), for overlays and crops."""
-        return None if self.labels is None else labels_at_frame(self.labels, self.geometry)
+        if self.labels is None:
+            return None
+        return labels_at_frame(self.labels, None if self.segmentation is None else self.segmentation.geometry)
 
     def quality_dict(self) -> dict[str, Any]:
         """The result's `quality` object: measurements, reasons and how the frame was scaled."""
@@ -200,12 +203,12 @@ class Analyzer:
             seg = self.segment(passes)
             found = self.find_cells(seg, um_per_px)
             t = lap("postprocess", t)
-            mask, scale, geometry = seg.mask, seg.scale, seg.geometry
+            mask, scale, segmentation = seg.mask, seg.scale, seg
             implausible = implausible_segmentation(area_percentages(mask)) if report.accepted else []
             if implausible:
                 report = dataclasses.replace(report, accepted=False, reasons=(*report.reasons, *implausible))
         else:
-            mask, geometry = np.zeros(frame.shape[:2], np.uint8), None
+            mask, segmentation = np.zeros(frame.shape[:2], np.uint8), None
             found = find_cells(mask, um_per_px=um_per_px)
         counts, area = found.cells.counts, area_percentages(mask)
         derived = derived_estimates(mask, counts, um_per_px, frame.shape[:2])
@@ -217,4 +220,5 @@ class Analyzer:
             t = lap("diagnosis", t)
         timings["total"] = round(1000.0 * (self._clock() - start), 3)
         return FrameAnalysis(report, scale, mask, counts, area, derived, diagnosis, timings, model_ran,
-                             cells=found.cells, labels=found.labels, um_per_px=um_per_px, geometry=geometry)
+                             cells=found.cells, labels=found.labels, um_per_px=um_per_px,
+                             segmentation=segmentation)

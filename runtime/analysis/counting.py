@@ -209,13 +209,18 @@ def _components(binary: np.ndarray, min_area: float, max_area: float | None,
 def _split_touching(binary: np.ndarray, min_peak: float, spacing: float, min_area: float,
                     border_min_area: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Components of `binary` (>= min_area px, or >= border_min_area px on the frame's border),
-    split by a distance-transform watershed: (instance labels, the components they split)."""
+    split by a distance-transform watershed: (instance labels, the components they split).
+
+    The distance transform is the exact Euclidean one: on the network grid a white cell is about
+    three times fewer pixels across than in a frame, and the 5x5 chamfer estimate's small errors
+    put two maxima on one large white cell's ridge (two val images counted a white cell twice; on
+    the 1,008 train images the exact transform changes no count)."""
     comps = _components(binary, min_area, None, border_min_area)
     n = int(comps.max())
     if n == 0:
         return comps, comps
     keep = comps > 0
-    dist = cv2.distanceTransform(keep.view(np.uint8), cv2.DIST_L2, 5)
+    dist = cv2.distanceTransform(keep.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     _, markers = _peak_markers(dist, keep, min_peak, spacing)
     labels, reached = _watershed(keep, markers, dist / max(float(dist.max()), 1e-6), comps, n + 1)
     _label_components(labels, comps, ~reached, max(int(labels.max()), int(markers.max())) + 1)

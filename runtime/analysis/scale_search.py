@@ -11,7 +11,7 @@ itself, cropped to the resized frame: cells are found there and mapped to frame 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -20,7 +20,7 @@ from runtime.analysis.counting import DEFAULT_RULES, CountRules, FoundCells, fin
 from runtime.contracts.card_sections import InferencePlan, PreprocessParams
 from runtime.contracts.classes import BACKGROUND, PLATELET, WBC
 from runtime.inference.passes import DEFAULT_PLAN, GridClasses, Network, NetworkPass
-from runtime.inference.preprocess import Geometry, ScaleDecision, mask_to_frame
+from runtime.inference.preprocess import Geometry, ScaleDecision, mask_to_frame, scores_to_frame
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,10 @@ class Segmentation:
     class_prob: np.ndarray | None = None
     """hxw float32: the network's probability of each pixel's class in `mask` (softmax of the
     final pass), from which each cell's confidence is taken."""
+    scores: np.ndarray | None = field(default=None, repr=False)
+    """CxHxW class scores of the final pass on the grid (resized region), for `frame_mask`."""
+    plan: InferencePlan = DEFAULT_PLAN
+    """The plan whose mask rules made `mask`."""
 
     @property
     def grid_rbc_diameter_px(self) -> float | None:
@@ -50,8 +54,15 @@ class Segmentation:
         return None if self.rbc_diameter_px is None else self.rbc_diameter_px * self.geometry.scale
 
     def frame_mask(self) -> np.ndarray:
-        """The class mask at the frame's own size (nearest upsampling), for pictures and scoring."""
-        return mask_to_frame(self.mask, self.geometry)
+        """The class mask at the frame's own size, for pictures and Dice, outside the timed path:
+        the scores resampled (bilinear) to the frame, their argmax and the plan's mask rules at the
+        frame's pixels, which keeps the sub-grid outline of a small platelet that upsampling the grid
+        mask would square off; the grid mask upsampled (nearest) without scores."""
+        if self.scores is None:
+            return mask_to_frame(self.mask, self.geometry)
+        scores = scores_to_frame(self.scores, self.geometry)
+        return mask_rules(scores.argmax(axis=0).astype(np.uint8), scores, self.plan,
+                          self.rbc_diameter_px, 1.0 / self.geometry.scale)
 
 
 def _at_diameter(params: PreprocessParams, diameter: float, source: str) -> ScaleDecision:
@@ -132,23 +143,30 @@ def grow_platelets(mask: np.ndarray, radius_px: float) -> np.ndarray:
     return grown
 
 
+def mask_rules(mask: np.ndarray, scores: np.ndarray, plan: InferencePlan, rbc_diameter_px: float | None,
+               px_per_network_px: float) -> np.ndarray:
+    """The plan's two mask rules on a class mask and its CxHxW `scores`, in the mask's own pixels:
+    white cells at the frame edge (a band that is a share of the red-cell diameter, given in these
+    pixels; none without one) and platelet growth (a radius in network pixels, times
+    `px_per_network_px`)."""
+    if rbc_diameter_px is not None:
+        mask = white_cells_at_border(mask, scores, plan.wbc_border_band * rbc_diameter_px, plan.wbc_border_min_prob)
+    return grow_platelets(mask, plan.platelet_grow_px * px_per_network_px)
+
+
 def to_segmentation(passes: list[NetworkPass], plan: InferencePlan = DEFAULT_PLAN) -> Segmentation:
     """The scale search's final pass (the last of `passes`) on the grid, cropped to the resized
-    frame, with the plan's white cells at the frame edge and platelet growth (both in grid pixels:
-    the band is a share of the red-cell diameter; the growth radius is in network pixels)."""
+    frame, with the plan's mask rules in grid pixels."""
     final = passes[-1]
     geometry = final.prepared.geometry
     decided = final.grid()
-    mask = decided.mask
-    if final.measured is not None:
-        band = plan.wbc_border_band * final.measured * geometry.scale
-        mask = white_cells_at_border(mask, decided.scores, band, plan.wbc_border_min_prob)
-    mask = grow_platelets(mask, plan.platelet_grow_px)
+    diameter = None if final.measured is None else final.measured * geometry.scale
+    mask = mask_rules(decided.mask, decided.scores, plan, diameter, 1.0)
     rh, rw = geometry.resized_hw
     centres = np.ascontiguousarray(final.heat[0, :rh, :rw]) if final.heat is not None else None
     return Segmentation(mask=mask, centres=centres, scale=final.decision, rbc_diameter_px=final.measured,
                         passes=sum(p.runs for p in passes), geometry=geometry,
-                        class_prob=class_probability(decided, mask))
+                        class_prob=class_probability(decided, mask), scores=decided.scores, plan=plan)
 
 
 def class_probability(decided: GridClasses, mask: np.ndarray) -> np.ndarray:
