@@ -95,6 +95,14 @@ class CellTable:
         return cells[:limit], len(cells) > limit
 
 
+def pixel_coordinates(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, columns, flat indices) of a 2-D boolean mask's true pixels, in raster order: the
+    flat indices of the 1-D array and one division, several times cheaper than np.nonzero on 2-D."""
+    flat = np.flatnonzero(mask.ravel())
+    ys = flat // mask.shape[1]
+    return ys, flat - ys * mask.shape[1], flat
+
+
 def instance_stats(labels: np.ndarray, confidence: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-instance arrays (index i is label i + 1) of an int label image with ids 1..N:
     area, centroid x/y, box x0/y0/x1/y1 (inclusive), mean of `confidence` (HxW) over each.
@@ -107,10 +115,8 @@ def instance_stats(labels: np.ndarray, confidence: np.ndarray | None = None) -> 
         return {"area": empty_i, "cx": empty_f, "cy": empty_f, "x0": empty_i, "y0": empty_i,
                 "x1": empty_i, "y1": empty_i, "confidence": empty_f}
     h, w = labels.shape
-    flat = labels.ravel()
-    where = np.flatnonzero(flat)
-    ids = flat[where].astype(np.intp)
-    ys, xs = np.divmod(where, w)
+    ys, xs, where = pixel_coordinates(labels != 0)
+    ids = labels.ravel()[where].astype(np.intp)
     area = np.bincount(ids, minlength=n + 1)[1:]
     safe = np.maximum(area, 1)
     cx = np.bincount(ids, weights=xs, minlength=n + 1)[1:] / safe

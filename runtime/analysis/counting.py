@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from runtime.analysis.cells import CellTable, cells_from_labels
+from runtime.analysis.cells import CellTable, cells_from_labels, pixel_coordinates
 from runtime.contracts.classes import CELL_CLASSES, PLATELET, RBC, WBC
 from runtime.inference.cell_size import rbc_diameter_from_mask
 from runtime.inference.preprocess import Geometry, mask_to_frame
@@ -96,7 +96,7 @@ def _disc_maxima(surface: np.ndarray, where: np.ndarray, k: int) -> np.ndarray:
     at once, as offsets into the surface padded with -inf."""
     surface = surface.astype(np.float32, copy=False)
     cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-    ys, xs = np.nonzero(where & (surface >= cv2.dilate(surface, cross) - 1e-6))
+    ys, xs, _ = pixel_coordinates(where & (surface >= cv2.dilate(surface, cross) - 1e-6))
     peaks = np.zeros(surface.shape, bool)
     if ys.size == 0:
         return peaks
@@ -346,7 +346,7 @@ def _red_cells(mask: np.ndarray, centres: np.ndarray | None, d: float, cell_area
 
 FLOOD_LEVELS = 8
 """Altitude steps of the marker flood: more follow the landscape more closely and cost a few more
-dilations."""
+dilations (a power of two, so the steps are exact in floating point)."""
 
 
 _NEIGHBOURS = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
@@ -364,7 +364,7 @@ def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray, comp
     `comp` holds `red`'s n - 1 connected components (ids 1..n-1). A seed belongs to each component
     within one pixel of it; a component with one seed is that seed's cell whole, only clumps with
     several are flooded. Returns the labels and, per component, whether a seed reached it."""
-    ys, xs = np.nonzero(markers)
+    ys, xs, _ = pixel_coordinates(markers != 0)
     if ys.size == 0:
         return np.zeros(red.shape, np.int32), np.zeros(n, bool)
     ids = markers[ys, xs].astype(np.int64)
@@ -395,34 +395,41 @@ def _grow_labels(labels: np.ndarray, where: np.ndarray, landscape: np.ndarray | 
     3x3 neighbourhood), one ring per round until no pixel is reached; with a `landscape` (0-1),
     first only where it is at least each of FLOOD_LEVELS falling levels in turn (the flood by
     altitude). Only `where`'s pixels change and they read only their neighbours, so the work is
-    inside `where`'s box, on a copy OpenCV's morphology takes: a few OpenCV calls per ring."""
+    inside `where`'s box, on a copy OpenCV's morphology takes: five OpenCV calls per ring."""
     x, y, w, h = cv2.boundingRect(where.view(np.uint8))
     if w == 0 or h == 0:
         return
     box = (slice(max(0, y - 1), y + h + 1), slice(max(0, x - 1), x + w + 1))
     work = _for_opencv(labels[box])
-    inside = np.ascontiguousarray(where[box])
-    stages = []
+    inside = np.ascontiguousarray(where[box]).view(np.uint8)
+    stages = [inside]
     if landscape is not None:
-        height = landscape[box]
-        stages = [inside & (height >= level) for level in np.linspace(1.0, 0.0, FLOOD_LEVELS + 1)[1:-1]]
-    for stage in (*stages, inside):
-        allowed = stage.view(np.uint8)
+        # Level k of FLOOD_LEVELS (k/FLOOD_LEVELS, falling) admits the pixels whose landscape reaches
+        # it: floor(landscape * FLOOD_LEVELS) >= k, exact as the scaling is by a power of two.
+        steps = (np.clip(landscape[box], 0.0, 1.0) * FLOOD_LEVELS).astype(np.uint8)
+        stages = [cv2.bitwise_and(cv2.compare(steps, k, cv2.CMP_GE), inside)
+                  for k in range(FLOOD_LEVELS - 1, 0, -1)] + stages
+    open_ = np.empty(work.shape, np.uint8)
+    grown = np.empty_like(work)
+    for allowed in stages:
         count = cv2.countNonZero(work)
         while True:
-            unlabelled = cv2.bitwise_and(cv2.compare(work, 0, cv2.CMP_EQ), allowed)
-            cv2.copyTo(cv2.dilate(work, _K3), unlabelled, work)
-            grown = cv2.countNonZero(work)
-            if grown == count:
+            cv2.compare(work, 0, cv2.CMP_EQ, dst=open_)
+            cv2.bitwise_and(open_, allowed, dst=open_)
+            cv2.dilate(work, _K3, dst=grown)
+            cv2.copyTo(grown, open_, work)
+            reached = cv2.countNonZero(work)
+            if reached == count:
                 break
-            count = grown
+            count = reached
     labels[box] = work
 
 
 def _for_opencv(labels: np.ndarray) -> np.ndarray:
-    """A copy of int32 labels in a type OpenCV's morphology takes (uint16, or float32, exact up to
-    2^24, for more ids)."""
-    return labels.astype(np.uint16 if labels.max() < 65536 else np.float32)
+    """A copy of int32 labels in the smallest type OpenCV's morphology takes that holds their ids
+    (uint8, uint16, or float32, exact up to 2^24)."""
+    top = int(labels.max())
+    return labels.astype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.float32)
 
 
 def _compact(labels: np.ndarray, markers: np.ndarray | None = None) -> np.ndarray:

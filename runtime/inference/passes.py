@@ -37,7 +37,7 @@ class GridClasses:
 
 def grid_classes(logits: np.ndarray, resized_hw: tuple[int, int]) -> GridClasses:
     """Argmax and its softmax probability over the resized region of CxHxW `logits`: one pass over
-    the classes (a running maximum), cheaper than argmax along the class axis."""
+    the classes (a running maximum), cheaper than argmax along the class axis, into reused buffers."""
     rh, rw = resized_hw
     scores = logits[:, :rh, :rw]
     top = scores[0].astype(np.float32)
@@ -46,9 +46,11 @@ def grid_classes(logits: np.ndarray, resized_hw: tuple[int, int]) -> GridClasses
         np.copyto(mask, np.uint8(c), where=scores[c] > top)
         np.maximum(top, scores[c], out=top)
     total = np.zeros((rh, rw), np.float32)
+    term = np.empty((rh, rw), np.float32)
     for c in range(scores.shape[0]):
-        total += np.exp(scores[c] - top)
-    return GridClasses(scores, mask, (1.0 / total).astype(np.float32, copy=False))
+        np.subtract(scores[c], top, out=term)
+        total += np.exp(term, out=term)
+    return GridClasses(scores, mask, np.divide(1.0, total, out=total))
 
 
 @dataclass(frozen=True)
