@@ -153,3 +153,28 @@ def test_disc_maxima_match_a_full_dilation(k):
     expected = where & (surface >= cv2.dilate(surface, kernel) - 1e-6)
     assert expected.any()
     assert np.array_equal(_disc_maxima(surface, where, k), expected)
+
+
+def test_touching_red_cells_part_along_the_centre_map_valley():
+    """A large and a small red cell touching, and a third on the small one's other side: one label
+    each, every label one connected region holding its own centre, all red pixels labelled; the
+    large and small cell part where the centre heat-map is lowest between them (the flood by
+    altitude), not halfway between their centres."""
+    mask = np.zeros((120, 200), np.uint8)
+    yy, xx = np.mgrid[:120, :200]
+    heat = np.zeros((120, 200), np.float32)
+    cells = ((60, 22), (94, 14), (120, 14))  # (x, radius), all on the row y = 60
+    for x, r in cells:
+        disc(mask, x, 60, r, RBC)
+        heat = np.maximum(heat, np.exp(-((xx - x) ** 2 + (yy - 60) ** 2) / (2 * (0.5 * r) ** 2)).astype(np.float32))
+    assert cv2.connectedComponents((mask == RBC).astype(np.uint8))[0] - 1 == 1  # one clump
+    labels = label_cells(mask, heat, rbc_diameter_px=D)["rbc"]
+    ids = [int(labels[60, x]) for x, _ in cells]
+    assert sorted(ids) == [1, 2, 3]
+    assert np.array_equal(labels > 0, mask == RBC)
+    for i in ids:
+        assert cv2.connectedComponents((labels == i).astype(np.uint8))[0] - 1 == 1
+    row = labels[60, 60:94]
+    boundary = 60 + int(np.argmax(row != ids[0])) - 0.5  # between the last big-cell and first small-cell pixel
+    valley = 60 + int(np.argmin(heat[60, 60:94]))
+    assert abs(boundary - valley) <= 1.5 and boundary > (60 + 94) / 2 + 2

@@ -31,12 +31,14 @@ def analyzer(model_path):
     return Analyzer(SegmentationModel.load(model_path, SessionOptions(providers=("cpu",), intra_op_threads=2)))
 
 
-def test_mask_is_at_frame_size_and_matches_the_truth(analyzer):
+def test_mask_maps_to_frame_size_and_matches_the_truth(analyzer):
     smear = generate_smear(101, height=301, width=397, um_per_px=UM_PER_PX)  # odd size: padding and cropping
     analysis = analyzer.analyze(smear.image, um_per_px=UM_PER_PX)
-    assert analysis.mask.shape == smear.image.shape[:2] and analysis.mask.dtype == np.uint8
+    assert analysis.mask.shape == analysis.segmentation.geometry.resized_hw and analysis.mask.dtype == np.uint8
+    frame_mask = analysis.frame_mask()
+    assert frame_mask.shape == smear.image.shape[:2] and frame_mask.dtype == np.uint8
     assert analysis.quality.accepted and analysis.model_ran
-    agreement = float(np.mean(analysis.mask == smear.mask))
+    agreement = float(np.mean(frame_mask == smear.mask))
     assert agreement > 0.9, agreement  # a misplaced or mis-scaled mask falls far below this
     assert abs(analysis.area_pct["rbc"] - smear.area_pct["rbc"]) < 5.0
     assert abs(analysis.counts["rbc"] - smear.counts["rbc"]) <= 0.25 * smear.counts["rbc"]

@@ -9,8 +9,7 @@ import pytest
 
 from runtime.contracts.modelcard import card_path_for, load_card
 from runtime.inference.session import SessionOptions, load_model
-from runtime.analysis.counting import count_cells
-from runtime.analysis.scale_search import analyse_frame, segment_frame
+from runtime.analysis.scale_search import analyse_frame, count_segmentation, segment_frame
 from runtime.inference.passes import FunctionNetwork
 from runtime.inference.preprocess import preprocess
 from training.labels import boxes_to_mask, dice_per_class
@@ -58,9 +57,9 @@ def test_int8_model_segments_and_counts_real_smears(shared_data, models):
     for sample in samples:
         image, boxes = load_sample(sample)
         seg = segment_frame(FunctionNetwork(lambda x: loaded.run({"image": x}), params), image)
-        dice = dice_per_class(seg.mask, boxes_to_mask(boxes, image.shape[:2]))
+        dice = dice_per_class(seg.frame_mask(), boxes_to_mask(boxes, image.shape[:2]))
         assert dice[1] > 0.8 and dice[2] > 0.8, (sample.stem, dice)
-        counts = count_cells(seg.mask, seg.centres, rbc_diameter_px=seg.rbc_diameter_px)
+        counts = count_segmentation(seg)
         truth = count_boxes(boxes)
         assert abs(counts["rbc"] - truth["rbc"]) <= max(2, 0.25 * truth["rbc"]), (sample.stem, counts, truth)
         tensor = preprocess(image, params, scale=seg.scale).tensor  # same input for both models

@@ -1,8 +1,9 @@
 """The evaluation report: a shipped (ONNX) model and the classical baseline on a TXL-PBC split.
 
 Everything runs the way the device runs it: the one preprocessing with the scale estimated from
-the frame (never from the boxes), runtime.analysis.counting.analyse_frame (first pass, red-cell size
-measured on it, second pass if needed) and runtime.analysis.counting.count_cells. Truth is the labeller's
+the frame (never from the boxes), runtime.analysis.scale_search.segment_frame (the scale search)
+and find_segmentation_cells (cells found on the network grid, recorded in frame pixels). Dice
+scores the segmentation's frame-size mask (Segmentation.frame_mask). Truth is the labeller's
 mask of the boxes and the number of boxes per class (border-cut cells included).
 
 Reported: pooled per-class Dice, red-cell count MAPE, white-cell count exact rate, platelet MAE,
@@ -38,6 +39,7 @@ class Output:
     """What a method gives for one frame."""
 
     mask: np.ndarray
+    """The class mask at the frame's size (a segmentation's grid mask upsampled), scored by Dice."""
     cells: dict[str, list[Cell]]
     """Every counted cell by class; the counts are their numbers."""
     rbc_diameter_px: float | None
@@ -70,7 +72,7 @@ def onnx_method(model_path: str | Path, name: str | None = None, threads: int = 
     def analyse(frame: np.ndarray) -> Output:
         seg = segment_frame(model, frame)  # what the device runs (Analyzer.analyze)
         cells = find_segmentation_cells(seg, rules).cells
-        return Output(seg.mask, cells.by_class, seg.scale.rbc_diameter_px)
+        return Output(seg.frame_mask(), cells.by_class, seg.scale.rbc_diameter_px)
 
     return Method(name or Path(model_path).name, analyse)
 
@@ -221,7 +223,9 @@ def card_metrics(report: dict[str, Any], model_name: str, reference_name: str | 
     section: dict[str, Any] = {
         "data": {"name": "txl_pbc", "split": report["split"], "images": report["images"]},
         "protocol": "scale estimated from each frame (scale search), cells and counts via "
-                    "runtime.analysis.counting.find_cells; Dice pooled over pixels vs box-derived ellipse masks; "
+                    "runtime.analysis.counting.find_cells on the network grid (records mapped to frame pixels); "
+                    "Dice pooled over pixels of the frame-size mask (Segmentation.frame_mask) vs box-derived "
+                    "ellipse masks; "
                     "objects: each cell's box vs the labelled boxes, greedy by confidence at IoU >= 0.5, AP@0.5 "
                     "ranked by confidence (training.objects)",
         "rule_selection": RULE_SELECTION,

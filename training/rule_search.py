@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.analysis.counting import DEFAULT_RULES, CountRules, find_cells
-from runtime.analysis.scale_search import search_scale, to_segmentation
+from runtime.analysis.counting import DEFAULT_RULES, CountRules
+from runtime.analysis.scale_search import find_segmentation_cells, search_scale, to_segmentation
 from runtime.contracts.card_sections import InferencePlan
 from runtime.inference.passes import NetworkPass
 from runtime.inference.preprocess import Prepared
@@ -89,9 +89,7 @@ def score_rules(store: str | Path, data_root: str | Path, split: str, choice: Ch
         final = load_pass(path)
         h, w = final.prepared.geometry.frame_hw
         boxes = read_boxes(sample.label_path, w, h)
-        seg = to_segmentation([final], choice.plan)
-        found = find_cells(seg.mask, seg.centres, class_prob=seg.class_prob, rbc_diameter_px=seg.rbc_diameter_px,
-                           rules=choice.rules)
+        found = find_segmentation_cells(to_segmentation([final], choice.plan), choice.rules)
         matched = objects.add(found.cells.by_class, boxes)
         records.append({"image": sample.stem, "true": count_boxes(boxes), "pred": found.cells.counts,
                         "objects": matched})

@@ -160,15 +160,16 @@ def analysis_stages(analyzer: Any, um_per_px: float | None) -> list[Stage]:
     def postprocess(state: State) -> None:
         seg, counts, area = analyzer.postprocess(state["passes"], um_per_px)
         state.update(mask=seg.mask, scale=seg.scale, counts=counts, area_pct=area,
-                     derived=derived_estimates(seg.mask, counts, um_per_px))
+                     derived=derived_estimates(seg.mask, counts, um_per_px, seg.geometry.frame_hw))
 
     scale_note = "calibrated um/px" if um_per_px is not None else "red-cell size estimated from the frame"
     return [
         Stage("quality", f"scale decision ({scale_note}) + focus/exposure/coverage", quality),
         Stage("preprocess", "resample, pad, normalise (runtime.inference.preprocess)", preprocess),
         Stage("inference", "ONNX Runtime session.run: the card's inference plan (uncalibrated: scale search, 3-4 passes; flip-averaged final pass: +2)", infer),
-        Stage("postprocess", "final pass -> frame-size mask + centres, cells and counts (runtime.analysis.counting), "
-                             "area %, derived densities", postprocess),
+        Stage("postprocess", "final pass on the network grid -> mask + centres, cells (runtime.analysis.counting, "
+              "mapped to frame pixels), counts, area %",
+              postprocess),
     ]
 
 

@@ -23,7 +23,7 @@ from runtime.contracts.classes import CELL_CLASSES, CLASS_NAMES, NUM_CLASSES, ar
 from runtime.contracts.config import QualityConfig
 from runtime.contracts.imageio import check_frame
 from runtime.analysis.cells import CellTable
-from runtime.analysis.counting import FoundCells, find_cells
+from runtime.analysis.counting import FoundCells, find_cells, labels_at_frame
 from runtime.analysis.scale_search import Segmentation, find_segmentation_cells, search_scale, to_segmentation
 from runtime.inference.preprocess import Prepared, ScaleDecision
 from runtime.analysis.quality import QualityReport, assess, implausible_segmentation
@@ -41,8 +41,10 @@ class Diagnoser(Protocol):
 
 @dataclass
 class FrameAnalysis:
-    """Everything one frame produced; `mask` is at the frame's own size; `scale` is the one the
-    analysis used (the gate's classical decision when the model did not run)."""
+    """Everything one frame produced; `mask` and `labels` lie on the network grid (the resized
+    frame; `frame_mask` and `frame_labels` give them at the frame's size), the cells
+    are in frame pixels; `scale` is the one the analysis used (the gate's classical decision when
+    the model did not run)."""
 
     quality: QualityReport
     scale: ScaleDecision
@@ -56,8 +58,21 @@ class FrameAnalysis:
     cells: CellTable | None = None
     """Every counted cell (`counts` is `cells.counts`); None when a caller counted without records."""
     labels: dict[str, np.ndarray] | None = None
-    """The instance label images per class behind `cells` (frame-sized int32, 0 = none)."""
+    """The instance label images per class behind `cells` (int32, 0 = none; the size of `mask`)."""
     um_per_px: float | None = None
+    segmentation: Segmentation | None = None
+    """The segmentation `mask` comes from (its geometry maps the grid to the frame); None when the
+    model did not run and `mask` is at the frame's own size."""
+
+    def frame_mask(self) -> np.ndarray:
+        """The class mask at the frame's size, for pictures and stored masks (Segmentation.frame_mask)."""
+        return self.mask if self.segmentation is None else self.segmentation.frame_mask()
+
+    def frame_labels(self) -> dict[str, np.ndarray] | None:
+        """The instance labels at the frame's size (nearest upsampling), for overlays and crops."""
+        if self.labels is None:
+            return None
+        return labels_at_frame(self.labels, None if self.segmentation is None else self.segmentation.geometry)
 
     def quality_dict(self) -> dict[str, Any]:
         """The result's `quality` object: measurements, reasons and how the frame was scaled."""
@@ -69,14 +84,18 @@ class FrameAnalysis:
         return data
 
 
-def derived_estimates(mask: np.ndarray, counts: Mapping[str, int], um_per_px: float | None) -> dict[str, Any] | None:
-    """Areas in µm² and cells per mm² of the imaged field; None without a µm/px calibration."""
+def derived_estimates(mask: np.ndarray, counts: Mapping[str, int], um_per_px: float | None,
+                      frame_hw: tuple[int, int] | None = None) -> dict[str, Any] | None:
+    """Areas in µm² and cells per mm² of the imaged field (`frame_hw` pixels at `um_per_px`; the
+    mask's own size by default, which may be the network grid: each class's area is its share of
+    the mask's pixels); None without a µm/px calibration."""
     if um_per_px is None:
         return None
-    px_area_um2 = um_per_px * um_per_px
-    field_um2 = mask.size * px_area_um2
+    h, w = frame_hw or mask.shape
+    field_um2 = h * w * um_per_px * um_per_px
     hist = np.bincount(mask.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
-    area_um2 = {name: round(float(hist[i]) * px_area_um2, 1) for i, name in enumerate(CLASS_NAMES) if name != "background"}
+    area_um2 = {name: round(float(hist[i]) / mask.size * field_um2, 1)
+                for i, name in enumerate(CLASS_NAMES) if name != "background"}
     return {
         "um_per_px": um_per_px,
         "field_area_mm2": round(field_um2 / 1e6, 6),
@@ -127,18 +146,20 @@ class Analyzer:
         return search_scale(self.model, frame, first)
 
     def segment(self, passes: list[NetworkPass]) -> Segmentation:
-        """The scale search's final pass -> frame-sized segmentation (mask, centres, class probabilities)."""
+        """The scale search's final pass -> the segmentation on the network grid (mask, centres,
+        class probabilities, and the geometry back to the frame)."""
         return to_segmentation(passes, self.model.plan)
 
     def find_cells(self, seg: Segmentation, um_per_px: float | None = None) -> FoundCells:
-        """Every cell as an instance, with the centre heat-map and the measured red-cell size; the
-        counts are the instances per class (as runtime.analysis.scale_search.analyse_frame)."""
+        """Every cell as an instance (found on the grid, recorded in frame pixels), with the centre
+        heat-map and the measured red-cell size; the counts are the instances per class (as
+        runtime.analysis.scale_search.analyse_frame)."""
         return find_segmentation_cells(seg, um_per_px=um_per_px)
 
     def postprocess(self, passes: list[NetworkPass], um_per_px: float | None = None,
                     ) -> tuple[Segmentation, dict[str, int], dict[str, float]]:
         """segment + find_cells (with the calibration, as `analyze`): the segmentation, per-class
-        counts and area percentages."""
+        counts and area percentages (of the grid's pixels, which are the frame's resampled)."""
         seg = self.segment(passes)
         return seg, self.find_cells(seg, um_per_px).cells.counts, area_percentages(seg.mask)
 
@@ -183,15 +204,15 @@ class Analyzer:
             seg = self.segment(passes)
             found = self.find_cells(seg, um_per_px)
             t = lap("postprocess", t)
-            mask, scale = seg.mask, seg.scale
+            mask, scale, segmentation = seg.mask, seg.scale, seg
             implausible = implausible_segmentation(area_percentages(mask)) if report.accepted else []
             if implausible:
                 report = dataclasses.replace(report, accepted=False, reasons=(*report.reasons, *implausible))
         else:
-            mask = np.zeros(frame.shape[:2], np.uint8)
+            mask, segmentation = np.zeros(frame.shape[:2], np.uint8), None
             found = find_cells(mask, um_per_px=um_per_px)
         counts, area = found.cells.counts, area_percentages(mask)
-        derived = derived_estimates(mask, counts, um_per_px)
+        derived = derived_estimates(mask, counts, um_per_px, frame.shape[:2])
         if history is None:
             history = SampleSummary(sample.context.sample_id if sample else "frame")
         history.add_field(report.accepted, report.reasons, counts, area, derived)
@@ -200,4 +221,5 @@ class Analyzer:
             t = lap("diagnosis", t)
         timings["total"] = round(1000.0 * (self._clock() - start), 3)
         return FrameAnalysis(report, scale, mask, counts, area, derived, diagnosis, timings, model_ran,
-                             cells=found.cells, labels=found.labels, um_per_px=um_per_px)
+                             cells=found.cells, labels=found.labels, um_per_px=um_per_px,
+                             segmentation=segmentation)

@@ -5,6 +5,11 @@ is; a class's count is the number of its instances here (`CellTable.counts`), so
 cells a second way. Every statistic is taken for all instances at once (np.bincount and sorted
 reductions over the labelled pixels), never by a full-frame pass per cell, so a frame with
 thousands of specks costs time in proportion to its pixels, not pixels x objects.
+
+Labels usually lie on the network grid (the resized frame); the records are always in the frame's
+own pixels: centres mapped by the resampling's scale, areas divided by its square, boxes the span
+of frame pixels that runtime.inference.preprocess.mask_to_frame gives the cell, border contact the
+frame's (the resized region's edge is the frame's edge).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from runtime.contracts.classes import CELL_CLASSES
+from runtime.inference.preprocess import Geometry, frame_extent, grid_to_frame_coords
 
 CELL_ORDER: tuple[str, ...] = ("wbc", "platelet", "rbc")
 """Record order, and what a capped list keeps first: white cells and platelets are few and each
@@ -89,18 +95,28 @@ class CellTable:
         return cells[:limit], len(cells) > limit
 
 
+def pixel_coordinates(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, columns, flat indices) of a 2-D boolean mask's true pixels, in raster order: the
+    flat indices of the 1-D array and one division, several times cheaper than np.nonzero on 2-D."""
+    flat = np.flatnonzero(mask.ravel())
+    ys = flat // mask.shape[1]
+    return ys, flat - ys * mask.shape[1], flat
+
+
 def instance_stats(labels: np.ndarray, confidence: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-instance arrays (index i is label i + 1) of an int label image with ids 1..N:
-    area, centroid x/y, box x0/y0/x1/y1 (inclusive), mean of `confidence` (HxW) over each."""
+    area, centroid x/y, box x0/y0/x1/y1 (inclusive), mean of `confidence` (HxW) over each.
+
+    Boxes are unbuffered minima and maxima by label (np.minimum.at), so no sort of the labelled
+    pixels is needed."""
     n = int(labels.max()) if labels.size else 0
     if n <= 0:
         empty_f, empty_i = np.zeros(0, np.float64), np.zeros(0, np.int64)
         return {"area": empty_i, "cx": empty_f, "cy": empty_f, "x0": empty_i, "y0": empty_i,
                 "x1": empty_i, "y1": empty_i, "confidence": empty_f}
-    flat = labels.ravel()
-    where = np.flatnonzero(flat > 0)
-    ids = flat[where].astype(np.int64)
-    ys, xs = np.divmod(where, labels.shape[1])
+    h, w = labels.shape
+    ys, xs, where = pixel_coordinates(labels != 0)
+    ids = labels.ravel()[where].astype(np.intp)
     area = np.bincount(ids, minlength=n + 1)[1:]
     safe = np.maximum(area, 1)
     cx = np.bincount(ids, weights=xs, minlength=n + 1)[1:] / safe
@@ -108,37 +124,53 @@ def instance_stats(labels: np.ndarray, confidence: np.ndarray | None = None) -> 
     if confidence is None:
         conf = np.ones(n)
     else:
-        conf = np.bincount(ids, weights=confidence.ravel()[where].astype(np.float64), minlength=n + 1)[1:] / safe
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-    present = sorted_ids[starts] - 1
-    box = {}
-    for key, values, reduce in (("x0", xs, np.minimum), ("y0", ys, np.minimum),
-                                ("x1", xs, np.maximum), ("y1", ys, np.maximum)):
-        column = np.zeros(n, np.int64)
-        column[present] = reduce.reduceat(values[order], starts)
-        box[key] = column
-    return {"area": area, "cx": cx, "cy": cy, **box, "confidence": conf}
+        conf = np.bincount(ids, weights=confidence.ravel()[where], minlength=n + 1)[1:] / safe
+    x0, x1 = _extent(ids, xs, n, w)
+    y0, y1 = _extent(ids, ys, n, h)
+    return {"area": area, "cx": cx, "cy": cy, "x0": x0, "y0": y0, "x1": x1, "y1": y1, "confidence": conf}
+
+
+def _extent(ids: np.ndarray, coord: np.ndarray, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and last `coord` of each label 1..n (unbuffered minimum/maximum by label)."""
+    first, last = np.full(n + 1, size, np.int64), np.full(n + 1, -1, np.int64)
+    np.minimum.at(first, ids, coord)
+    np.maximum.at(last, ids, coord)
+    absent = last[1:] < 0
+    return np.where(absent, 0, first[1:]), np.where(absent, 0, last[1:])
 
 
 def cells_from_labels(labels: dict[str, np.ndarray], confidence: np.ndarray | None = None,
-                      um_per_px: float | None = None) -> CellTable:
-    """The instance records of label_cells' output; `confidence` is the frame-sized probability
-    of each pixel's own class (Segmentation.class_prob)."""
+                      um_per_px: float | None = None, geometry: Geometry | None = None) -> CellTable:
+    """The instance records of label_cells' output; `confidence` is the probability of each
+    pixel's own class at the labels' size (Segmentation.class_prob). With `geometry`, the labels
+    are on its grid (the resized region) and the records are mapped to its frame."""
     by_class: dict[str, list[Cell]] = {}
     for name in CELL_CLASSES:
         lab = labels[name]
+        stats = instance_stats(lab, confidence)
+        keep = stats["area"] > 0  # label_cells numbers 1..N without gaps; guard anyway
         h, w = lab.shape
-        s = {key: column.tolist() for key, column in instance_stats(lab, confidence).items()}
-        cells = []
-        for area, cx, cy, x0, y0, x1, y1, conf in zip(s["area"], s["cx"], s["cy"], s["x0"], s["y0"], s["x1"],
-                                                      s["y1"], s["confidence"]):
-            if area == 0:  # label_cells numbers 1..N without gaps; guard anyway
-                continue
-            cells.append(Cell(cls=name, number=len(cells) + 1, centre_px=(cx, cy),
-                              bbox_px=(x0, y0, x1 - x0 + 1, y1 - y0 + 1), area_px=area,
-                              confidence=min(1.0, max(0.0, conf)),
-                              on_border=x0 == 0 or y0 == 0 or x1 == w - 1 or y1 == h - 1, um_per_px=um_per_px))
-        by_class[name] = cells
+        on_border = (stats["x0"] == 0) | (stats["y0"] == 0) | (stats["x1"] == w - 1) | (stats["y1"] == h - 1)
+        s = {key: column[keep] for key, column in (*_to_frame(stats, lab.shape, geometry).items(),
+                                                   ("on_border", on_border))}
+        rows = zip(*(s[k].tolist() for k in ("area", "cx", "cy", "x0", "y0", "x1", "y1", "confidence", "on_border")))
+        by_class[name] = [Cell(cls=name, number=i + 1, centre_px=(cx, cy), bbox_px=(x0, y0, x1 - x0 + 1, y1 - y0 + 1),
+                               area_px=area, confidence=min(1.0, max(0.0, conf)), on_border=border, um_per_px=um_per_px)
+                          for i, (area, cx, cy, x0, y0, x1, y1, conf, border) in enumerate(rows)]
     return CellTable(by_class)
+
+
+def _to_frame(stats: dict[str, np.ndarray], shape: tuple[int, ...], geometry: Geometry | None) -> dict[str, np.ndarray]:
+    """`instance_stats` of labels of `shape` on `geometry`'s grid, in frame pixels (unchanged
+    without a geometry, or when the grid is the frame)."""
+    if geometry is None or tuple(shape) == geometry.frame_hw:
+        return stats
+    if tuple(shape) != geometry.resized_hw:
+        raise ValueError(f"labels {tuple(shape)} are neither the frame {geometry.frame_hw} nor its grid {geometry.resized_hw}")
+    (h, w), (rh, rw) = geometry.frame_hw, geometry.resized_hw
+    x0, x1 = frame_extent(stats["x0"], stats["x1"], w, rw)
+    y0, y1 = frame_extent(stats["y0"], stats["y1"], h, rh)
+    area = np.maximum(1, np.rint(stats["area"] * (h * w) / (rh * rw))).astype(np.int64)
+    return {"area": np.where(stats["area"] > 0, area, 0),
+            "cx": grid_to_frame_coords(stats["cx"], w, rw), "cy": grid_to_frame_coords(stats["cy"], h, rh),
+            "x0": x0, "y0": y0, "x1": x1, "y1": y1, "confidence": stats["confidence"]}

@@ -15,14 +15,16 @@ from the mask) so they hold at any magnification:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from runtime.analysis.cells import CellTable, cells_from_labels
+from runtime.analysis.cells import CellTable, cells_from_labels, pixel_coordinates
 from runtime.contracts.classes import CELL_CLASSES, PLATELET, RBC, WBC
-from runtime.inference.cell_size import on_border, rbc_diameter_from_mask
+from runtime.inference.cell_size import rbc_diameter_from_mask
+from runtime.inference.preprocess import Geometry, mask_to_frame
 
 
 @dataclass(frozen=True)
@@ -80,30 +82,36 @@ class CountRules:
 DEFAULT_RULES = CountRules()
 
 
-_MAX_CANDIDATES = 4000
-"""Above this many candidate pixels _disc_maxima dilates the whole surface instead."""
+_GATHER = 1 << 22
+"""Most window values _disc_maxima reads at once (16 MiB of float32)."""
+
+_K3 = np.ones((3, 3), np.uint8)
 
 
 def _disc_maxima(surface: np.ndarray, where: np.ndarray, k: int) -> np.ndarray:
     """Pixels of `where` not below any pixel of `surface` within a k x k elliptical window: the same
-    as comparing with cv2.dilate(surface, ellipse), which takes ~100 ms on a 640x480 frame at
-    k = 105 (a white cell's spacing at high magnification). A pixel only qualifies if it is a
-    maximum of its 4-neighbourhood (inside every ellipse), so the window is tested for those few."""
+    as comparing with cv2.dilate(surface, ellipse), whose cost grows with k^2 per pixel (k = 105
+    for a white cell's spacing at high magnification). A pixel only qualifies if it is a maximum
+    of its 4-neighbourhood (inside every ellipse), so only those candidates' windows are read: all
+    at once, as offsets into the surface padded with -inf."""
     surface = surface.astype(np.float32, copy=False)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-    candidates = where & (surface >= cv2.dilate(surface, cross) - 1e-6)
-    ys, xs = np.nonzero(candidates)
-    if ys.size > _MAX_CANDIDATES:
-        return where & (surface >= cv2.dilate(surface, kernel) - 1e-6)
-    r = k // 2
-    h, w = surface.shape
-    inside = kernel.astype(bool)
+    ys, xs, _ = pixel_coordinates(where & (surface >= cv2.dilate(surface, cross) - 1e-6))
     peaks = np.zeros(surface.shape, bool)
-    for y, x in zip(ys.tolist(), xs.tolist()):
-        y0, y1, x0, x1 = max(0, y - r), min(h, y + r + 1), max(0, x - r), min(w, x + r + 1)
-        window = surface[y0:y1, x0:x1][inside[y0 - y + r:y1 - y + r, x0 - x + r:x1 - x + r]]
-        peaks[y, x] = surface[y, x] >= window.max() - 1e-6
+    if ys.size == 0:
+        return peaks
+    r = k // 2
+    padded = cv2.copyMakeBorder(surface, r, r, r, r, cv2.BORDER_CONSTANT, value=float("-inf"))
+    dy, dx = np.nonzero(cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    offsets = dy * padded.shape[1] + dx  # window pixels relative to its top-left corner
+    starts = ys * padded.shape[1] + xs  # a pixel's window starts at its own position in `padded`
+    flat, values = padded.ravel(), surface[ys, xs]
+    keep = np.empty(ys.size, bool)
+    step = max(1, _GATHER // offsets.size)
+    for i in range(0, ys.size, step):  # chunks of candidates, bounded memory
+        window = flat[starts[i:i + step, None] + offsets[None, :]].max(axis=1)
+        keep[i:i + step] = values[i:i + step] >= window - 1e-6
+    peaks[ys[keep], xs[keep]] = True
     return peaks
 
 
@@ -113,10 +121,10 @@ def _peak_markers(surface: np.ndarray, allowed: np.ndarray, min_value: float, sp
     k = max(3, int(round(spacing_px)) | 1)
     peaks = _disc_maxima(surface, (surface >= min_value) & allowed, k)
     # Plateaus and near-duplicates: grow each peak pixel by half the spacing and merge what touches.
-    grown = cv2.dilate(peaks.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(1, k // 2) | 1,) * 2))
-    n, markers = cv2.connectedComponents(grown, connectivity=8)
+    grown = cv2.dilate(peaks.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(1, k // 2) | 1,) * 2))
+    n, markers = cv2.connectedComponents(grown, connectivity=8, ltype=cv2.CV_32S)
     markers[~peaks] = 0
-    return n - 1, markers.astype(np.int32)
+    return n - 1, markers
 
 
 def label_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, rbc_diameter_px: float | None = None,
@@ -124,32 +132,53 @@ def label_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, rbc_diam
     """Instance labels per class (int32, 0 = none, 1..N cells) under the counting rules.
 
     `centres` is the red-cell centre heat-map in [0, 1] (sigmoid of the model's 'centres' output)
-    at the mask's size.
+    at the mask's size. White cells and platelets are worked on inside their class's bounding box.
     """
     if centres is not None and centres.shape != mask.shape:
         raise ValueError(f"centres {centres.shape} and mask {mask.shape} differ in size")
     d = rbc_diameter_px or rbc_diameter_from_mask(mask) or rules.default_rbc_diameter_px
     cell_area = math.pi * d * d / 4.0
     out = {
-        "wbc": _split_at_notches(_split_touching(mask == WBC, rules.wbc_peak_min * d, rules.wbc_peak_spacing * d,
-                                                 rules.wbc_min_area * cell_area, rules.wbc_border_min_area * cell_area),
-                                 rules.wbc_pair_max_solidity, rules.wbc_pair_min_notch * d, rules.wbc_min_area * cell_area),
-        "platelet": _platelets(mask == PLATELET, d, cell_area, rules),
+        "wbc": _in_box(mask == WBC, lambda binary: _white_cells(binary, d, cell_area, rules)),
+        "platelet": _in_box(mask == PLATELET, lambda binary: _platelets(binary, d, cell_area, rules)),
         "rbc": _red_cells(mask, centres, d, cell_area, rules),
     }
     return {name: out[name] for name in CELL_CLASSES}
 
 
+def _in_box(binary: np.ndarray, make: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """`make`'s labels of `binary` cropped to its bounding box and 1 px more, placed in a full-size
+    image. The margin keeps the crop's edges empty unless they are the frame's own, so border
+    contact, distances and peak windows read the same as on the whole frame."""
+    out = np.zeros(binary.shape, np.int32)
+    x, y, w, h = cv2.boundingRect(binary.view(np.uint8))
+    if w == 0 or h == 0:
+        return out
+    box = (slice(max(0, y - 1), y + h + 1), slice(max(0, x - 1), x + w + 1))
+    out[box] = make(np.ascontiguousarray(binary[box]))
+    return out
+
+
+def _white_cells(binary: np.ndarray, d: float, cell_area: float, rules: CountRules) -> np.ndarray:
+    """White-cell components split at distance-transform peaks, then pairs cut at their notches."""
+    labels, comps = _split_touching(binary, rules.wbc_peak_min * d, rules.wbc_peak_spacing * d,
+                                    rules.wbc_min_area * cell_area, rules.wbc_border_min_area * cell_area)
+    return _split_at_notches(labels, comps, rules.wbc_pair_max_solidity, rules.wbc_pair_min_notch * d,
+                             (rules.wbc_min_area * cell_area, max(1, round(NOTCH_CUT * d))))
+
+
 def _platelets(binary: np.ndarray, d: float, cell_area: float, rules: CountRules) -> np.ndarray:
     """Platelet components from `platelet_min_area`, split where two touch, each part at most
     `platelet_max_area` (larger parts are no platelet: stain debris or a misread cell)."""
-    labels = _split_touching(binary, rules.platelet_peak_min * d, rules.platelet_peak_spacing * d,
-                             rules.platelet_min_area * cell_area)
+    labels, _ = _split_touching(binary, rules.platelet_peak_min * d, rules.platelet_peak_spacing * d,
+                                rules.platelet_min_area * cell_area)
     if labels.max() == 0:
         return labels
     areas = np.bincount(labels.ravel())
     keep = areas <= rules.platelet_max_area * cell_area
     keep[0] = False
+    if keep[1:].all():
+        return labels
     relabel = np.zeros(areas.size, np.int32)
     relabel[keep] = np.arange(1, int(keep.sum()) + 1)
     return relabel[labels]
@@ -158,85 +187,111 @@ def _platelets(binary: np.ndarray, d: float, cell_area: float, rules: CountRules
 def _components(binary: np.ndarray, min_area: float, max_area: float | None,
                 border_min_area: float | None = None) -> np.ndarray:
     """Connected components within the area limits, relabelled 1..N; with `border_min_area`,
-    components touching the frame's border count from that (smaller) area."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
-    areas = stats[:, cv2.CC_STAT_AREA]
-    keep = np.zeros(n, bool)
-    keep[1:] = areas[1:] >= min_area
+    components touching the frame's border count from that (smaller) area. (Plain labelling and
+    a bincount cost half of connectedComponentsWithStats.)"""
+    n, labels = cv2.connectedComponents(binary.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    areas = np.bincount(labels.ravel(), minlength=n)
+    keep = areas >= min_area
     if border_min_area is not None:
-        keep[1:] |= on_border(stats[1:], binary.shape) & (areas[1:] >= border_min_area)
+        touching = np.zeros(n, bool)
+        touching[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+        keep |= touching & (areas >= border_min_area)
     if max_area is not None:
-        keep[1:] &= areas[1:] <= max_area
+        keep &= areas <= max_area
+    keep[0] = False
+    if keep[1:].all():
+        return labels
     relabel = np.zeros(n, np.int32)
     relabel[keep] = np.arange(1, int(keep.sum()) + 1)
     return relabel[labels]
 
 
 def _split_touching(binary: np.ndarray, min_peak: float, spacing: float, min_area: float,
-                    border_min_area: float | None = None) -> np.ndarray:
+                    border_min_area: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Components of `binary` (>= min_area px, or >= border_min_area px on the frame's border),
-    split by a distance-transform watershed."""
+    split by a distance-transform watershed: (instance labels, the components they split).
+
+    The distance transform is the exact Euclidean one: on the network grid a white cell spans
+    fewer pixels than in a frame (about 3x fewer across at the TXL-PBC frames' scale), and the 5x5
+    chamfer estimate's small errors put two maxima on one large white cell's ridge (two val images
+    counted a white cell twice; on the 1,008 train images the exact transform changes no count)."""
     comps = _components(binary, min_area, None, border_min_area)
-    if comps.max() == 0:
-        return comps
+    n = int(comps.max())
+    if n == 0:
+        return comps, comps
     keep = comps > 0
-    dist = cv2.distanceTransform(keep.astype(np.uint8), cv2.DIST_L2, 5)
+    dist = cv2.distanceTransform(keep.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     _, markers = _peak_markers(dist, keep, min_peak, spacing)
-    labels = _watershed(keep, markers, dist / max(float(dist.max()), 1e-6))
-    _label_unreached(labels, comps, np.ones(int(comps.max()) + 1, bool), max(int(labels.max()), int(markers.max())) + 1)
-    return _compact(labels, np.zeros_like(markers))
+    labels, reached = _watershed(keep, markers, dist / max(float(dist.max()), 1e-6), comps, n + 1)
+    _label_components(labels, comps, ~reached, max(int(labels.max()), int(markers.max())) + 1)
+    return _compact(labels), comps
 
 
-def _label_unreached(labels: np.ndarray, comps: np.ndarray, eligible: np.ndarray, next_id: int) -> None:
-    """In place: every component of `comps` (ids 1..N) that is `eligible` (indexed by id) and
-    holds no labelled pixel becomes one new label, numbered from `next_id` (all components at once)."""
-    reached = np.bincount(comps.ravel(), weights=(labels > 0).ravel(), minlength=eligible.size) > 0
-    new = eligible.copy()
+def _label_components(labels: np.ndarray, comps: np.ndarray, new: np.ndarray, next_id: int) -> None:
+    """In place: every component of `comps` (ids 1..N) marked in `new` (indexed by id; 0 is
+    ignored) becomes one new label, numbered from `next_id` (all components at once)."""
+    new = new.copy()
     new[0] = False
-    new &= ~reached[:eligible.size]
-    lut = np.zeros(eligible.size, np.int32)
+    if not new.any():
+        return
+    lut = np.zeros(new.size, np.int32)
     lut[new] = np.arange(next_id, next_id + int(new.sum()), dtype=np.int32)
     fill = lut[comps]
     np.copyto(labels, fill, where=fill > 0)
 
 
-def _split_at_notches(labels: np.ndarray, max_solidity: float, min_notch_px: float, min_part_px: float) -> np.ndarray:
-    """`labels` with every region the peaks left whole (one instance, touching no other) cut in two
-    along the line between its two notches, when its outline has two deep ones (and a solidity
-    under `max_solidity`) and both parts hold at least `min_part_px` pixels: two round cells in
-    contact, seen as one region."""
+NOTCH_CUT = 0.03
+"""Width of the cut between two notches, in red-cell diameters: 3 px at the about 100-px red cells
+of the TXL-PBC frames the white-cell pair rule was set on (1 px on the network grid)."""
+
+
+def _split_at_notches(labels: np.ndarray, regions: np.ndarray, max_solidity: float, min_notch_px: float,
+                      part: tuple[float, int]) -> np.ndarray:
+    """`labels` with every region (of `regions`, ids 1..N, the components the labels split) the
+    peaks left whole cut in two along a line between its two notches, when its outline has two
+    deep ones (and a solidity under `max_solidity`) and both parts hold at least `part`'s min
+    pixels; the cut is `part`'s width in px: two round cells in contact, seen as one region.
+    White cells are few: each large region is looked at in its own box."""
+    min_part_px, cut_px = part
+    areas = np.bincount(regions.ravel())
+    large = np.flatnonzero(areas >= 2 * min_part_px)
     out = labels.copy()
     next_id = int(labels.max()) + 1
-    n, regions, boxes, _ = cv2.connectedComponentsWithStats((labels > 0).astype(np.uint8), connectivity=8)
-    for r in np.flatnonzero(boxes[:, cv2.CC_STAT_AREA] >= 2 * min_part_px).tolist():
-        if r == 0:
-            continue
-        x, y, w, h = boxes[r, :4]  # each region is worked on inside its own box
+    for r in large[large > 0].tolist():
+        x, y, w, h = cv2.boundingRect((regions == r).view(np.uint8))
         window = (slice(y, y + h), slice(x, x + w))
         inside = regions[window] == r
-        ids = np.unique(labels[window][inside])
-        if ids.size != 1:
+        ids = labels[window][inside]
+        if ids.min() != ids.max():  # the peaks split it already
             continue
-        region = inside.astype(np.uint8)
-        notches = _two_deep_notches(region, max_solidity, min_notch_px)
-        if notches is None:
-            continue
-        cut = region.copy()
-        cv2.line(cut, notches[0], notches[1], 0, thickness=3)
-        k, parts, stats, _ = cv2.connectedComponentsWithStats(cut, connectivity=4)
-        if k < 3:
-            continue
-        first, second = np.argsort(stats[1:, cv2.CC_STAT_AREA])[::-1][:2] + 1
-        if stats[second, cv2.CC_STAT_AREA] < min_part_px:
-            continue
-        old_id = int(ids[0])
-        part = out[window]
-        part[inside] = 0
-        part[parts == first] = old_id
-        part[parts == second] = next_id
-        _grow_labels(part, inside)  # the cut line and crumbs go to the part they touch
-        next_id += 1
-    return _compact(out, np.zeros_like(out))
+        if _cut_pair(out[window], inside, (max_solidity, min_notch_px, min_part_px, cut_px), next_id):
+            next_id += 1
+    return _compact(out) if next_id > int(labels.max()) + 1 else labels
+
+
+def _cut_pair(part: np.ndarray, inside: np.ndarray, rule: tuple[float, float, float, int], new_id: int) -> bool:
+    """In place on one region's window: cut the region (`inside`) between its two notches when
+    `rule` (max solidity, min notch depth, min part size, cut width) says it is two cells; the
+    second part takes `new_id`. Whether it was cut."""
+    max_solidity, min_notch_px, min_part_px, cut_px = rule
+    region = inside.view(np.uint8)
+    notches = _two_deep_notches(region, max_solidity, min_notch_px)
+    if notches is None:
+        return False
+    cut = region.copy()
+    cv2.line(cut, notches[0], notches[1], 0, thickness=cut_px)
+    k, parts, stats, _ = cv2.connectedComponentsWithStats(cut, connectivity=4)
+    if k < 3:
+        return False
+    first, second = np.argsort(stats[1:, cv2.CC_STAT_AREA])[::-1][:2] + 1
+    if stats[second, cv2.CC_STAT_AREA] < min_part_px:
+        return False
+    old_id = int(part[inside][0])
+    part[inside] = 0
+    part[parts == first] = old_id
+    part[parts == second] = new_id
+    _grow_labels(part, inside)  # the cut line and crumbs go to the part they touch
+    return True
 
 
 def _two_deep_notches(region: np.ndarray, max_solidity: float, min_depth_px: float) -> tuple[tuple[int, int], tuple[int, int]] | None:
@@ -269,95 +324,133 @@ def _red_cells(mask: np.ndarray, centres: np.ndarray | None, d: float, cell_area
     red = mask == RBC
     if not red.any():
         return np.zeros(mask.shape, np.int32)
-    dist = cv2.distanceTransform(red.astype(np.uint8), cv2.DIST_L2, 5)
+    n, comp = cv2.connectedComponents(red.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
     if centres is not None:
         # A centre may sit under a white cell that overlaps the red one: allow any cell pixel near red.
-        near_red = cv2.dilate(red.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) | (mask == WBC)
+        near_red = cv2.dilate(red.view(np.uint8), _K3).view(bool) | (mask == WBC)
         surface = cv2.GaussianBlur(centres.astype(np.float32), (0, 0), max(0.5, 0.05 * d))
         _, markers = _peak_markers(surface, near_red, rules.centre_threshold, rules.peak_spacing * d)
         landscape = surface
     else:
+        dist = cv2.distanceTransform(red.view(np.uint8), cv2.DIST_L2, 5)
         _, markers = _peak_markers(dist, red, rules.dt_peak_min * d, rules.peak_spacing * d * 1.5)
         landscape = dist / max(float(dist.max()), 1e-6)
-    labels = _watershed(red, markers, landscape)
+    labels, reached = _watershed(red, markers, landscape, comp, n)
     # Red components that got no peak but look like a cell (e.g. cut by the border) count once.
-    _, comp, stats, _ = cv2.connectedComponentsWithStats(red.astype(np.uint8), connectivity=8)
-    _label_unreached(labels, comp, stats[:, cv2.CC_STAT_AREA] >= rules.rbc_min_area * cell_area,
-                     max(int(labels.max()), int(markers.max())) + 1)
+    areas = np.bincount(comp.ravel(), minlength=n)
+    _label_components(labels, comp, (areas >= rules.rbc_min_area * cell_area) & ~reached,
+                      max(int(labels.max()), int(markers.max())) + 1)
     # Peaks that fell on a white cell next to red keep their id even though no red pixel joined them.
     return _compact(labels, markers)
 
 
 FLOOD_LEVELS = 8
 """Altitude steps of the marker flood: more follow the landscape more closely and cost a few more
-dilations."""
+dilations (a power of two, so the steps are exact in floating point)."""
 
 
-def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray) -> np.ndarray:
+_NEIGHBOURS = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+
+
+def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray, comp: np.ndarray,
+               n: int) -> tuple[np.ndarray, np.ndarray]:
     """Marker-controlled watershed by immersion: `markers` (ids 1..N) grow through `red` one ring
     at a time, first over the pixels where `landscape` (0-1, high at cell centres) is highest, then
     down `FLOOD_LEVELS` steps of it, so touching cells part along the valley between their
     centres. (cv2.watershed floods by colour steps between neighbours, not by altitude: on a flat
     plateau one seed took a whole clump and its neighbours kept a patch round their seed, so red
-    cells' boxes missed the labelled ones; the counts, one cell per seed, were the same.)"""
-    if markers.max() == 0:
-        return np.zeros(red.shape, np.int32)
-    labels = np.where(markers > 0, markers, 0).astype(np.int32)
-    # A component one seed reaches is that seed's cell whole; only clumps with several are flooded.
-    n, comp = cv2.connectedComponents(red.astype(np.uint8), connectivity=8)
-    near = cv2.dilate(markers.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int64)
-    pairs = np.unique(comp.astype(np.int64)[(comp > 0) & (near > 0)] * (int(near.max()) + 1)
-                      + near[(comp > 0) & (near > 0)])
-    owners = pairs // (int(near.max()) + 1)
+    cells' boxes missed the labelled ones; the counts, one cell per seed, were the same.)
+
+    `comp` holds `red`'s n - 1 connected components (ids 1..n-1). A seed belongs to each component
+    within one pixel of it; a component with one seed is that seed's cell whole, only clumps with
+    several are flooded. Returns the labels and, per component, whether a seed reached it."""
+    ys, xs, _ = pixel_coordinates(markers != 0)
+    if ys.size == 0:
+        return np.zeros(red.shape, np.int32), np.zeros(n, bool)
+    ids = markers[ys, xs].astype(np.int64)
+    h, w = comp.shape
+    near = comp[np.clip(ys[:, None] + _NEIGHBOURS[:, 0], 0, h - 1), np.clip(xs[:, None] + _NEIGHBOURS[:, 1], 0, w - 1)]
+    base = int(ids.max()) + 1
+    pairs = np.unique((near.astype(np.int64) * base + ids[:, None])[near > 0])
+    owners, seeds = pairs // base, (pairs % base).astype(np.int32)
     seeds_per_comp = np.bincount(owners, minlength=n)
-    single = np.zeros(n, np.int32)
+    # Per component: its one seed, -1 for a clump of several, 0 for none.
+    code = np.where(seeds_per_comp > 1, -1, 0).astype(np.int32)
     lone = seeds_per_comp[owners] == 1
-    single[owners[lone]] = (pairs % (int(near.max()) + 1))[lone]
-    whole = single[comp]
-    np.copyto(labels, whole, where=(whole > 0) & (labels == 0))
-    clumps = red & (seeds_per_comp[comp] > 1)
+    code[owners[lone]] = seeds[lone]
+    code[0] = 0
+    per_pixel = code[comp]
+    labels = markers.copy()
+    np.copyto(labels, per_pixel, where=per_pixel > 0)
+    clumps = per_pixel < 0
     if clumps.any():
-        for level in np.linspace(1.0, 0.0, FLOOD_LEVELS + 1)[1:-1]:
-            _grow_labels(labels, clumps & (landscape >= level))
-        _grow_labels(labels, clumps)
-    labels[~red] = 0
-    return labels
+        _grow_labels(labels, clumps, landscape)
+    off_red = ~red[ys, xs]  # seeds beside red (on a white cell) lent it their id; they are no red pixel
+    labels[ys[off_red], xs[off_red]] = 0
+    return labels, seeds_per_comp > 0
 
 
-def _grow_labels(labels: np.ndarray, where: np.ndarray, rounds: int | None = None) -> None:
+def _grow_labels(labels: np.ndarray, where: np.ndarray, landscape: np.ndarray | None = None) -> None:
     """In place: unlabelled pixels of `where` take a neighbouring label (the highest id of their
-    3x3 neighbourhood), one ring per round, for `rounds` rounds or until no pixel is reached."""
-    x, y, w, h = cv2.boundingRect(where.astype(np.uint8))
+    3x3 neighbourhood), one ring per round until no pixel is reached; with a `landscape` (0-1),
+    first only where it is at least each of FLOOD_LEVELS falling levels in turn (the flood by
+    altitude). Only `where`'s pixels change and they read only their neighbours, so the work is
+    inside `where`'s box, on a copy OpenCV's morphology takes: five OpenCV calls per ring."""
+    x, y, w, h = cv2.boundingRect(where.view(np.uint8))
     if w == 0 or h == 0:
         return
-    # Only pixels of `where` change, and they read only their neighbours: work in their box.
     box = (slice(max(0, y - 1), y + h + 1), slice(max(0, x - 1), x + w + 1))
-    labels, where = labels[box], where[box]
-    done = 0
-    while rounds is None or done < rounds:
-        unlabelled = where & (labels == 0)
-        if not unlabelled.any():
-            return
-        grown = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
-        reached = unlabelled & (grown > 0)
-        if not reached.any():
-            return
-        labels[reached] = grown[reached]
-        done += 1
+    work = _for_opencv(labels[box])
+    inside = np.ascontiguousarray(where[box]).view(np.uint8)
+    stages = [inside]
+    if landscape is not None:
+        # Level k of FLOOD_LEVELS (k/FLOOD_LEVELS, falling) admits the pixels whose landscape reaches
+        # it: floor(landscape * FLOOD_LEVELS) >= k, exact as the scaling is by a power of two.
+        steps = (np.clip(landscape[box], 0.0, 1.0) * FLOOD_LEVELS).astype(np.uint8)
+        stages = [cv2.bitwise_and(cv2.compare(steps, k, cv2.CMP_GE), inside)
+                  for k in range(FLOOD_LEVELS - 1, 0, -1)] + stages
+    open_ = np.empty(work.shape, np.uint8)
+    grown = np.empty_like(work)
+    for allowed in stages:
+        count = cv2.countNonZero(work)
+        while True:
+            cv2.compare(work, 0, cv2.CMP_EQ, dst=open_)
+            cv2.bitwise_and(open_, allowed, dst=open_)
+            cv2.dilate(work, _K3, dst=grown)
+            cv2.copyTo(grown, open_, work)
+            reached = cv2.countNonZero(work)
+            if reached == count:
+                break
+            count = reached
+    labels[box] = work
 
 
-def _compact(labels: np.ndarray, markers: np.ndarray) -> np.ndarray:
-    """Renumber ids 1..N; a marker whose watershed region holds no red pixel still counts as a cell
-    (its centre sits on an overlapping white cell), kept as its marker pixels."""
-    out = labels.copy()
-    if markers.any():
-        absent = np.setdiff1d(np.unique(markers[markers > 0]), np.unique(labels[labels > 0]))
-        if absent.size:
-            where = np.isin(markers, absent) & (out == 0)
+def _for_opencv(labels: np.ndarray) -> np.ndarray:
+    """A copy of int32 labels in the smallest type OpenCV's morphology takes that holds their ids
+    (uint8, uint16, or float32, exact up to 2^24)."""
+    top = int(labels.max())
+    return labels.astype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.float32)
+
+
+def _compact(labels: np.ndarray, markers: np.ndarray | None = None) -> np.ndarray:
+    """Renumber ids 1..N (in place where it can); a marker whose watershed region holds no red pixel
+    still counts as a cell (its centre sits on an overlapping white cell), kept as its marker pixels."""
+    out = labels
+    present = np.bincount(out.ravel()) > 0
+    if markers is not None:
+        top = int(markers.max())
+        absent = np.ones(top + 1, bool)
+        absent[:min(top + 1, present.size)] &= ~present[:top + 1]
+        absent[0] = False
+        if absent.any():  # marker ids are 1..top, all of them drawn
+            where = absent[markers] & (out == 0)
             out[where] = markers[where]
-    ids = np.unique(out[out > 0])
-    lut = np.zeros(int(out.max()) + 1, np.int32)
-    lut[ids] = np.arange(1, ids.size + 1)
+            present = np.bincount(out.ravel()) > 0
+    present[0] = False
+    if present[1:].all():
+        return out
+    lut = np.zeros(present.size, np.int32)
+    lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
     return lut[out]
 
 
@@ -366,19 +459,37 @@ class FoundCells:
     """label_cells' instance labels and the cell records made from them."""
 
     labels: dict[str, np.ndarray]
+    """Per class, int32 instance labels at the mask's size (the network grid for a segmentation)."""
     cells: CellTable
+    """The records, in frame pixels."""
+    geometry: Geometry | None = None
+    """The grid the labels lie on (None: they are at the frame's size)."""
+
+    def frame_labels(self) -> dict[str, np.ndarray]:
+        """The labels at the frame's size, for overlays and crops (see `labels_at_frame`)."""
+        return labels_at_frame(self.labels, self.geometry)
+
+
+def labels_at_frame(labels: dict[str, np.ndarray], geometry: Geometry | None) -> dict[str, np.ndarray]:
+    """Instance labels on `geometry`'s grid upsampled (nearest) to its frame; as they are without
+    a geometry. Each cell's frame box (runtime.analysis.cells) bounds its pixels here."""
+    if geometry is None:
+        return labels
+    return {name: mask_to_frame(lab, geometry) for name, lab in labels.items()}
 
 
 def find_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, class_prob: np.ndarray | None = None,
                rbc_diameter_px: float | None = None, rules: CountRules = DEFAULT_RULES,
-               um_per_px: float | None = None) -> FoundCells:
+               um_per_px: float | None = None, geometry: Geometry | None = None) -> FoundCells:
     """Every cell of a frame under the counting rules: the one way cells are found and counted.
 
-    `class_prob`: optional HxW probability of each pixel's class (each cell's confidence is its
-    mean); `um_per_px`: a calibration, for the records' µm values.
+    `class_prob`: optional probability of each pixel's class (each cell's confidence is its mean);
+    `um_per_px`: a calibration, for the records' µm values; `geometry`: `mask` lies on its grid
+    (the resized frame; `rbc_diameter_px` and `rules` in grid pixels), the records are mapped to
+    its frame.
     """
     labels = label_cells(mask, centres, rbc_diameter_px=rbc_diameter_px, rules=rules)
-    return FoundCells(labels, cells_from_labels(labels, class_prob, um_per_px))
+    return FoundCells(labels, cells_from_labels(labels, class_prob, um_per_px, geometry), geometry)
 
 
 def count_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, rbc_diameter_px: float | None = None,

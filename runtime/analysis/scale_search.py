@@ -2,13 +2,16 @@
 
 A frame's red-cell size is unknown without a calibration, so the network itself measures it:
 a first pass at the classical guess, passes at the plan's other candidate scales, refinements
-from the size measured on the most confident pass (see `search_scale`). The final pass is then
-mapped to the frame's own size (`to_segmentation`) with the plan's two mask rules.
+from the size measured on the most confident pass (see `search_scale`). The final pass becomes
+the frame's segmentation (`to_segmentation`, with the plan's two mask rules) on the network grid
+itself, cropped to the resized frame: cells are found there and mapped to frame coordinates
+(runtime.analysis.cells), and only what draws or scores a frame-size picture upsamples it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -16,27 +19,50 @@ import numpy as np
 from runtime.analysis.counting import DEFAULT_RULES, CountRules, FoundCells, find_cells
 from runtime.contracts.card_sections import InferencePlan, PreprocessParams
 from runtime.contracts.classes import BACKGROUND, PLATELET, WBC
-from runtime.inference.passes import DEFAULT_PLAN, Network, NetworkPass
-from runtime.inference.preprocess import ScaleDecision, scores_to_frame
+from runtime.inference.passes import DEFAULT_PLAN, GridClasses, Network, NetworkPass
+from runtime.inference.preprocess import Geometry, ScaleDecision, mask_to_frame, scores_to_frame
 
 
 @dataclass(frozen=True)
 class Segmentation:
-    """One frame's prediction at the frame's own size."""
+    """One frame's prediction on the network grid, cropped to the resized frame (`geometry`'s
+    resized_hw): the frame's pixels at the scale the network saw them."""
 
     mask: np.ndarray
-    """HxW uint8 class indices."""
+    """hxw uint8 class indices on the grid."""
     centres: np.ndarray | None
-    """HxW float32 red-cell centre heat-map in [0, 1], when the model has a centre head."""
+    """hxw float32 red-cell centre heat-map in [0, 1] on the grid, when the model has a centre head."""
     scale: ScaleDecision
     """The resampling used for the final pass (source 'measured' after a refining pass)."""
     rbc_diameter_px: float | None
     """Red-cell diameter in frame pixels as measured on the prediction (None without red cells)."""
     passes: int
     """Network runs it took."""
+    geometry: Geometry
+    """Frame <-> grid: the frame's size, the resized region and the scale."""
     class_prob: np.ndarray | None = None
-    """HxW float32: the network's probability of each pixel's class in `mask` (softmax of the
-    final pass at the frame's size), from which each cell's confidence is taken."""
+    """hxw float32: the network's probability of each pixel's class in `mask` (softmax of the
+    final pass), from which each cell's confidence is taken."""
+    scores: np.ndarray | None = field(default=None, repr=False)
+    """CxHxW class scores of the final pass on the grid (resized region), for `frame_mask`."""
+    plan: InferencePlan = DEFAULT_PLAN
+    """The plan whose mask rules made `mask`."""
+
+    @property
+    def grid_rbc_diameter_px(self) -> float | None:
+        """The measured red-cell diameter in grid pixels (what the counting rules scale with)."""
+        return None if self.rbc_diameter_px is None else self.rbc_diameter_px * self.geometry.scale
+
+    def frame_mask(self) -> np.ndarray:
+        """The class mask at the frame's own size, for pictures and Dice, outside the timed path:
+        the scores resampled (bilinear) to the frame, their argmax and the plan's mask rules at the
+        frame's pixels, which keeps the sub-grid outline of a small platelet that upsampling the grid
+        mask would square off; the grid mask upsampled (nearest) without scores."""
+        if self.scores is None:
+            return mask_to_frame(self.mask, self.geometry)
+        scores = scores_to_frame(self.scores, self.geometry)
+        return mask_rules(scores.argmax(axis=0).astype(np.uint8), scores, self.plan,
+                          self.rbc_diameter_px, 1.0 / self.geometry.scale)
 
 
 def _at_diameter(params: PreprocessParams, diameter: float, source: str) -> ScaleDecision:
@@ -92,18 +118,17 @@ def _final(network: Network, chosen: NetworkPass) -> NetworkPass:
 
 def white_cells_at_border(mask: np.ndarray, scores: np.ndarray, band_px: float, min_prob: float) -> np.ndarray:
     """`mask` with pixels within `band_px` of the frame's edge turned white cell where the network
-    gives that class at least `min_prob` (softmax of the frame-sized `scores`, CxHxW)."""
+    gives that class at least `min_prob` (softmax of `scores`, CxHxW at the mask's size). Only the
+    four edge strips are read."""
     band = int(round(band_px))
     if band <= 0 or min_prob >= 1.0:
         return mask
-    h, w = mask.shape
-    near = np.zeros((h, w), bool)
-    near[:band], near[-band:], near[:, :band], near[:, -band:] = True, True, True, True
-    edge = scores[:, near].astype(np.float32)
-    edge = np.exp(edge - edge.max(axis=0, keepdims=True))
-    white = edge[WBC] / edge.sum(axis=0) >= min_prob
     out = mask.copy()
-    out[near] = np.where(white, WBC, mask[near])
+    for strip in ((slice(0, band), slice(None)), (slice(-band, None), slice(None)),
+                  (slice(None), slice(0, band)), (slice(None), slice(-band, None))):
+        edge = scores[(slice(None), *strip)].astype(np.float32)
+        edge = np.exp(edge - edge.max(axis=0, keepdims=True))
+        np.copyto(out[strip], np.uint8(WBC), where=edge[WBC] / edge.sum(axis=0) >= min_prob)
     return out
 
 
@@ -118,28 +143,45 @@ def grow_platelets(mask: np.ndarray, radius_px: float) -> np.ndarray:
     return grown
 
 
+def mask_rules(mask: np.ndarray, scores: np.ndarray, plan: InferencePlan, rbc_diameter_px: float | None,
+               px_per_network_px: float) -> np.ndarray:
+    """The plan's two mask rules on a class mask and its CxHxW `scores`, in the mask's own pixels:
+    white cells at the frame edge (a band that is a share of the red-cell diameter, given in these
+    pixels; none without one) and platelet growth (a radius in network pixels, times
+    `px_per_network_px`)."""
+    if rbc_diameter_px is not None:
+        mask = white_cells_at_border(mask, scores, plan.wbc_border_band * rbc_diameter_px, plan.wbc_border_min_prob)
+    return grow_platelets(mask, plan.platelet_grow_px * px_per_network_px)
+
+
 def to_segmentation(passes: list[NetworkPass], plan: InferencePlan = DEFAULT_PLAN) -> Segmentation:
-    """The scale search's final pass (the last of `passes`), mapped to the frame's own size, with
-    the plan's white cells at the frame edge and platelet growth."""
+    """The scale search's final pass (the last of `passes`) on the grid, cropped to the resized
+    frame, with the plan's mask rules in grid pixels."""
     final = passes[-1]
     geometry = final.prepared.geometry
-    scores = scores_to_frame(final.logits, geometry)
-    mask = scores.argmax(axis=0).astype(np.uint8)
-    if final.measured is not None:
-        mask = white_cells_at_border(mask, scores, plan.wbc_border_band * final.measured, plan.wbc_border_min_prob)
-    mask = grow_platelets(mask, plan.platelet_grow_px / geometry.scale)
-    centres = scores_to_frame(final.heat, geometry)[0] if final.heat is not None else None
+    decided = final.grid()
+    diameter = None if final.measured is None else final.measured * geometry.scale
+    mask = mask_rules(decided.mask, decided.scores, plan, diameter, 1.0)
+    rh, rw = geometry.resized_hw
+    centres = np.ascontiguousarray(final.heat[0, :rh, :rw]) if final.heat is not None else None
     return Segmentation(mask=mask, centres=centres, scale=final.decision, rbc_diameter_px=final.measured,
-                        passes=sum(p.runs for p in passes), class_prob=class_probability(scores, mask))
+                        passes=sum(p.runs for p in passes), geometry=geometry,
+                        class_prob=class_probability(decided, mask), scores=decided.scores, plan=plan)
 
 
-def class_probability(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """HxW softmax probability of `mask`'s class at each pixel, from CxHxW scores."""
-    scores = scores.astype(np.float32, copy=False)
+def class_probability(decided: GridClasses, mask: np.ndarray) -> np.ndarray:
+    """hxw softmax probability of `mask`'s class at each pixel: the pass's top-class probability,
+    taken again only where the plan's rules changed the class."""
+    changed = mask != decided.mask
+    if not changed.any():
+        return decided.top_prob
+    scores = decided.scores[:, changed].astype(np.float32)
     top = scores.max(axis=0)
     total = np.exp(scores - top).sum(axis=0)
-    chosen = np.take_along_axis(scores, mask[None].astype(np.intp), axis=0)[0]
-    return (np.exp(chosen - top) / total).astype(np.float32)
+    chosen = np.take_along_axis(scores, mask[changed][None].astype(np.intp), axis=0)[0]
+    prob = decided.top_prob.copy()
+    prob[changed] = np.exp(chosen - top) / total
+    return prob
 
 
 def segment_frame(network: Network, frame: np.ndarray, um_per_px: float | None = None) -> Segmentation:
@@ -151,9 +193,16 @@ def segment_frame(network: Network, frame: np.ndarray, um_per_px: float | None =
 
 def find_segmentation_cells(seg: Segmentation, rules: CountRules = DEFAULT_RULES,
                             um_per_px: float | None = None) -> FoundCells:
-    """find_cells with the segmentation's centre heat-map, class probabilities and measured red-cell size."""
-    return find_cells(seg.mask, seg.centres, class_prob=seg.class_prob, rbc_diameter_px=seg.rbc_diameter_px,
-                      rules=rules, um_per_px=um_per_px)
+    """find_cells on the grid with the segmentation's centre heat-map, class probabilities and
+    measured red-cell size; the records are in frame coordinates (`um_per_px`: the frame's)."""
+    return find_cells(seg.mask, seg.centres, class_prob=seg.class_prob, rbc_diameter_px=seg.grid_rbc_diameter_px,
+                      rules=grid_rules(rules, seg.geometry), um_per_px=um_per_px, geometry=seg.geometry)
+
+
+def grid_rules(rules: CountRules, geometry: Geometry) -> CountRules:
+    """`rules` for a mask on the grid: the one length in pixels (the red-cell diameter assumed when
+    a mask has no red cell) converted from frame pixels; every other rule is relative to it."""
+    return dataclasses.replace(rules, default_rbc_diameter_px=rules.default_rbc_diameter_px * geometry.scale)
 
 
 def count_segmentation(seg: Segmentation, rules: CountRules = DEFAULT_RULES) -> dict[str, int]:

@@ -254,10 +254,11 @@ class Device:
         title = f"{sample['sample_id']} field {sample.get('field_index', 0)}"
         notes = [f"quality: {'; '.join(analysis.quality.reasons) or 'accepted'}",
                  *(f"review: {r['detail']}" for r in result.get("review", {}).get("reasons", []))]
+        labels = analysis.frame_labels()  # the grid's labels at the frame's size, drawn after the timed analysis
         write_image(self.overlays_dir / f"{name}.overlay.png",
-                    render_overlay(frame.image, analysis.labels, analysis.cells, title, notes))
+                    render_overlay(frame.image, labels, analysis.cells, title, notes))
         write_image(self.overlays_dir / f"{name}.gallery.png",
-                    render_gallery(frame.image, analysis.labels, analysis.cells, title))
+                    render_gallery(frame.image, labels, analysis.cells, title))
 
     def close(self) -> None:
         self._ahead.close()

@@ -25,22 +25,29 @@ def on_border(stats: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def rbc_diameter_from_mask(mask: np.ndarray) -> float | None:
     """Typical red-cell diameter (px) in a class mask: median equivalent diameter of the red-cell
     components that look like one whole cell (convex, away from the border), else twice the
-    90th percentile of the distance-transform peaks; None without red cells."""
-    binary = (mask == RBC).astype(np.uint8)
+    90th percentile of the distance-transform peaks; None without red cells.
+
+    Size, border and aspect are tested on all components at once; only the components passing them
+    have their convex hull measured, from the outer contours of one findContours call."""
+    binary = (mask == RBC).view(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if n <= 1:
         return None
-    touching = on_border(stats, mask.shape)
+    area, bw, bh = stats[:, cv2.CC_STAT_AREA], stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
+    aspect = bw / np.maximum(bh, 1)
+    candidate = (area >= 20) & ~on_border(stats, mask.shape) & (aspect > 0.75) & (aspect < 1.33)
+    candidate[0] = False
     singles = []
-    for i in range(1, n):
-        x, y, bw, bh, area = stats[i]
-        if area < 20 or touching[i]:
-            continue
-        contours, _ = cv2.findContours((labels[y:y + bh, x:x + bw] == i).astype(np.uint8), cv2.RETR_EXTERNAL,
-                                       cv2.CHAIN_APPROX_SIMPLE)
-        hull = cv2.contourArea(cv2.convexHull(np.vstack(contours)))
-        if hull > 0 and area / hull > 0.93 and 0.75 < bw / bh < 1.33:
-            singles.append(math.sqrt(4.0 * area / math.pi))
+    if np.count_nonzero(candidate) >= 3:
+        # Outer boundaries (top level of RETR_CCOMP: also those of components inside another's hole).
+        contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        for contour, (_, _, _, parent) in zip(contours, hierarchy[0]):
+            x, y = contour[0, 0]
+            i = labels[y, x]
+            if parent < 0 and candidate[i]:
+                hull = cv2.contourArea(cv2.convexHull(contour))
+                if hull > 0 and area[i] / hull > 0.93:
+                    singles.append(math.sqrt(4.0 * area[i] / math.pi))
     if len(singles) >= 3:
         return float(np.median(singles))
     dist = cv2.distanceTransform(binary, cv2.DIST_L2, 5)

@@ -8,7 +8,7 @@ frame's path from analysis to ONNX Runtime is: scale search -> `Network.predict`
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,6 +20,37 @@ Run = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 """Runs the network on a 1xCxHxW tensor and returns its outputs by name ('logits', optional 'centres')."""
 
 DEFAULT_PLAN = InferencePlan()
+
+
+@dataclass(frozen=True)
+class GridClasses:
+    """One pass's class decision inside the resized region of the network grid (the frame's
+    pixels, without the padding): what the scale search and the segmentation both read."""
+
+    scores: np.ndarray
+    """CxHxW class scores of the resized region (a view of the pass's logits)."""
+    mask: np.ndarray
+    """HxW uint8 argmax (the first class on ties)."""
+    top_prob: np.ndarray
+    """HxW float32 softmax probability of the mask's class."""
+
+
+def grid_classes(logits: np.ndarray, resized_hw: tuple[int, int]) -> GridClasses:
+    """Argmax and its softmax probability over the resized region of CxHxW `logits`: one pass over
+    the classes (a running maximum), cheaper than argmax along the class axis, into reused buffers."""
+    rh, rw = resized_hw
+    scores = logits[:, :rh, :rw]
+    top = scores[0].astype(np.float32)
+    mask = np.zeros((rh, rw), np.uint8)
+    for c in range(1, scores.shape[0]):
+        np.copyto(mask, np.uint8(c), where=scores[c] > top)
+        np.maximum(top, scores[c], out=top)
+    total = np.zeros((rh, rw), np.float32)
+    term = np.empty((rh, rw), np.float32)
+    for c in range(scores.shape[0]):
+        np.subtract(scores[c], top, out=term)
+        total += np.exp(term, out=term)
+    return GridClasses(scores, mask, np.divide(1.0, total, out=total))
 
 
 @dataclass(frozen=True)
@@ -37,6 +68,14 @@ class NetworkPass:
     """Mean top-class probability inside the frame: higher when cells appear near the learnt size."""
     runs: int = 1
     """Network runs behind these outputs (3 when flip-averaged)."""
+    classes: GridClasses | None = field(default=None, compare=False, repr=False)
+    """The class decision on the grid, as `read_pass` took it (None: not yet taken)."""
+
+    def grid(self) -> GridClasses:
+        """The class decision inside the resized region (taken now if `read_pass` did not)."""
+        if self.classes is not None:
+            return self.classes
+        return grid_classes(self.logits, self.prepared.geometry.resized_hw)
 
     @property
     def decision(self) -> ScaleDecision:
@@ -54,15 +93,13 @@ def decode_outputs(outputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.nd
 
 
 def read_pass(prepared: Prepared, logits: np.ndarray, heat: np.ndarray | None, runs: int) -> NetworkPass:
-    """What the scale search needs of decoded outputs: the red-cell size and the confidence."""
-    rh, rw = prepared.geometry.resized_hw
-    inside = logits[:, :rh, :rw].astype(np.float32)
-    grid_mask = inside.argmax(axis=0).astype(np.uint8)
-    diameter = rbc_diameter_from_mask(grid_mask)
+    """What the scale search needs of decoded outputs: the red-cell size and the confidence (mean
+    top-class probability), read on the grid; the class decision is kept for the segmentation."""
+    classes = grid_classes(logits, prepared.geometry.resized_hw)
+    diameter = rbc_diameter_from_mask(classes.mask)
     measured = None if diameter is None else diameter / prepared.geometry.scale
-    shifted = np.exp(inside - inside.max(axis=0, keepdims=True))
-    confidence = float((1.0 / shifted.sum(axis=0)).mean())
-    return NetworkPass(prepared, logits, heat, measured, confidence, runs)
+    confidence = float(classes.top_prob.mean())
+    return NetworkPass(prepared, logits, heat, measured, confidence, runs, classes)
 
 
 class Network:

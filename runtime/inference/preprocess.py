@@ -223,7 +223,8 @@ def scores_to_frame(scores: np.ndarray, geometry: Geometry) -> np.ndarray:
     """Per-class scores (CxHxW on the network grid) -> CxHxW at the frame's size (bilinear).
 
     Resampling scores, then taking the argmax, keeps thin structures that resampling a hard mask
-    with nearest-neighbour would break.
+    with nearest-neighbour would break. The device's analysis stays on the grid (cells are mapped
+    to frame coordinates instead); export's scale fit measures frame-size masks with this.
     """
     rh, rw = geometry.resized_hw
     h, w = geometry.frame_hw
@@ -237,11 +238,36 @@ def scores_to_frame(scores: np.ndarray, geometry: Geometry) -> np.ndarray:
     return np.ascontiguousarray(resized.transpose(2, 0, 1))
 
 
+def frame_index(n_frame: int, n_grid: int) -> np.ndarray:
+    """For each frame row (or column), the grid row (column) whose pixel holds its centre: frame
+    pixel X sits at grid position (X + 0.5) * n_grid / n_frame, as the resampling placed it.
+
+    The one map between the two grids: mask_to_frame upsamples with it, and a cell's frame box
+    (`frame_extent`) is the span it gives, so a cell's box always bounds its upsampled pixels."""
+    return np.minimum((2 * np.arange(n_frame, dtype=np.int64) + 1) * n_grid // (2 * n_frame), n_grid - 1)
+
+
+def frame_extent(first: np.ndarray, last: np.ndarray, n_frame: int, n_grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and last frame row (or column) that `frame_index` takes from grid rows `first`..`last`
+    (inclusive); a span no frame pixel samples (a grid finer than the frame) keeps its first pixel."""
+    index = frame_index(n_frame, n_grid)
+    lo = np.searchsorted(index, first, "left")
+    hi = np.searchsorted(index, last, "right") - 1
+    lo = np.minimum(lo, n_frame - 1)
+    return lo, np.maximum(hi, lo)
+
+
+def grid_to_frame_coords(coord: np.ndarray, n_frame: int, n_grid: int) -> np.ndarray:
+    """Grid pixel coordinates (pixel centres at integers) -> the frame's, along one axis."""
+    return (np.asarray(coord, np.float64) + 0.5) * (n_frame / n_grid) - 0.5
+
+
 def mask_to_frame(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """A class mask on the network grid -> the frame's own size (nearest)."""
+    """A class mask or label image on the network grid (padded, or already cropped to the resized
+    region) -> the frame's own size, nearest (by `frame_index`), any dtype."""
     rh, rw = geometry.resized_hw
     h, w = geometry.frame_hw
     cropped = mask[:rh, :rw]
     if (rh, rw) == (h, w):
         return np.ascontiguousarray(cropped)
-    return cv2.resize(cropped, (w, h), interpolation=cv2.INTER_NEAREST)
+    return np.take(np.take(cropped, frame_index(h, rh), axis=0), frame_index(w, rw), axis=1)

@@ -252,8 +252,9 @@ class Analyser:
         from runtime.contracts.imageio import check_frame
 
         frame = check_frame(frame)
-        ok_o, overlay = cv2.imencode(".png", draw_overlay(frame, analysis.mask, analysis.counts))
-        ok_m, mask = cv2.imencode(".png", analysis.mask)
+        frame_mask = analysis.frame_mask()
+        ok_o, overlay = cv2.imencode(".png", draw_overlay(frame, frame_mask, analysis.counts))
+        ok_m, mask = cv2.imencode(".png", frame_mask)
         if not (ok_o and ok_m):
             raise SmearscopeError("could not encode the overlay or mask as PNG")
         for kind, data, ctype in (("field", image.data, image.content_type), ("overlay", overlay.tobytes(), "image/png"),

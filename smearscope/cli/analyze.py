@@ -105,9 +105,10 @@ def _analyze_one(analyzer, path: Path, out_dir: Path, stem: str, um_per_px: floa
     }
     notes = [f"quality: {'; '.join(analysis.quality.reasons) or 'accepted'}",
              *(f"review: {r['detail']}" for r in review["reasons"])]
-    write_image(out_dir / f"{stem}.mask.png", analysis.mask)
-    write_image(out_dir / f"{stem}.overlay.png", render_overlay(frame, analysis.labels, analysis.cells, path.name, notes))
-    write_image(out_dir / f"{stem}.gallery.png", render_gallery(frame, analysis.labels, analysis.cells, path.name))
+    labels = analysis.frame_labels()
+    write_image(out_dir / f"{stem}.mask.png", analysis.frame_mask())
+    write_image(out_dir / f"{stem}.overlay.png", render_overlay(frame, labels, analysis.cells, path.name, notes))
+    write_image(out_dir / f"{stem}.gallery.png", render_gallery(frame, labels, analysis.cells, path.name))
     (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record
 
