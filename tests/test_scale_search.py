@@ -116,7 +116,9 @@ def test_search_refines_by_the_corrected_measurement_and_ends_on_the_chosen_pass
                 assert after.decision.rbc_diameter_px == pytest.approx(before.measured / ratio)
     model.plan = InferencePlan(flip_average=True)
     calibrated = segment_frame(model, frame, um_per_px=0.25)
-    assert calibrated.passes == 3 and calibrated.scale.source == "calibration"
+    assert calibrated.passes == 1 and calibrated.scale.source == "calibration"  # one pass when calibrated
+    model.plan = InferencePlan(flip_average=False, flip_when_calibrated=True)
+    assert segment_frame(model, frame, um_per_px=0.25).passes == 3
 
 
 def _fragments_run(tensor: np.ndarray) -> dict[str, np.ndarray]:

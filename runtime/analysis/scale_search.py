@@ -81,12 +81,14 @@ def search_scale(network: Network, frame: np.ndarray, first: NetworkPass) -> lis
     rises as cells grow), so the scale is then set by the red-cell size measured on that pass's
     mask (divided by the model's measured_diameter_ratio, and within `max_refinement_step` of
     the size it was run at): a pass at that size, repeated up to `refinements` times while the
-    size moves by more than `tolerance`. A calibrated frame, or one
-    with no estimate, runs once.
+    size moves by more than `tolerance`. A calibrated frame runs once (its flipped runs only with the
+    plan's `flip_when_calibrated`); a frame with no estimate runs once, flip-averaged as the plan says.
     """
     params, plan = network.params, network.plan
     decision = first.decision
-    if decision.source == "calibration" or decision.rbc_diameter_px is None:
+    if decision.source == "calibration":
+        return [network.flip_averaged(first) if plan.flip_when_calibrated else first]
+    if decision.rbc_diameter_px is None:
         return [_final(network, first)]
     guess = decision.rbc_diameter_px
     passes = [first if f == 1.0 else network.predict(network.prepare(frame, _at_diameter(params, guess * f, "estimated")))

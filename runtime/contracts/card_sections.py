@@ -75,7 +75,12 @@ class InferencePlan(Section):
     """A refinement moves the assumed red-cell diameter by at most this factor: the coarse choice
     has settled the order of magnitude, and a frame with few whole cells can measure fragments."""
     flip_average: bool = False
-    """Average the final pass's outputs with its horizontally and vertically flipped runs."""
+    """Average the final pass's outputs with its horizontally and vertically flipped runs, on a
+    frame whose scale was searched (no calibration)."""
+    flip_when_calibrated: bool = False
+    """The same on a calibrated frame. Off by default: a calibrated field then costs one network
+    run. For the version-4 model the two flipped runs cost more than half the calibrated field's
+    end-to-end time for a small gain (docs/segmentation.md, "One pass when calibrated")."""
     wbc_border_band: Annotated[float, Field(ge=0, le=4)] = 0.25
     wbc_border_min_prob: Annotated[float, Field(gt=0, le=1)] = 0.15
     """Within `wbc_border_band` red-cell diameters of the frame's edge a pixel is white cell from
