@@ -21,7 +21,7 @@ PARAMS = PreprocessParams(target_rbc_diameter_px=24.0)
 
 
 def test_registry_lists_valid_names_on_a_bad_one():
-    with pytest.raises(ConfigError, match="valid: unet"):
+    with pytest.raises(ConfigError, match="valid: lite_unet, unet"):
         build_model("segnet")
     with pytest.raises(ConfigError, match="unet"):
         build_model("unet", widht=3)
