@@ -1,0 +1,153 @@
+"""Crop samplers compared on held-out train frames: does petroscope's class balancing help the rare classes?
+
+Two networks, identical but for `train segmentation --sampler` (frames: the default; petroscope:
+training/balanced_crops.py), are trained for the same number of steps on the TXL-PBC train split
+without its last HOLDOUT frames by name, validated once, at the end, on those frames (so best.pt
+is the final weights: nothing is selected). Each is exported as the shipped models are (int8
+calibrated on 32 frames, checked against fp32 on 16, inference plan fitted on 200), all of them
+frames it trained on, and the held-out frames are then scored through the device path
+(training.evaluate, as `smearscope evaluate --split train --holdout HOLDOUT` does). val is never read.
+
+    python -m benchmarks.sampler_comparison --data ../shared/data/txl_pbc --out runs/samplers --steps 900
+
+Both trainings run at once (one thread each, reniced); `--stage export` or `--stage evaluate`
+repeats the later stages on existing runs. Writes OUT/report.json (per image too) and OUT/table.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SAMPLERS = ("frames", "petroscope")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What both runs share."""
+
+    data: Path
+    out: Path
+    steps: int
+    holdout: int = 200
+    seed: int = 0
+    nice: int = 15
+
+    def run_dir(self, sampler: str) -> Path:
+        return self.out / sampler
+
+    def model(self, sampler: str) -> Path:
+        return self.out / "models" / f"sampler-{sampler}.int8.onnx"
+
+
+def train_both(c: Comparison) -> None:
+    """Both samplers at once, same settings and step budget; the shared cache is built first."""
+    from runtime.inference.preprocess import PreprocessParams
+    from training.txl_crops import build_cache
+
+    cache = c.out / "cache"
+    build_cache(c.data, "train", PreprocessParams(target_rbc_diameter_px=32.0, stride=16), cache)
+    jobs = []
+    for sampler in SAMPLERS:
+        args = [sys.executable, "-m", "smearscope", "train", "segmentation", "--data", str(c.data),
+                "--out", str(c.run_dir(sampler)), "--cache-dir", str(cache), "--steps", str(c.steps),
+                "--holdout", str(c.holdout), "--sampler", sampler, "--seed", str(c.seed), "--threads", "1",
+                "--val-every-min", "1e9", "--no-progress"]
+        log = open(c.out / f"train-{sampler}.log", "w")
+        jobs.append((sampler, log, subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                                    preexec_fn=lambda: os.nice(c.nice))))
+    failed = []
+    for sampler, log, job in jobs:
+        if job.wait() != 0:
+            failed.append(sampler)
+        log.close()
+    if failed:
+        raise SystemExit(f"training failed for {', '.join(failed)}: see {c.out}/train-*.log")
+
+
+def export_both(c: Comparison) -> None:
+    """Each best.pt to ONNX fp32 + int8 with cards, every frame it reads from the training part."""
+    from export.pipeline import ExportData, ExportSettings, export_checkpoint
+    from export.quantize import evenly_spaced, frames_from_source
+    from training.txl_pbc import Part, TxlPbcSource
+
+    source = TxlPbcSource(c.data, "train", part=Part(c.holdout))
+    calibration = frames_from_source(source, 32)
+    checks = [source[int(i)] for i in (evenly_spaced(len(source), 16) + len(source) // 64) % len(source)]
+    for sampler in SAMPLERS:
+        fit = (source[int(i)] for i in evenly_spaced(len(source), 200))
+        data = ExportData(calibration=calibration, validation=checks, calibration_info=source.describe(),
+                          validation_info=source.describe(), scale_fit=fit, scale_fit_info=source.describe())
+        export_checkpoint(c.run_dir(sampler) / "best.pt", c.out / "models", f"sampler-{sampler}", data,
+                          ExportSettings(flip_average=True), log=print)
+
+
+def evaluate_both(c: Comparison) -> dict[str, Any]:
+    """Both int8 models on the held-out frames, the device's way; writes report.json and table.md."""
+    from training.evaluate import evaluate, format_report, onnx_method
+    from training.label_checks import check_split
+    from training.txl_pbc import Part
+
+    flagged = check_split(c.data, "train")
+    methods = [onnx_method(c.model(s), name=s, threads=2) for s in SAMPLERS]
+    report = evaluate(c.data, "train", methods, flagged=set(flagged), part=Part(c.holdout, held=True))
+    report["flagged"] = {stem: issues for stem, issues in flagged.items()}
+    report["runs"] = {s: _run_info(c.run_dir(s) / "best.pt") for s in SAMPLERS}
+    (c.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    table = comparison_table(report)
+    (c.out / "table.md").write_text(table + "\n")
+    print(format_report(report))
+    print(table)
+    return report
+
+
+def _run_info(checkpoint: Path) -> dict[str, Any]:
+    from training.checkpoint import load_checkpoint
+
+    raw = load_checkpoint(checkpoint).raw
+    return {"steps": raw.get("step"), "minutes": round(float(raw.get("elapsed_s", 0.0)) / 60.0, 1),
+            "sampler": (raw.get("training_data") or {}).get("train", {}).get("sampler")}
+
+
+def comparison_table(report: dict[str, Any]) -> str:
+    """Markdown: per sampler and subset, Dice per class, counts and object F1 of the rare classes."""
+    lines = ["| sampler | steps | subset | background | RBC | WBC | platelet | RBC MAPE | WBC exact | "
+             "platelet MAE | WBC F1 | platelet F1 |", "|---" * 12 + "|"]
+    for name, result in report["methods"].items():
+        for subset, key in (("all", "all"), ("clean", "without_flagged_labels")):
+            s = result[key]
+            d, o = s["dice"], s["objects_iou50"]
+            lines.append(f"| {name} | {report['runs'][name]['steps']} | {subset} {s['images']} | "
+                         + " | ".join(f"{d[k]:.3f}" for k in ("background", "rbc", "wbc", "platelet"))
+                         + f" | {s['rbc_count_mape_pct']:.2f} % | {s['wbc_count_exact_pct']:.1f} % | "
+                         f"{s['platelet_count_mae']:.3f} | {o['wbc']['f1']:.3f} | {o['platelet']['f1']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="TXL-PBC folder")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--steps", type=int, required=True, help="training steps of each run (same for both)")
+    parser.add_argument("--holdout", type=int, default=200, help="last N train frames by name, never trained on")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stage", choices=("all", "export", "evaluate"), default="all",
+                        help="all: train, export, evaluate; export: from existing runs; evaluate: existing models")
+    args = parser.parse_args(argv)
+    c = Comparison(args.data, args.out, args.steps, args.holdout, args.seed)
+    c.out.mkdir(parents=True, exist_ok=True)
+    if args.stage == "all":
+        train_both(c)
+    if args.stage in ("all", "export"):
+        export_both(c)
+    evaluate_both(c)
+
+
+if __name__ == "__main__":
+    main()
