@@ -117,16 +117,17 @@ def _run_info(checkpoint: Path) -> dict[str, Any]:
 
 def comparison_table(report: dict[str, Any]) -> str:
     """Markdown: per sampler and subset, Dice per class, counts and object F1 of the rare classes."""
-    lines = ["| sampler | steps | subset | background | RBC | WBC | platelet | RBC MAPE | WBC exact | "
+    lines = ["| sampler | steps | subset | background | RBC | WBC | platelet | RBC MAPE % | WBC exact % | "
              "platelet MAE | WBC F1 | platelet F1 |", "|---" * 12 + "|"]
     for name, result in report["methods"].items():
         for subset, key in (("all", "all"), ("clean", "without_flagged_labels")):
             s = result[key]
             d, o = s["dice"], s["objects_iou50"]
-            lines.append(f"| {name} | {report['runs'][name]['steps']} | {subset} {s['images']} | "
-                         + " | ".join(f"{d[k]:.3f}" for k in ("background", "rbc", "wbc", "platelet"))
-                         + f" | {s['rbc_count_mape_pct']:.2f} % | {s['wbc_count_exact_pct']:.1f} % | "
-                         f"{s['platelet_count_mae']:.3f} | {o['wbc']['f1']:.3f} | {o['platelet']['f1']:.3f} |")
+            values = [d["background"], d["rbc"], d["wbc"], d["platelet"], s["rbc_count_mape_pct"],
+                      s["wbc_count_exact_pct"], s["platelet_count_mae"], o["wbc"]["f1"], o["platelet"]["f1"]]
+            formats = ["{:.3f}"] * 4 + ["{:.2f}", "{:.1f}"] + ["{:.3f}"] * 3
+            cells = ["-" if v is None else f.format(v) for v, f in zip(values, formats)]
+            lines.append(f"| {name} | {report['runs'][name]['steps']} | {subset} {s['images']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
