@@ -127,7 +127,8 @@ def comparison_table(report: dict[str, Any]) -> str:
                       s["wbc_count_exact_pct"], s["platelet_count_mae"], o["wbc"]["f1"], o["platelet"]["f1"]]
             formats = ["{:.3f}"] * 4 + ["{:.2f}", "{:.1f}"] + ["{:.3f}"] * 3
             cells = ["-" if v is None else f.format(v) for v, f in zip(values, formats)]
-            lines.append(f"| {name} | {report['runs'][name]['steps']} | {subset} {s['images']} | " + " | ".join(cells) + " |")
+            head = f"| {name} | {report['runs'][name]['steps']} | {subset} {s['images']} | "
+            lines.append(head + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
