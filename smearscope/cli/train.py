@@ -60,7 +60,7 @@ def train() -> None:
 @click.option("--val-every-min", default=5.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Validate (and write last.pt, best.pt on improvement) this often.")
 @click.option("--val-images", default=96, show_default=True, type=click.IntRange(1),
-              help="Validation frames, evenly spaced over the val split.")
+              help="Validation frames, evenly spaced over the val split (or the --holdout frames).")
 @click.option("--synthetic-frames", default=256, show_default=True, type=click.IntRange(1),
               help="Training frames when --data synthetic (validation uses a quarter as many, other seeds).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -88,6 +88,9 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
       smearscope train segmentation --arch unet --data ../shared/data/txl_pbc --out runs/seg --minutes 105
     A quick run on generated smears:
       smearscope train segmentation --data synthetic --out runs/syn --minutes 10
+    A recipe compared without reading val (benchmarks/sampler_comparison.py does both samplers):
+      smearscope train segmentation --data ../shared/data/txl_pbc --out runs/bal --steps 500 \
+          --holdout 200 --sampler petroscope
     """
     from runtime.contracts.errors import SmearscopeError
 
