@@ -1,5 +1,5 @@
 """Where training crops come from: a crop centred where a sampler asks, and petroscope's class-balanced
-placement (`train segmentation --sampler petroscope`, training/balanced_crops.py)."""
+placement (benchmarks/petroscope_sampler.py, the second arm of benchmarks/sampler_comparison.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from training.txl_pbc import Box
 PARAMS = PreprocessParams(target_rbc_diameter_px=32.0, stride=16)
 needs_petroscope = pytest.mark.skipif(
     importlib.util.find_spec("petroscope") is None,
-    reason="petroscope is not installed (it comes with the [train] extra: pip install -e '.[train]')")
+    reason="petroscope is not installed (only the sampler comparison uses it: pip install petroscope==0.0.12)")
 
 
 def _frame(index: int, platelets: bool, size: int = 220) -> CachedImage:
@@ -43,16 +43,16 @@ def test_a_crop_is_centred_on_the_point_asked_for():
 
 
 def test_a_missing_petroscope_is_a_clear_error(monkeypatch):
-    from training import balanced_crops
+    from benchmarks import petroscope_sampler
 
-    monkeypatch.setattr(balanced_crops.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ConfigError, match=r"\[train\] extra"):
-        balanced_crops.import_balancer()
+    monkeypatch.setattr(petroscope_sampler.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"pip install petroscope==0\.0\.12"):
+        petroscope_sampler.import_balancer()
 
 
 @needs_petroscope
 def test_petroscope_places_crops_on_the_rare_class_reproducibly(tmp_path):
-    from training.balanced_crops import BalancedCrops
+    from benchmarks.petroscope_sampler import BalancedCrops
 
     items = [_frame(i, platelets=i in (3, 8)) for i in range(12)]
     first = BalancedCrops(items, PARAMS, 64, tmp_path / "files", seed=1)
@@ -68,30 +68,43 @@ def test_petroscope_places_crops_on_the_rare_class_reproducibly(tmp_path):
     assert first.describe()["sampler"]["name"] == "petroscope"
 
 
-def test_petroscope_sampler_refuses_synthetic_data(cli_runner, tmp_path):
+def test_holdout_refuses_synthetic_data(cli_runner, tmp_path):
     from smearscope.cli import cli
 
     result = cli_runner.invoke(cli, ["train", "segmentation", "--data", "synthetic", "--out", str(tmp_path / "run"),
-                                     "--steps", "1", "--sampler", "petroscope"])
+                                     "--steps", "1", "--holdout", "10"])
     assert result.exit_code == 2 and "TXL-PBC" in result.output
+
+
+def test_comparison_recipe_is_the_train_commands_defaults():
+    """Both arms of the comparison must train as `smearscope train segmentation` does by default."""
+    from benchmarks.sampler_comparison import Recipe
+    from smearscope.cli.train import ARCH_DEFAULTS, segmentation
+
+    defaults = {p.name: p.default for p in segmentation.params}
+    r = Recipe()
+    assert r.arch == defaults["arch"] and ARCH_DEFAULTS[r.arch] == {"base_width": r.base_width, "depth": r.depth}
+    ours = (r.centre_head, r.target_rbc_px, r.crop, r.batch_size, r.lr, r.weight_decay, tuple(r.class_weights),
+            r.centre_weight, r.ignore_ring, r.val_images)
+    theirs = tuple(defaults[k] for k in ("centre_head", "target_rbc_px", "crop", "batch_size", "lr", "weight_decay",
+                                         "class_weights", "centre_weight", "ignore_ring", "val_images"))
+    assert ours == tuple(tuple(v) if isinstance(v, list) else v for v in theirs)
+    assert defaults["ring_classes"] == ",".join(Augment().ring_classes)
 
 
 @pytest.mark.slow
 @needs_petroscope
-def test_train_with_petroscope_sampler_and_holdout(cli_runner, tmp_path, shared_data):
-    """A one-step run: trains on the first 8 train frames, validates on the 1,000 after them, never reads val."""
-    from smearscope.cli import cli
+def test_petroscope_arm_trains_on_the_rest_and_validates_on_the_held_out_frames(tmp_path, shared_data):
+    """One step of the comparison's petroscope arm on the first 8 train frames, validated on the 1,000 after them."""
+    from benchmarks.sampler_comparison import Comparison, Recipe, train_one
     from training.checkpoint import load_checkpoint
 
-    out = tmp_path / "run"
-    result = cli_runner.invoke(cli, ["train", "segmentation", "--data", str(shared_data / "txl_pbc"), "--out", str(out),
-                                     "--steps", "1", "--sampler", "petroscope", "--holdout", "1000", "--val-images", "2",
-                                     "--base-width", "4", "--depth", "2", "--crop", "64", "--threads", "1",
-                                     "--no-progress"])
-    assert result.exit_code == 0, result.output
-    assert "on 8 txl_pbc frames (validation: 2 of 1000 held-out train)" in result.output
-    data = load_checkpoint(out / "best.pt").training_data
+    c = Comparison(shared_data / "txl_pbc", tmp_path, steps=1, holdout=1000,
+                   recipe=Recipe(base_width=4, depth=2, crop=64, val_images=2))
+    result = train_one(c, "petroscope")
+    assert result.steps == 1 and result.history[0]["step"] == 1
+    data = load_checkpoint(result.best).training_data
     assert data["train"]["sampler"]["name"] == "petroscope" and data["train"]["frames"] == 8
-    assert data["val"]["split"] == "train" and data["val"]["part"] == "held out"
+    assert data["val"]["split"] == "train" and data["val"]["part"] == "held out" and data["val"]["frames"] == 1000
     assert len(list((tmp_path / "cache").glob("petroscope-*/masks/*.png"))) == 8
     json.dumps(data)  # recorded in the card as it is

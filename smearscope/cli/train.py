@@ -50,10 +50,6 @@ def train() -> None:
               help="TXL-PBC: width (network px) of the band around box outlines the loss skips.")
 @click.option("--ring-classes", default="rbc,wbc,platelet", show_default=True, metavar="LIST",
               help="TXL-PBC: comma-separated classes whose outlines get that band.")
-@click.option("--sampler", type=click.Choice(["frames", "petroscope"]), default="frames", show_default=True,
-              help="TXL-PBC: where crops come from. frames: frames with platelets drawn twice as often, crops "
-                   "placed at random; petroscope: crops centred on petroscope's class-balanced patches "
-                   "(training/balanced_crops.py; needs petroscope, in the [train] extra).")
 @click.option("--holdout", default=0, show_default=True, type=click.IntRange(0), metavar="N",
               help="TXL-PBC: train on all but the last N train frames (by name) and validate on those N "
                    "instead of val, so recipes are compared without reading val (docs/segmentation.md).")
@@ -75,7 +71,7 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
                  base_width: int | None, depth: int | None,
                  centre_head: bool, crop: int, batch_size: int, lr: float, weight_decay: float,
                  class_weights: tuple[float, ...], centre_weight: float, target_rbc_px: float, ignore_ring: int,
-                 ring_classes: str, sampler: str, holdout: int, val_every_min: float, val_images: int,
+                 ring_classes: str, holdout: int, val_every_min: float, val_images: int,
                  synthetic_frames: int,
                  cache_dir: Path | None, seed: int, threads: int, resume: Path | None, init: Path | None,
                  progress: bool) -> None:
@@ -88,9 +84,8 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
       smearscope train segmentation --arch unet --data ../shared/data/txl_pbc --out runs/seg --minutes 105
     A quick run on generated smears:
       smearscope train segmentation --data synthetic --out runs/syn --minutes 10
-    A recipe compared without reading val (benchmarks/sampler_comparison.py does both samplers):
-      smearscope train segmentation --data ../shared/data/txl_pbc --out runs/bal --steps 500 \
-          --holdout 200 --sampler petroscope
+    A recipe to compare without reading val (then: smearscope evaluate --split train --holdout 200):
+      smearscope train segmentation --data ../shared/data/txl_pbc --out runs/try --steps 500 --holdout 200
     """
     from runtime.contracts.errors import SmearscopeError
 
@@ -110,8 +105,8 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
         config = TrainConfig(steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                              seed=seed, class_weights=tuple(class_weights), centre_weight=centre_weight,
                              threads=threads, val_every_min=val_every_min)
-        if data == "synthetic" and (sampler != "frames" or holdout):
-            raise ConfigError("--sampler petroscope and --holdout apply to TXL-PBC data, not synthetic frames")
+        if data == "synthetic" and holdout:
+            raise ConfigError("--holdout applies to TXL-PBC data, not synthetic frames")
         if data == "synthetic":
             # 320 px frames at 0.15-0.3 µm/px still cover the crop after scale normalisation.
             size = {"height": 320, "width": 320}
@@ -128,13 +123,8 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
             part = Part(holdout)
             val_src = (build_source("txl_pbc", data, "train", part=Part(holdout, held=True)) if holdout
                        else build_source("txl_pbc", data, "val"))
-            cache = cache_dir or out_dir.parent / "cache"
-            if sampler == "petroscope":
-                from training.balanced_crops import balanced_crops
-
-                batches = balanced_crops(data, params, crop, cache, augment=augment, part=part, seed=seed)
-            else:
-                batches = cached_crops(data, params, crop, cache, augment=augment, part=part)
+            batches = cached_crops(data, params, crop, cache_dir or out_dir.parent / "cache", augment=augment,
+                                   part=part)
         val_ds = SegmentationDataset(val_src, params)
         picked = list(range(len(val_ds)))[:: max(1, len(val_ds) // val_images)][:val_images]
         base_width = base_width or ARCH_DEFAULTS[arch]["base_width"]

@@ -1,11 +1,12 @@
-"""Crops placed by petroscope's class-balanced patch sampler (`train segmentation --sampler petroscope`).
+"""Crops placed by petroscope's class-balanced patch sampler: the second arm of benchmarks/sampler_comparison.py.
 
-petroscope (MIT, Moscow State University; in the [train] extra) keeps, for every frame and class,
-a map of where a patch holds much of that class, and each time asks for the class that has had
-the fewest pixels so far (`ClassBalancedPatchDataset`). Here it only decides *where* to look:
-each of its patches becomes a crop centred on that patch by training.txl_crops.make_crop, so the
-image, the masks (ignore ring included), the centre targets and the augmentation are those of the
-default sampler (training.txl_crops.CachedCrops), and comparing the two measures the placement alone.
+petroscope (MIT, Moscow State University; `pip install petroscope==0.0.12`, not a dependency of
+the product) keeps, for every frame and class, a map of where a patch holds much of that class,
+and each time asks for the class that has had the fewest pixels so far
+(`ClassBalancedPatchDataset`). Here it only decides *where* to look: each of its patches becomes a
+crop centred on that patch by training.txl_crops.make_crop, so the image, the masks (ignore ring
+included), the centre targets and the augmentation are those of the default sampler
+(training.txl_crops.CachedCrops), and comparing the two measures the placement alone.
 
 petroscope reads image and mask files: the cached frames and their box masks are written once as
 PNGs beside the cache. TXL-PBC frames at the cache scale are about one crop across (150-330 px
@@ -69,7 +70,7 @@ def import_balancer() -> type:
     """
     spec = importlib.util.find_spec("petroscope")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("--sampler petroscope needs petroscope (the [train] extra: pip install -e '.[train]')")
+        raise ConfigError(f"the petroscope sampler needs petroscope: pip install petroscope=={PETROSCOPE_VERSION}")
     root = Path(list(spec.submodule_search_locations)[0])
     if "petroscope.segmentation" not in sys.modules:
         package = types.ModuleType("petroscope.segmentation")
@@ -157,7 +158,7 @@ class BalancedCrops:
                             **dataclasses.asdict(self.settings)}}
 
 
-def balanced_crops(root: str | Path, params: PreprocessParams, crop: int, cache_dir: str | Path, *,
+def petroscope_crops(root: str | Path, params: PreprocessParams, crop: int, cache_dir: str | Path, *,
                    augment: Augment = Augment(), part: Part = Part(), seed: int = 0) -> BalancedCrops:
     """BalancedCrops over a TXL-PBC train split (or a `part` of it), building the caches on first use."""
     from training.txl_pbc import TxlPbcSource
