@@ -50,6 +50,21 @@ def test_perfect_and_empty_methods_score_as_expected(shared_data):
     assert "perfect" in text and "empty" in text and "targets" in text and "IoU >= 0.5" in text
 
 
+def test_evaluation_of_a_held_out_part_reads_only_those_frames(shared_data):
+    from training.txl_pbc import Part
+
+    root = shared_data / "txl_pbc"
+
+    def empty(frame):
+        return Output(np.zeros(frame.shape[:2], np.uint8), {"rbc": [], "wbc": [], "platelet": []}, None)
+
+    report = evaluate(root, "train", [Method("empty", empty)], part=Part(3, held=True))
+    assert report["images"] == 3 and report["holdout_last"] == 3
+    assert [r["image"] for r in report["methods"]["empty"]["per_image"]] == [
+        s.stem for s in list_samples(root, "train")[-3:]]
+    assert "held out: last 3 by name" in format_report(report)
+
+
 def _cells_of(boxes):
     """Label boxes as cell records (confidence 1): what a perfect detector would report."""
     out = {name: [] for name in CELL_CLASSES}

@@ -60,6 +60,14 @@ def test_train_on_real_smears_uses_the_cached_crops(cli_runner, tmp_path, shared
     ckpt = load_checkpoint(out / "best.pt")
     assert ckpt.training_data["train"]["split"] == "train" and ckpt.training_data["val"]["split"] == "val"
     assert ckpt.training_data["train"]["trainer"] == "smearscope train segmentation"
+    held = cli_runner.invoke(cli, ["train", "segmentation", "--data", str(shared_data / "txl_pbc"), "--out",
+                                   str(tmp_path / "held"), "--steps", "1", "--val-images", "2", "--base-width", "4",
+                                   "--depth", "2", "--crop", "64", "--threads", "1", "--no-progress",
+                                   "--holdout", "1000"])  # the same cache: trains on 8 frames, validates on 1,000
+    assert held.exit_code == 0, held.output
+    assert "on 8 txl_pbc frames (validation: 2 of 1000 held-out train)" in held.output
+    data = load_checkpoint(tmp_path / "held" / "best.pt").training_data
+    assert data["train"]["frames"] == 8 and data["val"]["split"] == "train" and data["val"]["part"] == "held out"
 
 
 def test_train_needs_a_budget(cli_runner, tmp_path):

@@ -53,3 +53,22 @@ def test_source_gives_box_masks_and_measured_scale(shared_data):
     assert 50 < sample.rbc_diameter_px < 170  # red cells are 70-125 px across in this data
     assert sample.instances.max() >= 1
     assert source.describe()["split"] == "val"
+
+
+def test_holdout_part_is_the_last_frames_by_name(tmp_path):
+    from training.txl_pbc import Part
+
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    for name in ("d", "a", "e", "c", "b"):
+        (tmp_path / "images" / "train" / f"{name}.jpg").write_bytes(b"")
+
+    def stems(part: Part) -> list[str]:
+        return [s.stem for s in list_samples(tmp_path, "train", part)]
+
+    assert stems(Part()) == ["a", "b", "c", "d", "e"]
+    assert stems(Part(2)) == ["a", "b", "c"] and stems(Part(2, held=True)) == ["d", "e"]
+    assert Part(2, held=True).describe() == {"holdout_last": 2, "part": "held out"} and Part().describe() == {}
+    with pytest.raises(DataError, match="leaves nothing"):
+        list_samples(tmp_path, "train", Part(5))
+    with pytest.raises(DataError, match="above 0"):
+        list_samples(tmp_path, "train", Part(0, held=True))

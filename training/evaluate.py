@@ -31,7 +31,7 @@ from training.labels import boxes_to_mask
 from training.metrics import ConfusionMeter
 from training.objects import ObjectTally
 from training.rule_search import RULE_SELECTION
-from training.txl_pbc import count_boxes, list_samples, load_sample, median_rbc_diameter_px
+from training.txl_pbc import Part, count_boxes, list_samples, load_sample, median_rbc_diameter_px
 
 
 @dataclass(frozen=True)
@@ -117,9 +117,10 @@ def summarise(tally: _Tally) -> dict[str, Any]:
 
 
 def evaluate(data_root: str | Path, split: str, methods: Sequence[Method], *, limit: int | None = None,
-             flagged: set[str] | None = None, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Run every method on the split's images; returns the report (JSON-serialisable)."""
-    samples = list_samples(data_root, split)
+             flagged: set[str] | None = None, progress: Callable[[int], None] | None = None,
+             part: Part = Part()) -> dict[str, Any]:
+    """Run every method on the split's images (or its `part`); returns the report (JSON-serialisable)."""
+    samples = list_samples(data_root, split, part)
     if limit:
         samples = samples[:: max(1, len(samples) // limit)][:limit]
     flagged = flagged or set()
@@ -147,7 +148,8 @@ def evaluate(data_root: str | Path, split: str, methods: Sequence[Method], *, li
                     record["objects"] = matched
         if progress:
             progress(i + 1)
-    report: dict[str, Any] = {"split": split, "data": str(data_root), "images": len(samples), "methods": {}}
+    report: dict[str, Any] = {"split": split, **part.describe(), "data": str(data_root), "images": len(samples),
+                              "methods": {}}
     for method in methods:
         everything, clean = tallies[method.name]
         report["methods"][method.name] = {
@@ -168,7 +170,8 @@ shown beside the measurements, never used to tune."""
 
 def format_report(report: dict[str, Any]) -> str:
     """Human-readable table of a report (the JSON holds everything, per image too)."""
-    lines = [f"{report['split']} split, {report['images']} images ({report['data']})"]
+    part = f" ({report['part']}: last {report['holdout_last']} by name)" if report.get("holdout_last") else ""
+    lines = [f"{report['split']} split{part}, {report['images']} images ({report['data']})"]
     header = f"{'method':<34}{'subset':<10}{'bg':>7}{'rbc':>7}{'wbc':>7}{'plt':>7}{'RBC MAPE%':>11}{'WBC exact%':>12}{'PLT MAE':>9}{'d MAPE%':>9}"
     lines.append(header)
     lines.append("-" * len(header))

@@ -23,7 +23,7 @@ from runtime.contracts.errors import ConfigError, DataError
 from runtime.inference.preprocess import PreprocessParams, normalize, plan_geometry, resample_frame
 from training.datasets import check_crop
 from training.labels import boxes_to_mask, centre_heatmap
-from training.txl_pbc import Box, list_samples, load_sample, median_rbc_diameter_px
+from training.txl_pbc import Box, Part, list_samples, load_sample, median_rbc_diameter_px
 
 CACHE_OVERSIZE = 1.4
 """Cached images hold red cells this many times the network's target size, so that scale
@@ -43,11 +43,16 @@ def _scale_boxes(boxes: list[Box], factor: float) -> list[Box]:
     return [Box(b.cls, b.cx * factor, b.cy * factor, b.w * factor, b.h * factor) for b in boxes]
 
 
+def cache_tag(split: str, params: PreprocessParams) -> str:
+    """The name of a split's cache at a network scale (the .npz, and folders derived from it)."""
+    return f"{split}-d{params.target_rbc_diameter_px:g}-x{CACHE_OVERSIZE:g}"
+
+
 def build_cache(root: str | Path, split: str, params: PreprocessParams, cache_dir: str | Path) -> Path:
     """Resample every image of `split` once and store them in one .npz (+ boxes as JSON). Idempotent."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tag = f"{split}-d{params.target_rbc_diameter_px:g}-x{CACHE_OVERSIZE:g}"
+    tag = cache_tag(split, params)
     npz_path, json_path = cache_dir / f"{tag}.npz", cache_dir / f"{tag}.json"
     if npz_path.is_file() and json_path.is_file():
         return npz_path
@@ -104,8 +109,12 @@ class Augment:
 
 
 def make_crop(item: CachedImage, params: PreprocessParams, crop: int, rng: np.random.Generator,
-              augment: Augment) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(tensor CxHxW float32, mask HxW int64 with IGNORE_INDEX, centre heat-map HxW float32)."""
+              augment: Augment, centre: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tensor CxHxW float32, mask HxW int64 with IGNORE_INDEX, centre heat-map HxW float32).
+
+    The crop lies at random, or as close to centred on `centre` ((y, x) in cached-image pixels)
+    as the frame allows, so a sampler that chooses where to look still gets every target from here.
+    """
     lo, hi = augment.scale_range
     rel = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     factor = rel / CACHE_OVERSIZE
@@ -117,8 +126,12 @@ def make_crop(item: CachedImage, params: PreprocessParams, crop: int, rng: np.ra
     if h < crop or w < crop:  # reflect-pad small images; padded pixels are ignored by the loss
         pad_h, pad_w = max(0, crop - h), max(0, crop - w)
         image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
-    y0 = int(rng.integers(0, image.shape[0] - crop + 1))
-    x0 = int(rng.integers(0, image.shape[1] - crop + 1))
+    if centre is None:
+        y0 = int(rng.integers(0, image.shape[0] - crop + 1))
+        x0 = int(rng.integers(0, image.shape[1] - crop + 1))
+    else:
+        y0 = int(np.clip(round(centre[0] * fy - crop / 2), 0, image.shape[0] - crop))
+        x0 = int(np.clip(round(centre[1] * fx - crop / 2), 0, image.shape[1] - crop))
     image = image[y0:y0 + crop, x0:x0 + crop]
     boxes = [Box(b.cls, b.cx - x0, b.cy - y0, b.w, b.h) for b in boxes]
     mask = boxes_to_mask(boxes, (crop, crop), augment.ignore_ring_px, augment.ring_class_ids).astype(np.int64)
@@ -153,6 +166,7 @@ class CachedCrops:
             raise DataError("no cached training images (no image of the split has a red-cell box)")
         check_crop(crop, params)
         self.items, self.params, self.crop, self.augment = items, params, crop, augment
+        self.platelet_boost = platelet_boost
         weights = np.array([platelet_boost if any(b.cls == PLATELET for b in it.boxes) else 1.0 for it in items])
         self.sampling = weights / weights.sum()
         self.description = description or {}
@@ -161,22 +175,33 @@ class CachedCrops:
         return len(self.items)
 
     def batch(self, rng: np.random.Generator, size: int):
-        import torch
-
         picks = rng.choice(len(self.items), size=size, p=self.sampling)
-        crops = [make_crop(self.items[int(i)], self.params, self.crop, rng, self.augment) for i in picks]
-        return tuple(torch.from_numpy(np.stack([c[k] for c in crops])) for k in range(3))
+        return stack_crops([make_crop(self.items[int(i)], self.params, self.crop, rng, self.augment) for i in picks])
 
     def describe(self) -> dict:
         return {**self.description, "cache": f"red cells {CACHE_OVERSIZE:g}x the target, crops {self.crop} px",
-                "augment": dataclasses.asdict(self.augment)}
+                "augment": dataclasses.asdict(self.augment), "sampler": f"frames (platelet frames x{self.platelet_boost:g}, crops at random)"}
+
+
+def stack_crops(crops: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
+    """make_crop results -> the (images, masks, centre heat-maps) tensors of a training.loop.BatchSource."""
+    import torch
+
+    return tuple(torch.from_numpy(np.stack([c[k] for c in crops])) for k in range(3))
+
+
+def cached_items(root: str | Path, split: str, params: PreprocessParams, cache_dir: str | Path,
+                 part: Part = Part()) -> list[CachedImage]:
+    """The cached images of a split's `part` (the cache always holds the whole split), built on first use."""
+    keep = {sample.stem for sample in list_samples(root, split, part)}
+    return [item for item in load_cache(build_cache(root, split, params, cache_dir)) if item.stem in keep]
 
 
 def cached_crops(root: str | Path, params: PreprocessParams, crop: int, cache_dir: str | Path, *,
-                 split: str = "train", augment: Augment = Augment()) -> CachedCrops:
-    """CachedCrops over a TXL-PBC split, building the cache on first use."""
+                 split: str = "train", augment: Augment = Augment(), part: Part = Part()) -> CachedCrops:
+    """CachedCrops over a TXL-PBC split (or a `part` of it), building the cache on first use."""
     from training.txl_pbc import TxlPbcSource
 
     check_crop(crop, params)  # before the cache is built, not after
-    items = load_cache(build_cache(root, split, params, cache_dir))
-    return CachedCrops(items, params, crop, augment=augment, description=TxlPbcSource(root, split).describe())
+    items = cached_items(root, split, params, cache_dir, part)
+    return CachedCrops(items, params, crop, augment=augment, description=TxlPbcSource(root, split, part=part).describe())

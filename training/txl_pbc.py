@@ -47,8 +47,36 @@ class Sample:
         return self.image_path.stem
 
 
-def list_samples(root: str | Path, split: str) -> list[Sample]:
-    """All (image, label) pairs of a split, sorted by name; the test split is refused on purpose."""
+@dataclass(frozen=True)
+class Part:
+    """Which frames of a split to read: all of them, or with `holdout` > 0 the last `holdout`
+    frames by name (`held=True`) or all the others (`held=False`).
+
+    Holding out the end of the train split lets two training recipes be compared on frames
+    neither was trained on, without reading val (whose role is the final report).
+    """
+
+    holdout: int = 0
+    held: bool = False
+
+    def pick(self, samples: list[Sample]) -> list[Sample]:
+        if self.holdout <= 0:
+            if self.held:
+                raise DataError("a held-out part needs a hold-out size above 0")
+            return samples
+        if self.holdout >= len(samples):
+            raise DataError(f"hold-out of {self.holdout} frames leaves nothing of a split of {len(samples)}")
+        return samples[-self.holdout:] if self.held else samples[:-self.holdout]
+
+    def describe(self) -> dict:
+        if self.holdout <= 0:
+            return {}
+        return {"holdout_last": self.holdout, "part": "held out" if self.held else "without the held-out frames"}
+
+
+def list_samples(root: str | Path, split: str, part: Part = Part()) -> list[Sample]:
+    """The (image, label) pairs of a split (all, or the `part` of it), sorted by name; the test
+    split is refused on purpose."""
     if split not in SPLITS:
         raise DataError(f"txl_pbc: split must be one of {', '.join(SPLITS)}, got {split!r}")
     root = Path(root)
@@ -62,7 +90,7 @@ def list_samples(root: str | Path, split: str) -> list[Sample]:
         samples.append(Sample(image_path, label_dir / f"{image_path.stem}.txt"))
     if not samples:
         raise DataError(f"{image_dir}: no images")
-    return samples
+    return part.pick(samples)
 
 
 def read_boxes(label_path: str | Path, width: int, height: int) -> list[Box]:
@@ -118,9 +146,9 @@ class TxlPbcSource:
 
     name = "txl_pbc"
 
-    def __init__(self, root: str | Path, split: str, ignore_ring_px: int = 0) -> None:
-        self.root, self.split, self.ignore_ring_px = Path(root), split, ignore_ring_px
-        self.samples = list_samples(root, split)
+    def __init__(self, root: str | Path, split: str, ignore_ring_px: int = 0, part: Part = Part()) -> None:
+        self.root, self.split, self.ignore_ring_px, self.part = Path(root), split, ignore_ring_px, part
+        self.samples = list_samples(root, split, part)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -147,7 +175,8 @@ class TxlPbcSource:
 
     def describe(self) -> dict:
         return {"name": self.name, "split": self.split, "frames": len(self), "path": str(self.root),
-                "labels": "YOLO boxes -> inscribed ellipses (training.labels), RBC < platelet < WBC"}
+                "labels": "YOLO boxes -> inscribed ellipses (training.labels), RBC < platelet < WBC",
+                **self.part.describe()}
 
 
 def build_source(root: str | Path, split: str, **kwargs) -> TxlPbcSource:

@@ -41,6 +41,9 @@ def _numeric_overrides(items: tuple[str, ...], section: type, option: str) -> di
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the full report (per image too). Default: evaluation-<split>.json.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate an evenly spaced subset of N images.")
+@click.option("--holdout", default=0, show_default=True, type=click.IntRange(0), metavar="N",
+              help="Evaluate only the last N frames of the split by name: with --split train, the frames "
+                   "`train segmentation --holdout N` kept out of training.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Also run the classical baseline (thresholds + watershed) on the same images.")
 @click.option("--flip-average/--no-flip-average", default=None,
@@ -56,7 +59,7 @@ def _numeric_overrides(items: tuple[str, ...], section: type, option: str) -> di
               help="Write the results into each model's card (metrics.txl_pbc_evaluation; an int8 model whose "
                    ".fp32.onnx sibling was evaluated too also gets its change from fp32). Needs the whole split.")
 def evaluate(split: str, models: tuple[Path, ...], data_dir: Path | None, json_path: Path | None, limit: int | None,
-             baseline: bool, flip_average: bool | None, plan_overrides: tuple[str, ...], rule_overrides: tuple[str, ...],
+             holdout: int, baseline: bool, flip_average: bool | None, plan_overrides: tuple[str, ...], rule_overrides: tuple[str, ...],
              threads: int, update_cards: bool) -> None:
     """Score models (and the classical baseline) against the box-derived masks and box counts.
 
@@ -108,9 +111,10 @@ def evaluate(split: str, models: tuple[Path, ...], data_dir: Path | None, json_p
         if baseline:
             methods.append(baseline_method(rules))
         flagged = check_split(data_dir, split)
-        from training.txl_pbc import list_samples
+        from training.txl_pbc import Part, list_samples
 
-        total = len(list_samples(data_dir, split)) if limit is None else limit
+        part = Part(holdout, held=holdout > 0)
+        total = len(list_samples(data_dir, split, part)) if limit is None else limit
         with click.progressbar(length=total, label=f"evaluating {split}", file=sys.stderr) as bar:
             last = [0]
 
@@ -118,7 +122,8 @@ def evaluate(split: str, models: tuple[Path, ...], data_dir: Path | None, json_p
                 bar.update(done - last[0])
                 last[0] = done
 
-            report = run_evaluation(data_dir, split, methods, limit=limit, flagged=set(flagged), progress=step)
+            report = run_evaluation(data_dir, split, methods, limit=limit, flagged=set(flagged), progress=step,
+                                    part=part)
     except SmearscopeError as exc:
         from smearscope.cli.entry import as_user_error
 
@@ -133,8 +138,8 @@ def evaluate(split: str, models: tuple[Path, ...], data_dir: Path | None, json_p
     click.echo(format_report(report))
     click.echo(f"full report: {json_path}")
     if update_cards:
-        if limit is not None:
-            raise click.UsageError("--update-cards needs the whole split (drop --limit)")
+        if limit is not None or holdout:
+            raise click.UsageError("--update-cards needs the whole split (drop --limit and --holdout)")
         from training.evaluate import card_metrics, write_card_metrics
 
         names = {p.name for p in models}

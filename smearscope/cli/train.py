@@ -50,10 +50,13 @@ def train() -> None:
               help="TXL-PBC: width (network px) of the band around box outlines the loss skips.")
 @click.option("--ring-classes", default="rbc,wbc,platelet", show_default=True, metavar="LIST",
               help="TXL-PBC: comma-separated classes whose outlines get that band.")
+@click.option("--holdout", default=0, show_default=True, type=click.IntRange(0), metavar="N",
+              help="TXL-PBC: train on all but the last N train frames (by name) and validate on those N "
+                   "instead of val, so recipes are compared without reading val (docs/segmentation.md).")
 @click.option("--val-every-min", default=5.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Validate (and write last.pt, best.pt on improvement) this often.")
 @click.option("--val-images", default=96, show_default=True, type=click.IntRange(1),
-              help="Validation frames, evenly spaced over the val split.")
+              help="Validation frames, evenly spaced over the val split (or the --holdout frames).")
 @click.option("--synthetic-frames", default=256, show_default=True, type=click.IntRange(1),
               help="Training frames when --data synthetic (validation uses a quarter as many, other seeds).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -68,7 +71,8 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
                  base_width: int | None, depth: int | None,
                  centre_head: bool, crop: int, batch_size: int, lr: float, weight_decay: float,
                  class_weights: tuple[float, ...], centre_weight: float, target_rbc_px: float, ignore_ring: int,
-                 ring_classes: str, val_every_min: float, val_images: int, synthetic_frames: int,
+                 ring_classes: str, holdout: int, val_every_min: float, val_images: int,
+                 synthetic_frames: int,
                  cache_dir: Path | None, seed: int, threads: int, resume: Path | None, init: Path | None,
                  progress: bool) -> None:
     """Train the segmentation U-Net; writes OUT/last.pt at each validation and OUT/best.pt on improvement.
@@ -80,6 +84,8 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
       smearscope train segmentation --arch unet --data ../shared/data/txl_pbc --out runs/seg --minutes 105
     A quick run on generated smears:
       smearscope train segmentation --data synthetic --out runs/syn --minutes 10
+    A recipe to compare without reading val (then: smearscope evaluate --split train --holdout 200):
+      smearscope train segmentation --data ../shared/data/txl_pbc --out runs/try --steps 500 --holdout 200
     """
     from runtime.contracts.errors import SmearscopeError
 
@@ -99,6 +105,8 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
         config = TrainConfig(steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                              seed=seed, class_weights=tuple(class_weights), centre_weight=centre_weight,
                              threads=threads, val_every_min=val_every_min)
+        if data == "synthetic" and holdout:
+            raise ConfigError("--holdout applies to TXL-PBC data, not synthetic frames")
         if data == "synthetic":
             # 320 px frames at 0.15-0.3 µm/px still cover the crop after scale normalisation.
             size = {"height": 320, "width": 320}
@@ -108,11 +116,15 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
                                                        centres=centre_head))
         else:
             from training.txl_crops import Augment as CropAugment, cached_crops
+            from training.txl_pbc import Part
 
             rings = tuple(name.strip() for name in ring_classes.split(",") if name.strip())
             augment = CropAugment(ignore_ring_px=ignore_ring, ring_classes=rings)
-            val_src = build_source("txl_pbc", data, "val")
-            batches = cached_crops(data, params, crop, cache_dir or out_dir.parent / "cache", augment=augment)
+            part = Part(holdout)
+            val_src = (build_source("txl_pbc", data, "train", part=Part(holdout, held=True)) if holdout
+                       else build_source("txl_pbc", data, "val"))
+            batches = cached_crops(data, params, crop, cache_dir or out_dir.parent / "cache", augment=augment,
+                                   part=part)
         val_ds = SegmentationDataset(val_src, params)
         picked = list(range(len(val_ds)))[:: max(1, len(val_ds) // val_images)][:val_images]
         base_width = base_width or ARCH_DEFAULTS[arch]["base_width"]
@@ -123,7 +135,8 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
         spec = {"name": arch, "kwargs": {"base_width": base_width, "depth": depth, "centre_head": centre_head}}
         train_info = {**batches.describe(), "trainer": "smearscope train segmentation"}
         click.echo(f"training {arch} {spec['kwargs']} on {train_info.get('frames', '?')} {train_info.get('name', data)} "
-                   f"frames (validation: {len(picked)} of {len(val_src)}), output {out_dir}")
+                   f"frames (validation: {len(picked)} of {len(val_src)}{' held-out train' if holdout else ''}), "
+                   f"output {out_dir}")
         run = TrainingRun(out_dir, resume=resume, init=init, log=click.echo,
                           training_data={"train": train_info, "val": val_src.describe()})
         if progress:
