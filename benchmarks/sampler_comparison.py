@@ -118,7 +118,7 @@ def train_one(c: Comparison, sampler: str):
     config = TrainConfig(steps=c.steps, batch_size=r.batch_size, lr=r.lr, weight_decay=r.weight_decay, seed=c.seed,
                          class_weights=r.class_weights, centre_weight=r.centre_weight, threads=r.threads,
                          val_every_min=None, val_every_steps=c.steps)
-    run = TrainingRun(c.run_dir(sampler), log=print, training_data={
+    run = TrainingRun(c.run_dir(sampler), log=lambda line: print(line, flush=True), training_data={
         "train": {**batches.describe(), "trainer": "benchmarks.sampler_comparison"}, "val": val_src.describe()})
     return train_segmentation(spec, params, batches, subset(val, picked), config, run)
 
