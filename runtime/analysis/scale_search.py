@@ -86,9 +86,7 @@ def search_scale(network: Network, frame: np.ndarray, first: NetworkPass) -> lis
     """
     params, plan = network.params, network.plan
     decision = first.decision
-    if decision.source == "calibration":
-        return [network.flip_averaged(first) if plan.flip_when_calibrated else first]
-    if decision.rbc_diameter_px is None:
+    if decision.source == "calibration" or decision.rbc_diameter_px is None:
         return [_final(network, first)]
     guess = decision.rbc_diameter_px
     passes = [first if f == 1.0 else network.predict(network.prepare(frame, _at_diameter(params, guess * f, "estimated")))
@@ -115,7 +113,12 @@ def coarse_choice(passes: list[NetworkPass]) -> NetworkPass:
 
 
 def _final(network: Network, chosen: NetworkPass) -> NetworkPass:
-    return network.flip_averaged(chosen) if network.plan.flip_average else chosen
+    """`chosen`, flip-averaged where the plan asks for it: `flip_when_calibrated` on a calibrated
+    frame, `flip_average` on any other."""
+    plan = network.plan
+    calibrated = chosen.decision.source == "calibration"
+    flip = plan.flip_when_calibrated if calibrated else plan.flip_average
+    return network.flip_averaged(chosen) if flip else chosen
 
 
 def white_cells_at_border(mask: np.ndarray, scores: np.ndarray, band_px: float, min_prob: float) -> np.ndarray:

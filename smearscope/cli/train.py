@@ -129,7 +129,9 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
         picked = list(range(len(val_ds)))[:: max(1, len(val_ds) // val_images)][:val_images]
         base_width = base_width or ARCH_DEFAULTS[arch]["base_width"]
         depth = depth or ARCH_DEFAULTS[arch]["depth"]
-        stride = 2 ** (depth + 1) if arch == "lite_unet" else 2 ** depth
+        from training.unet import build_model
+
+        stride = build_model(arch, base_width=base_width, depth=depth).stride
         if stride > params.stride:
             raise ConfigError(f"--depth {depth}: {arch} stride {stride} exceeds the preprocessing stride {params.stride}")
         spec = {"name": arch, "kwargs": {"base_width": base_width, "depth": depth, "centre_head": centre_head}}
