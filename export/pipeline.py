@@ -103,7 +103,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, name: str, da
         "checkpoint": {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint), "epoch": ckpt.epoch},
         "training": {"config": ckpt.raw.get("train_config") or {}, "steps": ckpt.raw.get("step"),
                      "minutes": round(float(ckpt.raw.get("elapsed_s", 0.0)) / 60.0, 1),
-                     "init": ckpt.raw.get("init")},
+                     "init": ckpt.raw.get("init"), "teacher": ckpt.raw.get("teacher")},
         "validation_checks": {"tolerances": vars(tolerances), "passed": True},
     }
     validation_common = {"data": data.validation_info, "frames": report.frames}

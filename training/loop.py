@@ -27,6 +27,7 @@ from runtime.contracts.errors import ConfigError, DataError, ModelError
 from runtime.contracts.modelcard import sha256_file
 from runtime.inference.preprocess import IGNORE_INDEX, PreprocessParams
 from training.checkpoint import load_checkpoint, save_checkpoint
+from training.distill import distillation_loss
 from training.losses import SegmentationLoss, centre_heatmap_loss
 from training.metrics import ConfusionMeter, mean_dice
 from training.unet import build_model
@@ -61,6 +62,8 @@ class TrainConfig:
     threads: int = 2
     val_every_min: float | None = 5.0
     val_every_steps: int | None = None
+    distill_weight: float = 1.0
+    """Weight of the distillation term when the run has a teacher (training.distill)."""
 
     def __post_init__(self) -> None:
         if self.steps is None and self.minutes is None:
@@ -73,6 +76,8 @@ class TrainConfig:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
         if self.class_weights is not None and len(self.class_weights) != 4:
             raise ConfigError(f"class weights: need 4 values, got {len(self.class_weights)}")
+        if self.distill_weight < 0:
+            raise ConfigError(f"distillation weight must be at least 0, got {self.distill_weight}")
         if self.val_every_min is None and self.val_every_steps is None:
             raise ConfigError("validation needs a period: val_every_min or val_every_steps")
 
@@ -122,7 +127,8 @@ def evaluate_model(model: torch.nn.Module, data: Dataset) -> dict[str, Any]:
 class TrainingRun:
     """Where a run writes, how it starts and whom it tells: a fresh schedule, a resumed run
     (`resume`: weights, optimiser, step, elapsed time, best score) or a fine-tune (`init`: another
-    checkpoint's weights, a new schedule)."""
+    checkpoint's weights, or an exported fp32 model's (training.onnx_init), a new schedule), with
+    an optional `teacher` whose class probabilities are extra soft targets (training.distill)."""
 
     out_dir: str | Path
     resume: str | Path | None = None
@@ -132,6 +138,8 @@ class TrainingRun:
     log: Callable[[str], None] = print
     progress: Callable[[float], None] | None = None
     """Called after every step with the share of the budget spent (0-1): a progress bar."""
+    teacher: Any = None
+    """A training.distill.OnnxTeacher (or any callable: images -> class probabilities)."""
 
 
 @dataclass
@@ -174,10 +182,23 @@ def train_segmentation(model_spec: dict[str, Any], params: PreprocessParams, bat
         state = _resume(resume, model, optimizer, model_spec, params)
         rng = np.random.default_rng([config.seed, state["step"]])  # fresh draws, not a replay of the first steps
         log(f"resumed from {resume} at step {state['step']} ({state['elapsed_s'] / 60:.1f} min)")
+    elif init is not None and Path(init).suffix == ".onnx":
+        from training.onnx_init import STAT_BATCHES, init_payload
+
+        stat_rng = np.random.default_rng([config.seed, 1])  # not the training draws
+        payload = init_payload(init, [batches.batch(stat_rng, config.batch_size)[0] for _ in range(STAT_BATCHES)])
+        if payload["model"] != {"name": model_spec["name"], "kwargs": dict(model_spec.get("kwargs", {}))}:
+            raise ConfigError(f"{init}: exported as {payload['model']}, not {model_spec}")
+        model.load_state_dict(payload["state_dict"])
+        state["init"] = payload["init"]
+        log(f"weights from {init} (exported model; normalisation statistics measured on {STAT_BATCHES} batches)")
     elif init is not None:
         model.load_state_dict(_compatible(init, model_spec, params).state_dict)
         state["init"] = {"file": Path(init).name, "sha256": sha256_file(init)}  # the card's lineage
         log(f"weights from {init}")
+    if run.teacher is not None:
+        state["teacher"] = {"file": Path(getattr(run.teacher, "path", "teacher")).name,
+                            "sha256": getattr(run.teacher, "sha256", None), "weight": config.distill_weight}
 
     session = _Session(model, optimizer, model_spec, params, config, run, val_data, state,
                        best_path=out_dir / "best.pt", last_path=out_dir / "last.pt")
@@ -192,7 +213,7 @@ def train_segmentation(model_spec: dict[str, Any], params: PreprocessParams, bat
         lr = config.learning_rate(fraction)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = _train_step(model, optimizer, criterion, batches.batch(rng, config.batch_size), config)
+        loss = _train_step(model, optimizer, criterion, batches.batch(rng, config.batch_size), config, run.teacher)
         state["step"] += 1
         state["elapsed_s"] = time.monotonic() - started
         if run.progress is not None:
@@ -208,10 +229,13 @@ def train_segmentation(model_spec: dict[str, Any], params: PreprocessParams, bat
 
 
 def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion: SegmentationLoss,
-                batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None], config: TrainConfig) -> float:
+                batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None], config: TrainConfig,
+                teacher: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
     image, mask, heat = batch
     logits, centre_logits = split_outputs(model(image))
     loss = criterion(logits, mask)
+    if teacher is not None and config.distill_weight > 0:
+        loss = loss + config.distill_weight * distillation_loss(logits, teacher(image))
     if centre_logits is not None and heat is not None and config.centre_weight > 0:
         loss = loss + config.centre_weight * centre_heatmap_loss(centre_logits, heat)
     optimizer.zero_grad(set_to_none=True)
@@ -257,6 +281,7 @@ def _payload(s: _Session, val: dict[str, Any]) -> dict[str, Any]:
         "training_data": s.run.training_data or {},
         "train_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(s.config).items()},
         "init": state.get("init"),
+        "teacher": state.get("teacher"),
     }
 
 

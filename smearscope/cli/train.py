@@ -65,7 +65,13 @@ def train() -> None:
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1), help="CPU threads for torch.")
 @click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), help="Continue a run from its last.pt.")
 @click.option("--init", type=click.Path(dir_okay=False, path_type=Path),
-              help="Start a new schedule from a checkpoint's weights (fine-tuning).")
+              help="Start a new schedule from a checkpoint's weights, or from an exported fp32 model "
+                   "(segmentation.fp32.onnx with its card) when no checkpoint is left (fine-tuning).")
+@click.option("--teacher", type=click.Path(dir_okay=False, path_type=Path),
+              help="Distil from an exported fp32 model (e.g. models/segmentation.fp32.onnx, version 3): its class "
+                   "probabilities on each crop are extra soft targets. Needs the same preprocessing.")
+@click.option("--distill-weight", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Weight of the distillation term (with --teacher).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar over the budget.")
 def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | None, arch: str,
                  base_width: int | None, depth: int | None,
@@ -74,7 +80,7 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
                  ring_classes: str, holdout: int, val_every_min: float, val_images: int,
                  synthetic_frames: int,
                  cache_dir: Path | None, seed: int, threads: int, resume: Path | None, init: Path | None,
-                 progress: bool) -> None:
+                 teacher: Path | None, distill_weight: float, progress: bool) -> None:
     """Train the segmentation U-Net; writes OUT/last.pt at each validation and OUT/best.pt on improvement.
 
     \b
@@ -82,6 +88,9 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
       smearscope train segmentation --data ../shared/data/txl_pbc --out runs/lite --minutes 75
     Version 3 (the full-resolution U-Net), for comparison:
       smearscope train segmentation --arch unet --data ../shared/data/txl_pbc --out runs/seg --minutes 105
+    Fine-tuning the lite network from its export, distilled from version 3:
+      smearscope train segmentation --data ../shared/data/txl_pbc --out runs/lite-kd --minutes 60 --lr 1e-3 \
+        --init models/lite/segmentation.fp32.onnx --teacher models/segmentation.fp32.onnx
     A quick run on generated smears:
       smearscope train segmentation --data synthetic --out runs/syn --minutes 10
     A recipe to compare without reading val (then: smearscope evaluate --split train --holdout 200):
@@ -104,7 +113,7 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
         params = PreprocessParams(target_rbc_diameter_px=target_rbc_px, stride=16)
         config = TrainConfig(steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                              seed=seed, class_weights=tuple(class_weights), centre_weight=centre_weight,
-                             threads=threads, val_every_min=val_every_min)
+                             threads=threads, val_every_min=val_every_min, distill_weight=distill_weight)
         if data == "synthetic" and holdout:
             raise ConfigError("--holdout applies to TXL-PBC data, not synthetic frames")
         if data == "synthetic":
@@ -139,8 +148,13 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
         click.echo(f"training {arch} {spec['kwargs']} on {train_info.get('frames', '?')} {train_info.get('name', data)} "
                    f"frames (validation: {len(picked)} of {len(val_src)}{' held-out train' if holdout else ''}), "
                    f"output {out_dir}")
+        if teacher is not None:
+            from training.distill import OnnxTeacher
+
+            train_info["teacher"] = teacher.name
         run = TrainingRun(out_dir, resume=resume, init=init, log=click.echo,
-                          training_data={"train": train_info, "val": val_src.describe()})
+                          training_data={"train": train_info, "val": val_src.describe()},
+                          teacher=OnnxTeacher(teacher, params, threads) if teacher is not None else None)
         if progress:
             bar = click.progressbar(length=1000, label="training", file=sys.stderr, show_percent=True)
             shown = [0]
