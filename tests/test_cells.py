@@ -222,3 +222,26 @@ def test_overlay_outlines_each_touching_cell_and_keeps_the_legend_beside_the_fra
     assert (tiles[:, :256] != tiles[0, -1]).any(axis=2).mean() > 0.9  # two crops: the white cell, the platelet
     assert (tiles[:, 256:] == tiles[0, -1]).all()  # nothing after them
     assert field_name("S/1 x", 3) == "S_1_x_f3"
+
+
+def test_a_cell_number_goes_where_it_covers_no_other_cell_and_the_gallery_header_fits() -> None:
+    from runtime.analysis.overlay import _label_spot, _occupancy, render_gallery
+
+    rbc = np.zeros((200, 300), np.int32)
+    rbc[80:120, 160:220] = 1  # a red cell right of the white cell's box
+    labels = {"rbc": rbc, "wbc": np.zeros_like(rbc), "platelet": np.zeros_like(rbc)}
+    taken = _occupancy(labels, (300, 200))
+    tx, ty = _label_spot(taken, (110.0, 80.0, 40.0, 40.0), (20, 12))
+    assert tx + 20 <= 110  # not right of the box, where the red cell is: left of it
+    assert taken.count(tx, ty - 12, 20, 12) == 0
+    rbc[80:120, 60:110] = 1  # now the left and the space above are taken too
+    rbc[40:80, 100:160] = 1
+    tx, ty = _label_spot(_occupancy(labels, (300, 200)), (110.0, 80.0, 40.0, 40.0), (20, 12))
+    assert ty - 12 >= 120  # below the box, the one free side
+    mask = _smear()
+    found = find_cells(mask, rbc_diameter_px=D)
+    image = np.full((*mask.shape, 3), 200, np.uint8)
+    long_title = "sample S-000123456789 field 12 of a long worklist name"
+    gallery = render_gallery(image, found.labels, found.cells, long_title)
+    (text_w, _), _ = cv2.getTextSize(f"{long_title}  1 white cells, 1 platelets", cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)
+    assert gallery.shape[1] >= text_w + 8

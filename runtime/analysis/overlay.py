@@ -117,19 +117,65 @@ def render_overlay(image_bgr: np.ndarray, labels: dict[str, np.ndarray], cells: 
             edge = cv2.dilate(edge.astype(np.uint8), thick).astype(bool) & (lab > 0)
         frame[edge] = CLASS_COLOURS_BGR[name]
     scale = 0.6 * max(1.0, zoom * 0.8)
+    taken = _occupancy(labels, size)
     for name, tag in CELL_TAGS.items():
         for cell in cells.by_class.get(name, ()):
-            x, y, bw, bh = (v * zoom for v in cell.bbox_px)
+            box = tuple(v * zoom for v in cell.bbox_px)
             label = f"{tag}{cell.number}"
             (tw, th), _ = cv2.getTextSize(label, _FONT, scale, 1)
-            if name == "wbc":  # above the cell's box (below it at the frame's top edge)
-                tx, ty = x, (y - 5 if y - th - 5 >= 0 else y + bh + th + 5)
-            else:  # beside the platelet
-                tx, ty = x + bw + 3, y + (bh + th) / 2
-            tx = int(min(max(2, tx), size[0] - tw - 2))
-            ty = int(min(max(th + 2, ty), size[1] - 2))
+            tx, ty = _label_spot(taken, box, (tw, th))
+            taken.mark(tx - 2, ty - th - 3, tw + 4, th + 6)  # later labels keep off this one
             _text(frame, label, (tx, ty), scale, CLASS_COLOURS_BGR[name])
     return np.hstack([frame, _panel(size[1], cells, title, notes)])
+
+
+class _Occupancy:
+    """Which pixels of the drawn frame already hold a cell or a label; an integral image answers
+    'how many in this rectangle' in constant time."""
+
+    def __init__(self, occupied: np.ndarray) -> None:
+        self.occupied = occupied
+        self._sum: np.ndarray | None = None
+
+    def mark(self, x: int, y: int, w: int, h: int) -> None:
+        self.occupied[max(0, y):max(0, y + h), max(0, x):max(0, x + w)] = True
+        self._sum = None
+
+    def count(self, x: int, y: int, w: int, h: int) -> int:
+        if self._sum is None:
+            self._sum = cv2.integral(self.occupied.astype(np.uint8))
+        hh, ww = self.occupied.shape
+        x0, y0, x1, y1 = min(max(0, x), ww), min(max(0, y), hh), min(max(0, x + w), ww), min(max(0, y + h), hh)
+        s = self._sum
+        return int(s[y1, x1] - s[y0, x1] - s[y1, x0] + s[y0, x0])
+
+
+def _occupancy(labels: dict[str, np.ndarray], size: tuple[int, int]) -> _Occupancy:
+    """Cell pixels of every class at the drawn frame's size."""
+    occupied = np.zeros(labels["rbc"].shape, bool)
+    for lab in labels.values():
+        occupied |= lab > 0
+    if occupied.shape[::-1] != size:
+        occupied = cv2.resize(occupied.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    return _Occupancy(occupied)
+
+
+def _label_spot(taken: _Occupancy, box: tuple[float, ...], text: tuple[int, int]) -> tuple[int, int]:
+    """Where a cell's number goes (text origin, baseline-left): of the spots right, left, above and
+    below its box, the one covering the fewest pixels of other cells and labels; the text stays
+    inside the frame. The first spot wins ties, so in an empty field a label sits right of its cell."""
+    x, y, bw, bh = box
+    tw, th = text
+    hh, ww = taken.occupied.shape
+    spots = [(x + bw + 3, y + (bh + th) / 2), (x - tw - 3, y + (bh + th) / 2),
+             (x + (bw - tw) / 2, y - 5), (x + (bw - tw) / 2, y + bh + th + 5)]
+    best: tuple[int, int, int] | None = None
+    for sx, sy in spots:
+        tx, ty = int(min(max(2, sx), ww - tw - 2)), int(min(max(th + 2, sy), hh - 2))
+        cost = taken.count(tx - 1, ty - th - 1, tw + 2, th + 3)
+        if best is None or cost < best[0]:
+            best = (cost, tx, ty)
+    return best[1], best[2]
 
 
 def _panel(height: int, cells: "CellTable", title: str, notes: Sequence[str]) -> np.ndarray:
@@ -183,12 +229,14 @@ def render_gallery(image_bgr: np.ndarray, labels: dict[str, np.ndarray], cells: 
     caption_h, header_h = 34, 34
     n_cols = max(1, min(columns, len(chosen)))
     n_rows = max(1, -(-len(chosen) // n_cols))
-    out = np.full((header_h + n_rows * (tile + caption_h), max(n_cols * tile, 420), 3), _PANEL_BG, np.uint8)
     counts = cells.counts
     head = f"{title}  " if title else ""
     more = f" (first {limit} shown)" if len(everyone) > limit else ""
-    cv2.putText(out, f"{head}{counts['wbc']} white cells, {counts['platelet']} platelets{more}", (8, 23), _FONT,
-                0.55, _TEXT, 1, cv2.LINE_AA)
+    header = f"{head}{counts['wbc']} white cells, {counts['platelet']} platelets{more}"
+    (text_w, _), _ = cv2.getTextSize(header, _FONT, 0.55, 1)
+    width = max(n_cols * tile, 420, text_w + 16)  # the header is never cut off
+    out = np.full((header_h + n_rows * (tile + caption_h), width, 3), _PANEL_BG, np.uint8)
+    cv2.putText(out, header, (8, 23), _FONT, 0.55, _TEXT, 1, cv2.LINE_AA)
     if not chosen:
         cv2.putText(out, "no white cell or platelet in this field", (8, header_h + 40), _FONT, 0.5, _TEXT, 1,
                     cv2.LINE_AA)
