@@ -185,7 +185,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
               default=ROOT / "models", show_default=True,
               help="A second set of this tree, run in the same new runs for context (--baseline-models).")
 @click.option("--rounds", type=click.IntRange(min=2), default=2, show_default=True, help="Turns each tree takes.")
-@click.option("--runs", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True,
               help=f"Timed runs per pipeline (the old report's p95 needs at most {P95_FROM_P90_P99_MAX_RUNS}).")
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Untimed runs first.")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="Intra-op threads, both trees.")
