@@ -6,6 +6,7 @@ errors for a field too large and a calibration the model card cannot take."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,10 @@ import numpy as np
 import pytest
 
 from benchmarks.edge_bench.cli import cli
+from benchmarks.edge_bench.device_process import DeviceRunSpec, measure_device_process
 from benchmarks.edge_bench.frames import CAMERA_HW, load_frame
 from benchmarks.edge_bench.render import report_tables, to_text
-from benchmarks.edge_bench.report import load_report, schema_errors
+from benchmarks.edge_bench.report import load_report, peak_rss_mb, schema_errors
 from runtime.capture.bundled import bundled_frames, bundled_um_per_px
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,6 +110,35 @@ def test_compare_mode_reports_both_model_sets_and_their_ratio(compare_report):
     ratio_line = next(line for line in text.splitlines() if line.startswith("calibrated p50 ms"))
     assert ratio_line.split()[-1] == f"{h['new_over_baseline']['calibrated_p50']:.3f}"
     assert "of this run's matmul peak" in text and "load average" in text
+
+
+def test_device_process_peak_is_one_pipeline_in_its_own_process(compare_report):
+    """The device figure comes from a child running the headline model alone: one per calibration
+    mode, torch never imported, and below the bench process that held four pipelines at once."""
+    report, _ = compare_report
+    h = report["headline"]
+    device = h["device_process"]
+    assert [m["calibrated"] for m in device["modes"]] == [True, False]
+    assert device["peak_rss_mb"] == max(m["peak_rss_mb"] for m in device["modes"])
+    for mode in device["modes"]:
+        assert 0 < mode["peak_rss_mb"] < h["peak_rss_mb"] <= report["memory"]["peak_rss_mb"]
+        assert mode["pid"] != os.getpid() and not mode["torch_imported"]
+        assert mode["end_to_end_ms"]["n"] == RUNS and mode["stages_not_available"] == ["publish"]  # --mqtt none
+    text = to_text(report_tables(report))
+    assert f"peak RSS, device process             {device['peak_rss_mb']:.0f} MB" in text
+    assert "peak RSS, whole bench process" in text
+
+
+def test_device_process_peak_is_not_its_parents(tmp_path):
+    """A child of a large process reports its own peak: 400 MB held here must not show in it
+    (getrusage's ru_maxrss would carry it over the child's exec)."""
+    frame = load_frame(tmp_path, None, None, kind="synthetic")
+    held = np.ones(400 * 1024 * 1024 // 8)
+    spec = DeviceRunSpec(str(LITE / "segmentation.int8.onnx"), "int8", str(frame.file), frame.um_per_px,
+                         "CPUExecutionProvider", 1, 0, 1, "none")
+    figures = measure_device_process(spec, timeout_s=120)
+    assert held.sum() > 0 and peak_rss_mb() > 400
+    assert 0 < figures["peak_rss_mb"] < 400 and figures["calibrated"] and figures["end_to_end_ms"]["n"] == 1
 
 
 def _edge_bench(*args: str) -> subprocess.CompletedProcess:

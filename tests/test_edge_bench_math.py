@@ -187,3 +187,20 @@ def test_a_pipeline_keeps_only_its_latest_run():
         pipeline.run_once(record=False)
     assert set(pipeline.state) == {"shared"}  # runs never write back into the shared state
     assert set(pipeline.last) == {"shared", "frame"}
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 11, 12])
+def test_old_report_p95_from_p90_and_p99_only_where_exact(n):
+    """edge-bench/1 stored p90 and p99: old_vs_new derives p95 from them where it is exact (at
+    most 11 runs) and gives none beyond."""
+    from benchmarks.old_vs_new import P95_FROM_P90_P99_MAX_RUNS, old_figures
+
+    samples = [float(v) for v in np.random.default_rng(n).uniform(100, 900, n)]
+    e2e = {k: v for k, v in summarize(samples).to_dict().items() if k != "p95"}
+    figures = old_figures({"pipelines": [{"variant": "fp32", "end_to_end_ms": {}},
+                                         {"variant": "int8", "end_to_end_ms": e2e}]})
+    assert figures["p50_ms"] == percentile(samples, 50)
+    if n <= P95_FROM_P90_P99_MAX_RUNS:
+        assert figures["p95_ms"] == pytest.approx(percentile(samples, 95))
+    else:
+        assert figures["p95_ms"] is None

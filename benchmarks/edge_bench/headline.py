@@ -4,7 +4,9 @@
   and how much of it post-processing (cells, counts, area %) takes;
 - the network alone at the field's input size: achieved MAC/s over this run's matrix-multiply
   peak of the same dtype and thread count;
-- peak resident memory after the headline pipelines and the load average around them;
+- peak resident memory of a device process (the headline model's pipeline alone in a fresh
+  process: device_process.py), beside the whole benchmark process's after the headline pipelines,
+  and the load average around them;
   the headline pipelines take turns, so calibrated and uncalibrated (and new and baseline) see
   the same machine;
 - with a baseline model set: new over baseline, p50 and p95, per calibration mode.
@@ -36,7 +38,7 @@ class HeadlineConditions:
 
     load_average_before: list[float] | None
     load_average_after: list[float] | None
-    peak_rss_mb: float
+    peak_rss_mb: float  # the whole benchmark process's, after the headline pipelines
     pipelines: int  # measured together, each with its own session, all alive at once
     runs_per_turn: int | None  # None: a single pipeline, nothing to take turns with
 
@@ -107,8 +109,8 @@ def network_figures(sweep: list[dict[str, Any]], basis: HeadlineBasis) -> dict[s
 
 
 def headline(pipelines: list[dict[str, Any]], sweep: list[dict[str, Any]], models: list[dict[str, Any]],
-             basis: HeadlineBasis, conditions: HeadlineConditions) -> dict[str, Any]:
-    """The report's `headline` section."""
+             basis: HeadlineBasis, conditions: HeadlineConditions, device: dict[str, Any]) -> dict[str, Any]:
+    """The report's `headline` section; `device` is run.device_figures' measurement."""
     new = set_figures(pipelines, models, "new", basis.variant)
     if new is None:
         raise ValueError(f"no pipeline of the new {basis.variant} model to make a headline of")
@@ -120,4 +122,5 @@ def headline(pipelines: list[dict[str, Any]], sweep: list[dict[str, Any]], model
         "new_over_baseline": over_baseline(new, baseline),
         "network": network_figures(sweep, basis),
         **asdict(conditions),
+        "device_process": device,
     }

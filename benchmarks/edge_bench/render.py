@@ -91,7 +91,11 @@ def _headline_table(report: dict[str, Any]) -> Table:
                      f"{fmt(net['gmacs_per_s'], 1)} GMAC/s"])
         rows.append(["  of this run's matmul peak", f"{pct(net['of_peak'])} of {fmt(net['peak_gmacs_per_s'], 1)} GMAC/s "
                      f"({net['peak_kernel'] or 'no peak for this provider'}, {h['threads']} threads)"])
-    rows.append(["peak RSS", f"{h['peak_rss_mb']:.0f} MB after the headline pipelines ({h['pipelines']} alive at once)"])
+    device = h.get("device_process")
+    if device:
+        rows.append(["peak RSS, device process", _device_text(h["variant"], device)])
+    rows.append(["peak RSS, whole bench process", f"{h['peak_rss_mb']:.0f} MB after the headline pipelines "
+                 f"({h['pipelines']} alive at once)"])
     rows.append(["load average (1, 5, 15 min)", f"{_load(h['load_average_before'])} before, "
                  f"{_load(h['load_average_after'])} after the headline pipelines"])
     model = h["new"]["model"]
@@ -104,6 +108,14 @@ def _headline_table(report: dict[str, Any]) -> Table:
         notes.append(f"the {h['pipelines']} headline pipelines took turns of {h['runs_per_turn']} "
                      f"run{'s' if h['runs_per_turn'] != 1 else ''} on the same field (A B .. B A ...)")
     return Table(title, ["", ""], rows, notes)
+
+
+def _device_text(variant: str, device: dict[str, Any]) -> str:
+    """'153 MB: one int8 pipeline alone in a fresh process (calibrated 153, uncalibrated 164 MB; 15 runs each)'."""
+    modes = ", ".join(f"{'calibrated' if m['calibrated'] else 'uncalibrated'} {m['peak_rss_mb']:.0f}"
+                      for m in device["modes"])
+    return (f"{device['peak_rss_mb']:.0f} MB: one {variant} pipeline alone in a fresh process "
+            f"({modes} MB; {device['runs']} runs each)")
 
 
 def _baseline_table(h: dict[str, Any]) -> Table:
@@ -170,7 +182,7 @@ def _machine_table(report: dict[str, Any]) -> Table:
         ["load average", f"start {_load(m.get('load_average_start'))}, end {_load(m.get('load_average_end'))}"],
         ["frame", f"{frame['source']}: {_wxh(frame['frame_hw'])} px -> network input {hw(frame.get('network_hw'))} (HxW)"],
         ["runs", f"{settings['runs']} timed after {settings['warmup']} warm-up" + (" (--quick)" if settings["quick"] else "")],
-        ["peak RSS", f"{report['memory']['peak_rss_mb']:.0f} MB "
+        ["peak RSS, whole bench process", f"{report['memory']['peak_rss_mb']:.0f} MB "
          f"({report['memory']['peak_rss_before_torch_mb']:.0f} MB before PyTorch was loaded)"],
     ]
     return Table("Machine", ["", ""], rows)
@@ -336,7 +348,9 @@ def _other_rows(report: dict[str, Any]) -> dict[str, float | None]:
         rows[f"ratio {name}"] = report["ratios"][name]
     for p in report["peaks"]:
         rows[f"peak {p['kernel']} {fmt(p['threads'])}t GMAC/s"] = p["gmacs_per_s"]
-    rows["peak RSS MB"] = report["memory"]["peak_rss_mb"]
+    rows["peak RSS MB, whole bench process"] = report["memory"]["peak_rss_mb"]
+    device = (report.get("headline") or {}).get("device_process")
+    rows["peak RSS MB, device process"] = device["peak_rss_mb"] if device else None
     return rows
 
 

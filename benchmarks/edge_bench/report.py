@@ -2,7 +2,7 @@
 
 `report.schema.json` beside this module is the one definition of the report; `--json` output
 and every file `edge-bench compare` reads are validated against it (a saved edge-bench/1 report
-still validates: what version 2 added is required of version-2 reports only).
+still validates: what versions 2 and 3 added is required of their own reports only).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from typing import Any
 from benchmarks.edge_bench.timing import ratio
 from runtime.contracts.errors import SchemaError
 
-SCHEMA_ID = "edge-bench/2"
-#: Reports `compare` reads: this version, and edge-bench/1 (no headline, no calibration per pipeline).
-READABLE_SCHEMAS = ("edge-bench/1", SCHEMA_ID)
+SCHEMA_ID = "edge-bench/3"
+#: Reports `compare` reads: this version, edge-bench/2 (no device process) and edge-bench/1 (no headline,
+#: no calibration per pipeline).
+READABLE_SCHEMAS = ("edge-bench/1", "edge-bench/2", SCHEMA_ID)
 SCHEMA_PATH = Path(__file__).resolve().parent / "report.schema.json"
 
 

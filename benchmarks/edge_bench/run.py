@@ -9,13 +9,16 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from benchmarks.edge_bench.frames import BenchFrame, load_frame
 from benchmarks.edge_bench.machine import load_average, machine_info
 from benchmarks.edge_bench.models import ModelFile, compute_providers, find_models
 from benchmarks.edge_bench.report import SCHEMA_ID, headline_ratios, peak_rss_mb, validate_report
 from benchmarks.edge_bench.timing import measure
+
+if TYPE_CHECKING:
+    from benchmarks.edge_bench.field_runs import RunSetup
 
 HW = tuple[int, int]
 CPU = "CPUExecutionProvider"
@@ -95,7 +98,8 @@ def plan_steps(options: BenchOptions, models: list[ModelFile], groups: list[list
     sweep = len(models) * len(providers) * len(threads) * len(sizes)
     profiles = len(models)
     torch_points = len(threads) * len(sizes) if options.torch else 0
-    return peaks + macs + pipelines + sweep + profiles + torch_points
+    device_processes = len(groups[0]) // (2 if options.baseline_dir else 1)
+    return peaks + macs + pipelines + device_processes + sweep + profiles + torch_points
 
 
 def baseline_model(options: BenchOptions, variant: str) -> ModelFile | None:
@@ -185,9 +189,10 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
         # 3. the device pipeline: the headline group (calibrated and uncalibrated, the baseline's
         #    beside them, all taking turns), then the other variants
         setup = RunSetup(providers[0], main_threads, options.warmup, options.runs, options.mqtt, workdir)
+        #    and the headline model's pipeline alone in a fresh process (the device's memory)
         pipelines = []
         load_before = load_average()
-        conditions = None
+        conditions, device = None, None
         for n, group in enumerate(groups, 1):
             pipelines.extend(run_group(group, frame, setup))
             for spec in group:
@@ -195,6 +200,7 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
             if n == 1:
                 conditions = HeadlineConditions(load_before, load_average(), peak_rss_mb(), len(group),
                                                 interleave_block(options.runs) if len(group) > 1 else None)
+                device = device_figures(options, main_model, frame, setup, step)
 
         # 4. model-only sweep
         inputs = {hw: model_input(frame.image, hw, models[0].card) for hw in sizes}
@@ -225,7 +231,7 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
     ]
     if baseline is not None:
         model_dicts.append({**baseline.to_dict(), "model_set": "baseline", "macs": baseline_macs})
-    if conditions is None:
+    if conditions is None or device is None:
         raise RuntimeError("the headline pipelines did not run")
     report = {
         "schema": SCHEMA_ID,
@@ -249,7 +255,8 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
         "models": model_dicts,
         "pipelines": pipelines,
         "headline": headline(pipelines, sweep_dicts, model_dicts,
-                             HeadlineBasis(main_model.variant, providers[0], main_threads, list(field_hw)), conditions),
+                             HeadlineBasis(main_model.variant, providers[0], main_threads, list(field_hw)), conditions,
+                             device),
         "sweep": sweep_dicts,
         "op_profile": op_profile,
         "torch": torch_section,
@@ -263,6 +270,22 @@ def run_benchmark(options: BenchOptions, progress: Progress = lambda label: None
     }
     validate_report(report, source="edge-bench report")
     return report
+
+
+def device_figures(options: BenchOptions, model: ModelFile, frame: BenchFrame, setup: RunSetup,
+                   step: Callable[[str], None]) -> dict[str, Any]:
+    """The headline model's pipeline alone in a fresh process, once per calibration mode the
+    headline has: each process's peak RSS, and the larger as the device's figure."""
+    from benchmarks.edge_bench.device_process import DeviceRunSpec, measure_device_process
+
+    modes = []
+    for um_per_px in ([frame.um_per_px] if frame.um_per_px is not None else []) + [None]:
+        spec = DeviceRunSpec(str(model.path.resolve()), model.variant, str(frame.file.resolve()), um_per_px,
+                             setup.provider, setup.threads, options.warmup, options.runs, options.mqtt)
+        modes.append(measure_device_process(spec))
+        step(f"device process {model.variant} {'calibrated' if um_per_px is not None else 'uncalibrated'}")
+    return {"peak_rss_mb": max(m["peak_rss_mb"] for m in modes), "runs": options.runs, "warmup": options.warmup,
+            "modes": modes}
 
 
 def run_torch(options: BenchOptions, models: list[ModelFile], threads: list[int], inputs: dict[HW, Any],
