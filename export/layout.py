@@ -50,7 +50,8 @@ def _rewritable_conv(graph: Any, d2s: Any) -> Any | None:
     if source is None or source.op_type != "Conv" or len(_consumers(graph, source.output[0])) != 1:
         return None
     initializers = {i.name for i in graph.initializer}
-    if any(name not in initializers for name in source.input[1:]):
+    # its weights are reordered in place: they must be constants that no other node reads
+    if any(name not in initializers or len(_consumers(graph, name)) != 1 for name in source.input[1:]):
         return None
     return source
 
