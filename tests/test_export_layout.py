@@ -1,0 +1,87 @@
+"""export.layout on the shipped lite model: the rewritten graph computes what the exported one does
+(fp32 and int8, on a real bundled frame), and ONNX Runtime's int8 graph keeps no DepthToSpace."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from export.layout import channels_last_depth_to_space, shapes_of_quantized
+from export.quantize import ImageFrame, PreprocessedFrames, quantize_int8
+from runtime.capture.bundled import bundled_frames, bundled_um_per_px
+from runtime.contracts.errors import ConfigError
+from runtime.contracts.modelcard import load_card
+from runtime.inference.preprocess import preprocess
+from runtime.inference.session import SessionOptions, create_session
+
+LITE = Path(__file__).resolve().parent.parent / "models" / "lite"
+FP32, INT8 = LITE / "segmentation.fp32.onnx", LITE / "segmentation.int8.onnx"
+OPTIONS = SessionOptions(providers=("cpu",), warmup=False, verify_hash=False)
+
+
+def _frames(count: int) -> list[ImageFrame]:
+    return [ImageFrame(f.load(), key=f.name, um_per_px=bundled_um_per_px()) for f in bundled_frames()[:count]]
+
+
+@pytest.fixture(scope="module")
+def frame_tensor() -> np.ndarray:
+    frame = _frames(1)[0]
+    return preprocess(frame.image, load_card(FP32).preprocess, source=frame.key, **frame.scale_kwargs()).tensor
+
+
+def _run(path: Path, x: np.ndarray) -> list[np.ndarray]:
+    session = create_session(path, OPTIONS)
+    return session.run(None, {session.get_inputs()[0].name: x})
+
+
+def test_rewritten_fp32_graph_gives_the_exported_outputs_on_a_real_frame(tmp_path, frame_tensor):
+    model, rewritten = channels_last_depth_to_space(onnx.load(str(FP32)))
+    onnx.checker.check_model(model)
+    assert rewritten == 3
+    assert "DepthToSpace" not in {n.op_type for n in model.graph.node}
+    onnx.save(model, str(tmp_path / "rewritten.onnx"))
+    for before, after in zip(_run(FP32, frame_tensor), _run(tmp_path / "rewritten.onnx", frame_tensor)):
+        assert before.shape == after.shape
+        np.testing.assert_allclose(after, before, rtol=0, atol=1e-5)
+
+
+def test_int8_with_and_without_the_rewrites_agree_on_a_real_frame(tmp_path, frame_tensor):
+    reader = PreprocessedFrames(_frames(2), load_card(FP32).preprocess)
+    plain = quantize_int8(FP32, tmp_path / "plain.onnx", reader, layout_rewrites=False)
+    laid_out = quantize_int8(FP32, tmp_path / "laid_out.onnx", reader)
+    assert plain["layout_rewrites"] is None
+    assert laid_out["layout_rewrites"]["depth_to_space_channels_last"] == 3
+    assert laid_out["layout_rewrites"]["shapes_read_quantized"] > 0
+    for before, after in zip(_run(tmp_path / "plain.onnx", frame_tensor), _run(tmp_path / "laid_out.onnx", frame_tensor)):
+        np.testing.assert_array_equal(after, before)
+
+
+def test_ort_runs_the_shipped_int8_model_channels_last_without_depth_to_space(tmp_path):
+    optimized = tmp_path / "optimized.onnx"
+    create_session(INT8, SessionOptions(providers=("cpu",), warmup=False, optimized_model_path=str(optimized)))
+    ops = [n.op_type for n in onnx.load(str(optimized)).graph.node]
+    assert "DepthToSpace" not in ops
+    # the input to NHWC, one block move per up-sampling level, the logits back to NCHW
+    assert ops.count("Transpose") <= 5
+    assert ops.count("QLinearConv") == 19
+
+
+def test_shapes_read_the_quantized_tensor():
+    model = onnx.load(str(INT8))
+    producers = {out: n.op_type for n in model.graph.node for out in n.output}
+    shapes = [n for n in model.graph.node if n.op_type == "Shape"]
+    assert shapes and all(producers.get(n.input[0]) != "DequantizeLinear" for n in shapes)
+    assert shapes_of_quantized(model)[1] == 0  # nothing left to move
+
+
+def test_requantize_refuses_other_calibration_frames(tmp_path):
+    from export.requantize import requantize
+
+    for path in LITE.glob("segmentation.*"):
+        shutil.copy(path, tmp_path / path.name)
+    with pytest.raises(ConfigError, match="calibration frames hash"):
+        requantize(tmp_path / INT8.name, _frames(2), log=lambda _msg: None)
