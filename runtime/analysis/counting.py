@@ -23,7 +23,7 @@ import numpy as np
 
 from runtime.analysis.cells import CellTable, cells_from_labels, pixel_coordinates
 from runtime.contracts.classes import CELL_CLASSES, PLATELET, RBC, WBC
-from runtime.inference.cell_size import rbc_diameter_from_mask
+from runtime.inference.cell_size import on_border, rbc_diameter_from_mask
 from runtime.inference.preprocess import Geometry, mask_to_frame
 
 
@@ -184,33 +184,65 @@ def _platelets(binary: np.ndarray, d: float, cell_area: float, rules: CountRules
         return labels
     relabel = np.zeros(areas.size, np.int32)
     relabel[keep] = np.arange(1, int(keep.sum()) + 1)
-    return relabel[labels]
+    return np.take(relabel, labels)
 
 
-def _components(binary: np.ndarray, min_area: float, max_area: float | None,
-                border_min_area: float | None = None) -> np.ndarray:
-    """Connected components within the area limits, relabelled 1..N; with `border_min_area`,
-    components touching the frame's border count from that (smaller) area. (Plain labelling and
-    a bincount cost half of connectedComponentsWithStats.)"""
-    n, labels = cv2.connectedComponents(binary.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-    areas = np.bincount(labels.ravel(), minlength=n)
+@dataclass(frozen=True)
+class _Components:
+    """Connected components of a binary image: labels (int32, ids 1..N) and, per id (row 0 the
+    background), area and box (x, y, width, height) as cv2.connectedComponentsWithStats gives them."""
+
+    labels: np.ndarray
+    areas: np.ndarray
+    boxes: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return self.areas.size - 1
+
+
+def _components(binary: np.ndarray, min_area: float, border_min_area: float | None = None) -> _Components:
+    """Connected components from `min_area` px, relabelled 1..N; with `border_min_area`, components
+    touching the frame's border count from that (smaller) area."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    areas = stats[:, cv2.CC_STAT_AREA]
     keep = areas >= min_area
     if border_min_area is not None:
-        touching = np.zeros(n, bool)
-        touching[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
-        keep |= touching & (areas >= border_min_area)
-    if max_area is not None:
-        keep &= areas <= max_area
-    keep[0] = False
-    if keep[1:].all():
-        return labels
+        keep |= on_border(stats, binary.shape) & (areas >= border_min_area)
+    keep[0] = True
+    boxes = stats[:, :cv2.CC_STAT_AREA]
+    if keep.all():
+        return _Components(labels, areas, boxes)
     relabel = np.zeros(n, np.int32)
-    relabel[keep] = np.arange(1, int(keep.sum()) + 1)
-    return relabel[labels]
+    relabel[keep] = np.arange(int(keep.sum()), dtype=np.int32)
+    return _Components(np.take(relabel, labels), areas[keep], boxes[keep])
+
+
+_BOXED_DISTANCE_MAX = 32
+"""Most components whose distance transforms are taken one box at a time (each call costs a few
+microseconds more than the pixels it reads; beyond this many, one transform of the whole image)."""
+
+
+def _inner_distance(keep: np.ndarray, comps: _Components) -> np.ndarray:
+    """cv2.distanceTransform (exact Euclidean) of `keep` (the pixels of `comps`): each pixel's
+    distance to the nearest pixel outside the components. The nearest such pixel lies inside the
+    component's box widened by 1 px, so a few sparse components are transformed each in that box
+    alone (the same values; 0 outside the components), which costs their boxes' pixels instead of
+    the image's."""
+    boxes = comps.boxes[1:]
+    boxed_px = int(((boxes[:, 2] + 2) * (boxes[:, 3] + 2)).sum())
+    if comps.count > _BOXED_DISTANCE_MAX or 2 * boxed_px > keep.size:
+        return cv2.distanceTransform(keep.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    dist = np.zeros(keep.shape, np.float32)
+    for i, (x, y, w, h) in enumerate(boxes.tolist(), start=1):
+        box = (slice(max(0, y - 1), y + h + 1), slice(max(0, x - 1), x + w + 1))
+        part = cv2.distanceTransform(np.ascontiguousarray(keep[box]).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        np.copyto(dist[box], part, where=comps.labels[box] == i)
+    return dist
 
 
 def _split_touching(binary: np.ndarray, min_peak: float, spacing: float, min_area: float,
-                    border_min_area: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    border_min_area: float | None = None) -> tuple[np.ndarray, _Components]:
     """Components of `binary` (>= min_area px, or >= border_min_area px on the frame's border),
     split by a distance-transform watershed: (instance labels, the components they split).
 
@@ -218,15 +250,15 @@ def _split_touching(binary: np.ndarray, min_peak: float, spacing: float, min_are
     fewer pixels than in a frame (about 3x fewer across at the TXL-PBC frames' scale), and the 5x5
     chamfer estimate's small errors put two maxima on one large white cell's ridge (two val images
     counted a white cell twice; on the 1,008 train images the exact transform changes no count)."""
-    comps = _components(binary, min_area, None, border_min_area)
-    n = int(comps.max())
+    comps = _components(binary, min_area, border_min_area)
+    n = comps.count
     if n == 0:
-        return comps, comps
-    keep = comps > 0
-    dist = cv2.distanceTransform(keep.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        return comps.labels, comps
+    keep = comps.labels > 0
+    dist = _inner_distance(keep, comps)
     _, markers = _peak_markers(dist, keep, min_peak, spacing)
-    labels, reached = _watershed(keep, markers, dist / max(float(dist.max()), 1e-6), comps, n + 1)
-    _label_components(labels, comps, ~reached, max(int(labels.max()), int(markers.max())) + 1)
+    labels, reached = _watershed(keep, markers, dist / max(float(dist.max()), 1e-6), comps.labels, n + 1)
+    _label_components(labels, comps.labels, ~reached, max(int(labels.max()), int(markers.max())) + 1)
     return _compact(labels), comps
 
 
@@ -239,7 +271,7 @@ def _label_components(labels: np.ndarray, comps: np.ndarray, new: np.ndarray, ne
         return
     lut = np.zeros(new.size, np.int32)
     lut[new] = np.arange(next_id, next_id + int(new.sum()), dtype=np.int32)
-    fill = lut[comps]
+    fill = np.take(lut, comps)
     np.copyto(labels, fill, where=fill > 0)
 
 
@@ -248,22 +280,21 @@ NOTCH_CUT = 0.03
 of the TXL-PBC frames the white-cell pair rule was set on (1 px on the network grid)."""
 
 
-def _split_at_notches(labels: np.ndarray, regions: np.ndarray, max_solidity: float, min_notch_px: float,
+def _split_at_notches(labels: np.ndarray, regions: _Components, max_solidity: float, min_notch_px: float,
                       part: tuple[float, int]) -> np.ndarray:
-    """`labels` with every region (of `regions`, ids 1..N, the components the labels split) the
-    peaks left whole cut in two along a line between its two notches, when its outline has two
-    deep ones (and a solidity under `max_solidity`) and both parts hold at least `part`'s min
-    pixels; the cut is `part`'s width in px: two round cells in contact, seen as one region.
-    White cells are few: each large region is looked at in its own box."""
+    """`labels` with every region (of `regions`, the components the labels split) the peaks left
+    whole cut in two along a line between its two notches, when its outline has two deep ones (and
+    a solidity under `max_solidity`) and both parts hold at least `part`'s min pixels; the cut is
+    `part`'s width in px: two round cells in contact, seen as one region. White cells are few:
+    each large region is looked at in its own box."""
     min_part_px, cut_px = part
-    areas = np.bincount(regions.ravel())
-    large = np.flatnonzero(areas >= 2 * min_part_px)
+    large = np.flatnonzero(regions.areas >= 2 * min_part_px)
     out = labels.copy()
     next_id = int(labels.max()) + 1
     for r in large[large > 0].tolist():
-        x, y, w, h = cv2.boundingRect((regions == r).view(np.uint8))
+        x, y, w, h = regions.boxes[r].tolist()
         window = (slice(y, y + h), slice(x, x + w))
-        inside = regions[window] == r
+        inside = regions.labels[window] == r
         ids = labels[window][inside]
         if ids.min() != ids.max():  # the peaks split it already
             continue
@@ -382,7 +413,7 @@ def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray, comp
     lone = seeds_per_comp[owners] == 1
     code[owners[lone]] = seeds[lone]
     code[0] = 0
-    per_pixel = code[comp]
+    per_pixel = np.take(code, comp)
     labels = markers.copy()
     np.copyto(labels, per_pixel, where=per_pixel > 0)
     clumps = per_pixel < 0
@@ -446,7 +477,7 @@ def _compact(labels: np.ndarray, markers: np.ndarray | None = None) -> np.ndarra
         absent[:min(top + 1, present.size)] &= ~present[:top + 1]
         absent[0] = False
         if absent.any():  # marker ids are 1..top, all of them drawn
-            where = absent[markers] & (out == 0)
+            where = np.take(absent, markers) & (out == 0)
             out[where] = markers[where]
             present = np.bincount(out.ravel()) > 0
     present[0] = False
@@ -454,7 +485,7 @@ def _compact(labels: np.ndarray, markers: np.ndarray | None = None) -> np.ndarra
         return out
     lut = np.zeros(present.size, np.int32)
     lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
-    return lut[out]
+    return np.take(lut, out)
 
 
 @dataclass(frozen=True)

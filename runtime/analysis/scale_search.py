@@ -11,6 +11,7 @@ itself, cropped to the resized frame: cells are found there and mapped to frame 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import cv2
@@ -138,14 +139,29 @@ def white_cells_at_border(mask: np.ndarray, scores: np.ndarray, band_px: float, 
 
 
 def grow_platelets(mask: np.ndarray, radius_px: float) -> np.ndarray:
-    """`mask` with plasma pixels within `radius_px` of a platelet pixel turned platelet."""
+    """`mask` with plasma pixels within `radius_px` (Euclidean) of a platelet pixel turned platelet:
+    a dilation by the disc of those offsets, inside the platelets' box widened by the radius (the
+    same pixels as thresholding the exact distance transform of the whole mask, at a fraction of
+    its cost)."""
     platelet = mask == PLATELET
     if radius_px <= 0 or not platelet.any():
         return mask
-    distance = cv2.distanceTransform((~platelet).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    disc = _disc(radius_px)
+    r = disc.shape[0] // 2
+    x, y, w, h = cv2.boundingRect(platelet.view(np.uint8))
+    box = (slice(max(0, y - r), y + h + r), slice(max(0, x - r), x + w + r))
+    near = cv2.dilate(np.ascontiguousarray(platelet[box]).view(np.uint8), disc).view(bool)
     grown = mask.copy()
-    grown[(mask == BACKGROUND) & (distance <= radius_px)] = PLATELET
+    np.copyto(grown[box], np.uint8(PLATELET), where=near & (mask[box] == BACKGROUND))
     return grown
+
+
+def _disc(radius_px: float) -> np.ndarray:
+    """uint8 kernel of the offsets whose Euclidean length (float32, as cv2.distanceTransform gives
+    it) is at most `radius_px`."""
+    r = int(math.floor(radius_px))
+    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+    return (np.sqrt((dy * dy + dx * dx).astype(np.float32)) <= radius_px).astype(np.uint8)
 
 
 def mask_rules(mask: np.ndarray, scores: np.ndarray, plan: InferencePlan, rbc_diameter_px: float | None,
