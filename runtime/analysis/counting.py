@@ -95,20 +95,25 @@ def _disc_maxima(surface: np.ndarray, where: np.ndarray, k: int) -> np.ndarray:
     """Pixels of `where` not below any pixel of `surface` within a k x k elliptical window: the same
     as comparing with cv2.dilate(surface, ellipse), whose cost grows with k^2 per pixel (k = 105
     for a white cell's spacing at high magnification). A pixel only qualifies if it is a maximum
-    of its 4-neighbourhood (inside every ellipse), so only those candidates' windows are read: all
-    at once, as offsets into the surface padded with -inf."""
+    of its 4-neighbourhood (inside every ellipse), so only `where`'s pixels are read, first their
+    4-neighbourhoods, then the windows of those that pass: all at once, as offsets into the
+    surface padded with -inf."""
     surface = surface.astype(np.float32, copy=False)
-    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-    ys, xs, _ = pixel_coordinates(where & (surface >= cv2.dilate(surface, cross) - 1e-6))
     peaks = np.zeros(surface.shape, bool)
+    ys, xs, _ = pixel_coordinates(where)
     if ys.size == 0:
         return peaks
     r = k // 2
     padded = cv2.copyMakeBorder(surface, r, r, r, r, cv2.BORDER_CONSTANT, value=float("-inf"))
+    flat, pw = padded.ravel(), padded.shape[1]
+    starts = ys * pw + xs  # a pixel's window starts at its own position in `padded`
+    centre = starts + (r * pw + r)
+    values = flat[centre]
+    cross = np.maximum.reduce([values, flat[centre - 1], flat[centre + 1], flat[centre - pw], flat[centre + pw]])
+    candidate = values >= cross - 1e-6
+    ys, xs, starts, values = ys[candidate], xs[candidate], starts[candidate], values[candidate]
     dy, dx = np.nonzero(cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    offsets = dy * padded.shape[1] + dx  # window pixels relative to its top-left corner
-    starts = ys * padded.shape[1] + xs  # a pixel's window starts at its own position in `padded`
-    flat, values = padded.ravel(), surface[ys, xs]
+    offsets = dy * pw + dx  # window pixels relative to its top-left corner
     keep = np.empty(ys.size, bool)
     step = max(1, _GATHER // offsets.size)
     for i in range(0, ys.size, step):  # chunks of candidates, bounded memory
@@ -126,7 +131,7 @@ def _peak_markers(surface: np.ndarray, allowed: np.ndarray, min_value: float, sp
     # Plateaus and near-duplicates: grow each peak pixel by half the spacing and merge what touches.
     grown = cv2.dilate(peaks.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(1, k // 2) | 1,) * 2))
     n, markers = cv2.connectedComponents(grown, connectivity=8, ltype=cv2.CV_32S)
-    markers[~peaks] = 0
+    markers *= peaks
     return n - 1, markers
 
 
@@ -257,27 +262,16 @@ def _split_touching(binary: np.ndarray, min_peak: float, spacing: float, min_are
     keep = comps.labels > 0
     dist = _inner_distance(keep, comps)
     _, markers = _peak_markers(dist, keep, min_peak, spacing)
-    labels, reached = _watershed(keep, markers, dist / max(float(dist.max()), 1e-6), comps.labels, n + 1)
-    _label_components(labels, comps.labels, ~reached, max(int(labels.max()), int(markers.max())) + 1)
-    return _compact(labels), comps
-
-
-def _label_components(labels: np.ndarray, comps: np.ndarray, new: np.ndarray, next_id: int) -> None:
-    """In place: every component of `comps` (ids 1..N) marked in `new` (indexed by id; 0 is
-    ignored) becomes one new label, numbered from `next_id` (all components at once)."""
-    new = new.copy()
-    new[0] = False
-    if not new.any():
-        return
-    lut = np.zeros(new.size, np.int32)
-    lut[new] = np.arange(next_id, next_id + int(new.sum()), dtype=np.int32)
-    fill = np.take(lut, comps)
-    np.copyto(labels, fill, where=fill > 0)
+    # Every marker id keeps its peak pixels (all inside `keep`) and each orphan is a whole component,
+    # so the ids are 1..N without gaps.
+    labels = _watershed(keep, markers, dist / max(float(dist.max()), 1e-6), comps.labels, np.ones(n + 1, bool))
+    return labels, comps
 
 
 NOTCH_CUT = 0.03
 """Width of the cut between two notches, in red-cell diameters: 3 px at the about 100-px red cells
 of the TXL-PBC frames the white-cell pair rule was set on (1 px on the network grid)."""
+
 
 
 def _split_at_notches(labels: np.ndarray, regions: _Components, max_solidity: float, min_notch_px: float,
@@ -369,11 +363,9 @@ def _red_cells(mask: np.ndarray, centres: np.ndarray | None, d: float, cell_area
         dist = cv2.distanceTransform(red.view(np.uint8), cv2.DIST_L2, 5)
         _, markers = _peak_markers(dist, red, rules.dt_peak_min * d, rules.peak_spacing * d * 1.5)
         landscape = dist / max(float(dist.max()), 1e-6)
-    labels, reached = _watershed(red, markers, landscape, comp, n)
     # Red components that got no peak but look like a cell (e.g. cut by the border) count once.
     areas = np.bincount(comp.ravel(), minlength=n)
-    _label_components(labels, comp, (areas >= rules.rbc_min_area * cell_area) & ~reached,
-                      max(int(labels.max()), int(markers.max())) + 1)
+    labels = _watershed(red, markers, landscape, comp, areas >= rules.rbc_min_area * cell_area)
     # Peaks that fell on a white cell next to red keep their id even though no red pixel joined them.
     return _compact(labels, markers)
 
@@ -387,7 +379,7 @@ _NEIGHBOURS = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
 
 
 def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray, comp: np.ndarray,
-               n: int) -> tuple[np.ndarray, np.ndarray]:
+               orphan: np.ndarray) -> np.ndarray:
     """Marker-controlled watershed by immersion: `markers` (ids 1..N) grow through `red` one ring
     at a time, first over the pixels where `landscape` (0-1, high at cell centres) is highest, then
     down `FLOOD_LEVELS` steps of it, so touching cells part along the valley between their
@@ -397,10 +389,13 @@ def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray, comp
 
     `comp` holds `red`'s n - 1 connected components (ids 1..n-1). A seed belongs to each component
     within one pixel of it; a component with one seed is that seed's cell whole, only clumps with
-    several are flooded. Returns the labels and, per component, whether a seed reached it."""
+    several are flooded. A component no seed reached is one cell of its own when `orphan` (bool
+    per id, n of them) says so, numbered after the seeds in component order. Each pixel's label
+    comes from one lookup by component."""
+    n = orphan.size
     ys, xs, _ = pixel_coordinates(markers != 0)
     if ys.size == 0:
-        return np.zeros(red.shape, np.int32), np.zeros(n, bool)
+        return np.take(_orphan_ids(np.zeros(n, np.int32), orphan, 1), comp)
     ids = markers[ys, xs].astype(np.int64)
     h, w = comp.shape
     near = comp[np.clip(ys[:, None] + _NEIGHBOURS[:, 0], 0, h - 1), np.clip(xs[:, None] + _NEIGHBOURS[:, 1], 0, w - 1)]
@@ -413,7 +408,7 @@ def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray, comp
     lone = seeds_per_comp[owners] == 1
     code[owners[lone]] = seeds[lone]
     code[0] = 0
-    per_pixel = np.take(code, comp)
+    per_pixel = np.take(_orphan_ids(code, orphan & (seeds_per_comp == 0), base), comp)
     labels = markers.copy()
     np.copyto(labels, per_pixel, where=per_pixel > 0)
     clumps = per_pixel < 0
@@ -421,7 +416,16 @@ def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray, comp
         _grow_labels(labels, clumps, landscape)
     off_red = ~red[ys, xs]  # seeds beside red (on a white cell) lent it their id; they are no red pixel
     labels[ys[off_red], xs[off_red]] = 0
-    return labels, seeds_per_comp > 0
+    return labels
+
+
+def _orphan_ids(code: np.ndarray, new: np.ndarray, next_id: int) -> np.ndarray:
+    """`code` (a label per component id) with the components marked in `new` (0 ignored) numbered
+    from `next_id` in id order."""
+    new = new.copy()
+    new[0] = False
+    code[new] = np.arange(next_id, next_id + int(new.sum()), dtype=np.int32)
+    return code
 
 
 def _grow_labels(labels: np.ndarray, where: np.ndarray, landscape: np.ndarray | None = None) -> None:
