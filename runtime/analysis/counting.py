@@ -262,9 +262,8 @@ def _split_touching(binary: np.ndarray, min_peak: float, spacing: float, min_are
     keep = comps.labels > 0
     dist = _inner_distance(keep, comps)
     _, markers = _peak_markers(dist, keep, min_peak, spacing)
-    # Every marker id keeps its peak pixels (all inside `keep`) and each orphan is a whole component,
-    # so the ids are 1..N without gaps.
-    labels = _watershed(keep, markers, dist / max(float(dist.max()), 1e-6), comps.labels, np.ones(n + 1, bool))
+    # Every peak lies inside `keep`, so the watershed leaves no gap in the ids.
+    labels, _ = _watershed(keep, markers, dist / max(float(dist.max()), 1e-6), comps.labels, np.ones(n + 1, bool))
     return labels, comps
 
 
@@ -365,9 +364,9 @@ def _red_cells(mask: np.ndarray, centres: np.ndarray | None, d: float, cell_area
         landscape = dist / max(float(dist.max()), 1e-6)
     # Red components that got no peak but look like a cell (e.g. cut by the border) count once.
     areas = np.bincount(comp.ravel(), minlength=n)
-    labels = _watershed(red, markers, landscape, comp, areas >= rules.rbc_min_area * cell_area)
+    labels, gaps = _watershed(red, markers, landscape, comp, areas >= rules.rbc_min_area * cell_area)
     # Peaks that fell on a white cell next to red keep their id even though no red pixel joined them.
-    return _compact(labels, markers)
+    return _compact(labels, markers) if gaps else labels
 
 
 FLOOD_LEVELS = 8
@@ -379,7 +378,7 @@ _NEIGHBOURS = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
 
 
 def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray, comp: np.ndarray,
-               orphan: np.ndarray) -> np.ndarray:
+               orphan: np.ndarray) -> tuple[np.ndarray, bool]:
     """Marker-controlled watershed by immersion: `markers` (ids 1..N) grow through `red` one ring
     at a time, first over the pixels where `landscape` (0-1, high at cell centres) is highest, then
     down `FLOOD_LEVELS` steps of it, so touching cells part along the valley between their
@@ -391,11 +390,12 @@ def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray, comp
     within one pixel of it; a component with one seed is that seed's cell whole, only clumps with
     several are flooded. A component no seed reached is one cell of its own when `orphan` (bool
     per id, n of them) says so, numbered after the seeds in component order. Each pixel's label
-    comes from one lookup by component."""
+    comes from one lookup by component. Returns the labels and whether an id may be missing: every
+    seed keeps its pixels on `red`, so only a seed wholly off it (zeroed) can leave a gap."""
     n = orphan.size
     ys, xs, _ = pixel_coordinates(markers != 0)
     if ys.size == 0:
-        return np.take(_orphan_ids(np.zeros(n, np.int32), orphan, 1), comp)
+        return np.take(_orphan_ids(np.zeros(n, np.int32), orphan, 1), comp), False
     ids = markers[ys, xs].astype(np.int64)
     h, w = comp.shape
     near = comp[np.clip(ys[:, None] + _NEIGHBOURS[:, 0], 0, h - 1), np.clip(xs[:, None] + _NEIGHBOURS[:, 1], 0, w - 1)]
@@ -416,7 +416,7 @@ def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray, comp
         _grow_labels(labels, clumps, landscape)
     off_red = ~red[ys, xs]  # seeds beside red (on a white cell) lent it their id; they are no red pixel
     labels[ys[off_red], xs[off_red]] = 0
-    return labels
+    return labels, bool(off_red.any())
 
 
 def _orphan_ids(code: np.ndarray, new: np.ndarray, next_id: int) -> np.ndarray:
@@ -450,16 +450,16 @@ def _grow_labels(labels: np.ndarray, where: np.ndarray, landscape: np.ndarray | 
     open_ = np.empty(work.shape, np.uint8)
     grown = np.empty_like(work)
     for allowed in stages:
-        count = cv2.countNonZero(work)
-        while True:
+        before = -1
+        while True:  # until a ring reaches nothing (no open pixel left, or none fewer than before it)
             cv2.compare(work, 0, cv2.CMP_EQ, dst=open_)
             cv2.bitwise_and(open_, allowed, dst=open_)
+            remaining = cv2.countNonZero(open_)
+            if remaining == 0 or remaining == before:
+                break
+            before = remaining
             cv2.dilate(work, _K3, dst=grown)
             cv2.copyTo(grown, open_, work)
-            reached = cv2.countNonZero(work)
-            if reached == count:
-                break
-            count = reached
     labels[box] = work
 
 
