@@ -223,29 +223,6 @@ def _components(binary: np.ndarray, min_area: float, border_min_area: float | No
     return _Components(np.take(relabel, labels), areas[keep], boxes[keep])
 
 
-_BOXED_DISTANCE_MAX = 32
-"""Most components whose distance transforms are taken one box at a time (each call costs a few
-microseconds more than the pixels it reads; beyond this many, one transform of the whole image)."""
-
-
-def _inner_distance(keep: np.ndarray, comps: _Components) -> np.ndarray:
-    """cv2.distanceTransform (exact Euclidean) of `keep` (the pixels of `comps`): each pixel's
-    distance to the nearest pixel outside the components. The nearest such pixel lies inside the
-    component's box widened by 1 px, so a few sparse components are transformed each in that box
-    alone (the same values; 0 outside the components), which costs their boxes' pixels instead of
-    the image's."""
-    boxes = comps.boxes[1:]
-    boxed_px = int(((boxes[:, 2] + 2) * (boxes[:, 3] + 2)).sum())
-    if comps.count > _BOXED_DISTANCE_MAX or 2 * boxed_px > keep.size:
-        return cv2.distanceTransform(keep.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    dist = np.zeros(keep.shape, np.float32)
-    for i, (x, y, w, h) in enumerate(boxes.tolist(), start=1):
-        box = (slice(max(0, y - 1), y + h + 1), slice(max(0, x - 1), x + w + 1))
-        part = cv2.distanceTransform(np.ascontiguousarray(keep[box]).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        np.copyto(dist[box], part, where=comps.labels[box] == i)
-    return dist
-
-
 def _split_touching(binary: np.ndarray, min_peak: float, spacing: float, min_area: float,
                     border_min_area: float | None = None) -> tuple[np.ndarray, _Components]:
     """Components of `binary` (>= min_area px, or >= border_min_area px on the frame's border),
@@ -260,7 +237,7 @@ def _split_touching(binary: np.ndarray, min_peak: float, spacing: float, min_are
     if n == 0:
         return comps.labels, comps
     keep = comps.labels > 0
-    dist = _inner_distance(keep, comps)
+    dist = cv2.distanceTransform(keep.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     _, markers = _peak_markers(dist, keep, min_peak, spacing)
     # Every peak lies inside `keep`, so the watershed leaves no gap in the ids.
     labels, _ = _watershed(keep, markers, dist / max(float(dist.max()), 1e-6), comps.labels, np.ones(n + 1, bool))
