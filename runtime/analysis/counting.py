@@ -129,10 +129,32 @@ def _peak_markers(surface: np.ndarray, allowed: np.ndarray, min_value: float, sp
     k = max(3, int(round(spacing_px)) | 1)
     peaks = _disc_maxima(surface, (surface >= min_value) & allowed, k)
     # Plateaus and near-duplicates: grow each peak pixel by half the spacing and merge what touches.
-    grown = cv2.dilate(peaks.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(1, k // 2) | 1,) * 2))
+    grown = _dilated(peaks, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(1, k // 2) | 1,) * 2))
     n, markers = cv2.connectedComponents(grown, connectivity=8, ltype=cv2.CV_32S)
     markers *= peaks
     return n - 1, markers
+
+
+_STAMPED_MAX = 64
+"""Most pixels `_dilated` stamps the kernel at one by one (beyond them, one cv2.dilate)."""
+
+
+def _dilated(binary: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """cv2.dilate of a bool image by a symmetric odd-sized kernel, as uint8 0/1. A few set pixels
+    (peaks, typically) get the kernel stamped round each, which costs their windows instead of
+    the image times the kernel's size."""
+    ys, xs, _ = pixel_coordinates(binary)
+    if ys.size > _STAMPED_MAX:
+        return cv2.dilate(binary.view(np.uint8), kernel)
+    out = np.zeros(binary.shape, np.uint8)
+    h, w = binary.shape
+    r = kernel.shape[0] // 2
+    for y, x in zip(ys.tolist(), xs.tolist()):
+        y0, x0 = max(0, y - r), max(0, x - r)
+        window = out[y0:y + r + 1, x0:x + r + 1]
+        np.maximum(window, kernel[y0 - (y - r):y0 - (y - r) + window.shape[0], x0 - (x - r):x0 - (x - r) + window.shape[1]],
+                   out=window)
+    return out
 
 
 def label_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, rbc_diameter_px: float | None = None,
@@ -420,9 +442,9 @@ def _grow_labels(labels: np.ndarray, where: np.ndarray, landscape: np.ndarray | 
     stages = [inside]
     if landscape is not None:
         # Level k of FLOOD_LEVELS (k/FLOOD_LEVELS, falling) admits the pixels whose landscape reaches
-        # it: floor(landscape * FLOOD_LEVELS) >= k, exact as the scaling is by a power of two.
-        steps = (np.clip(landscape[box], 0.0, 1.0) * FLOOD_LEVELS).astype(np.uint8)
-        stages = [cv2.bitwise_and(cv2.compare(steps, k, cv2.CMP_GE), inside)
+        # it (k/FLOOD_LEVELS is exact in floating point, FLOOD_LEVELS being a power of two).
+        height = np.ascontiguousarray(landscape[box], dtype=np.float32)
+        stages = [cv2.bitwise_and(cv2.compare(height, k / FLOOD_LEVELS, cv2.CMP_GE), inside)
                   for k in range(FLOOD_LEVELS - 1, 0, -1)] + stages
     open_ = np.empty(work.shape, np.uint8)
     grown = np.empty_like(work)

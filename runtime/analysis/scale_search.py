@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from runtime.analysis.cells import pixel_coordinates
 from runtime.analysis.counting import DEFAULT_RULES, CountRules, FoundCells, find_cells
 from runtime.contracts.card_sections import InferencePlan, PreprocessParams
 from runtime.contracts.classes import BACKGROUND, PLATELET, WBC
@@ -193,15 +194,15 @@ def to_segmentation(passes: list[NetworkPass], plan: InferencePlan = DEFAULT_PLA
 def class_probability(decided: GridClasses, mask: np.ndarray) -> np.ndarray:
     """hxw softmax probability of `mask`'s class at each pixel: the pass's top-class probability,
     taken again only where the plan's rules changed the class."""
-    changed = mask != decided.mask
-    if not changed.any():
+    ys, xs, _ = pixel_coordinates(mask != decided.mask)
+    if ys.size == 0:
         return decided.top_prob
-    scores = decided.scores[:, changed].astype(np.float32)
+    scores = decided.scores[:, ys, xs].astype(np.float32)
     top = scores.max(axis=0)
     total = np.exp(scores - top).sum(axis=0)
-    chosen = np.take_along_axis(scores, mask[changed][None].astype(np.intp), axis=0)[0]
+    chosen = np.take_along_axis(scores, mask[ys, xs][None].astype(np.intp), axis=0)[0]
     prob = decided.top_prob.copy()
-    prob[changed] = np.exp(chosen - top) / total
+    prob[ys, xs] = np.exp(chosen - top) / total
     return prob
 
 
