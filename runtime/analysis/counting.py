@@ -147,13 +147,12 @@ def _dilated(binary: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     if ys.size > _STAMPED_MAX:
         return cv2.dilate(binary.view(np.uint8), kernel)
     out = np.zeros(binary.shape, np.uint8)
-    h, w = binary.shape
     r = kernel.shape[0] // 2
     for y, x in zip(ys.tolist(), xs.tolist()):
         y0, x0 = max(0, y - r), max(0, x - r)
-        window = out[y0:y + r + 1, x0:x + r + 1]
-        np.maximum(window, kernel[y0 - (y - r):y0 - (y - r) + window.shape[0], x0 - (x - r):x0 - (x - r) + window.shape[1]],
-                   out=window)
+        window = out[y0:y + r + 1, x0:x + r + 1]  # the kernel's part inside the image
+        ky, kx = y0 - (y - r), x0 - (x - r)
+        np.maximum(window, kernel[ky:ky + window.shape[0], kx:kx + window.shape[1]], out=window)
     return out
 
 
@@ -407,12 +406,14 @@ def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray, comp
     lone = seeds_per_comp[owners] == 1
     code[owners[lone]] = seeds[lone]
     code[0] = 0
-    per_pixel = np.take(_orphan_ids(code, orphan & (seeds_per_comp == 0), base), comp)
-    labels = markers.copy()
-    np.copyto(labels, per_pixel, where=per_pixel > 0)
-    clumps = per_pixel < 0
-    if clumps.any():
-        _grow_labels(labels, clumps, landscape)
+    code = _orphan_ids(code, orphan & (seeds_per_comp == 0), base)
+    # Every pixel of a lone seed's or an orphan's component takes its id; the seeds keep theirs
+    # where their component does not give one (clumps, and off red).
+    labels = np.take(np.maximum(code, 0), comp)
+    at_seed = labels[ys, xs]
+    labels[ys, xs] = np.where(at_seed > 0, at_seed, ids)
+    if (code < 0).any():
+        _grow_labels(labels, np.take(code < 0, comp), landscape)
     off_red = ~red[ys, xs]  # seeds beside red (on a white cell) lent it their id; they are no red pixel
     labels[ys[off_red], xs[off_red]] = 0
     return labels, bool(off_red.any())
