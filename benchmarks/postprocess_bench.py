@@ -7,8 +7,9 @@
 The field is four bundled frames tiled 2x2 at the bundled frames' µm/px (runtime/capture/frames),
 run once through the model (the calibrated frame needs one pass, flip-averaged as the card says).
 That final pass is stored, and each tree's post-processing (benchmarks/postprocess_worker.py: what
-Analyzer.analyze times as 'postprocess', plus area %) runs on it in its own process. The trees
-take turns, a block of runs each, so a change in the machine's load falls on both; the load
+Analyzer.analyze times as 'postprocess', plus area %) runs on it in its own process, which also
+reports a digest of its cell records, labels and area %, so the trees' results are checked for
+identity. The trees take turns, a block of runs each, so a change in the machine's load falls on both; the load
 average is printed beside the figures, and both wall and CPU time (CPU time counts this process
 only, so it moves less when other work shares the cores).
 """
@@ -65,7 +66,8 @@ class Worker:
         script = Path(__file__).with_name("postprocess_worker.py")
         self.process = subprocess.Popen([sys.executable, str(script), str(pass_file)], env=env, cwd=tree,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.counts = self._answer()["counts"]
+        ready = self._answer()
+        self.counts, self.digest = ready["counts"], ready.get("digest")
         self.timings: dict[str, dict[str, list[float]]] = {}
 
     def _answer(self) -> dict[str, Any]:
@@ -124,9 +126,11 @@ def main(baseline: Path | None, model: Path | None, rounds: int, runs: int, as_j
             for worker in workers.values():
                 worker.close()
     report["load_after"] = os.getloadavg()
-    report["trees"] = {name: {"path": str(trees[name]), "counts": w.counts, **summary(w)} for name, w in workers.items()}
+    report["trees"] = {name: {"path": str(trees[name]), "counts": w.counts, "digest": w.digest, **summary(w)}
+                       for name, w in workers.items()}
     if baseline:
         this, base = report["trees"]["this"], report["trees"]["baseline"]
+        report["identical_results"] = this["digest"] is not None and this["digest"] == base["digest"]
         report["speed-up"] = {key: round(ratio(base[key]["p50"], this[key]["p50"]) or 0.0, 1)
                               for key in this if key.endswith(("_wall", "_cpu"))}
     if as_json:
@@ -140,6 +144,8 @@ def main(baseline: Path | None, model: Path | None, rounds: int, runs: int, as_j
         for key in ("postprocess_wall", "postprocess_cpu", "read_pass_wall", "read_pass_cpu"):
             speed = f"   speed-up x{report['speed-up'][key]}" if name == "this" and baseline else ""
             click.echo(f"  {key:<17} p50 {tree[key]['p50']:9.2f} ms   min {tree[key]['min']:9.2f} ms{speed}")
+    if baseline:
+        click.echo("cell records, labels and area %: " + ("identical" if report["identical_results"] else "DIFFERENT"))
     click.echo("load average (1/5/15 min): before " + " ".join(f"{v:.2f}" for v in report["load_before"])
                + ", after " + " ".join(f"{v:.2f}" for v in report["load_after"]))
 

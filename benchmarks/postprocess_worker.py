@@ -4,11 +4,14 @@ Started as `python postprocess_worker.py PASS_FILE` with PYTHONPATH set to the t
 `runtime` is that tree's; it imports nothing else of the project. It reads a number N per line on
 stdin and answers each with one JSON line: N wall and CPU timings (ms) of the post-processing the
 device times as 'postprocess' (segmentation from the final pass, cells and counts, area %), and of
-`read_pass` (the per-pass bookkeeping of the scale search).
+`read_pass` (the per-pass bookkeeping of the scale search). Its first line carries the counts and a
+digest of every cell record, the instance labels and the area %, for comparing trees.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import pickle
 import sys
@@ -28,6 +31,18 @@ def _timed(fn: Callable[[], Any], n: int) -> dict[str, list[float]]:
     return {"wall": wall, "cpu": cpu}
 
 
+def _digest(found: Any, area: dict[str, float]) -> str:
+    """sha256 of everything the post-processing gives: each cell record, the instance labels and
+    the area percentages, so two trees' results can be compared for identity."""
+    digest = hashlib.sha256()
+    for cell in found.cells.ordered():
+        digest.update(repr(dataclasses.astuple(cell)).encode())
+    for name in sorted(found.labels):
+        digest.update(name.encode() + np.ascontiguousarray(found.labels[name], np.int32).tobytes())
+    digest.update(repr(sorted(area.items())).encode())
+    return digest.hexdigest()
+
+
 def main(pass_file: str) -> None:
     from runtime.analysis.scale_search import find_segmentation_cells, to_segmentation
     from runtime.contracts.card_sections import InferencePlan
@@ -40,17 +55,17 @@ def main(pass_file: str) -> None:
     plan = InferencePlan.from_dict(stored["plan"])
     final = read_pass(prepared, stored["logits"], stored["heat"], stored["runs"])
 
-    def postprocess() -> dict[str, int]:
+    def postprocess() -> tuple[dict[str, int], str]:
         seg = to_segmentation([final], plan)
         found = find_segmentation_cells(seg, um_per_px=stored["um_per_px"])
-        area_percentages(seg.mask)
-        return found.cells.counts
+        area = area_percentages(seg.mask)
+        return found.cells.counts, _digest(found, area)
 
     def bookkeeping() -> None:
         read_pass(prepared, stored["logits"], stored["heat"], stored["runs"])
 
-    counts = postprocess()
-    print(json.dumps({"ready": True, "counts": counts}), flush=True)
+    counts, digest = postprocess()
+    print(json.dumps({"ready": True, "counts": counts, "digest": digest}), flush=True)
     for line in sys.stdin:
         n = int(line)
         print(json.dumps({"postprocess": _timed(postprocess, n), "read_pass": _timed(bookkeeping, n)}), flush=True)

@@ -8,6 +8,7 @@ import pytest
 
 from runtime.contracts.classes import PLATELET, RBC, WBC
 from runtime.analysis.counting import (
+    _dilated,
     _disc_maxima,
     count_cells,
     count_cells_field_edge,
@@ -153,6 +154,17 @@ def test_disc_maxima_match_a_full_dilation(k):
     expected = where & (surface >= cv2.dilate(surface, kernel) - 1e-6)
     assert expected.any()
     assert np.array_equal(_disc_maxima(surface, where, k), expected)
+
+
+@pytest.mark.parametrize("points", [0, 1, 5, 40, 200])
+@pytest.mark.parametrize("size", [1, 5, 9, 17])
+def test_stamped_dilation_is_cv2_dilate(points, size):
+    rng = np.random.default_rng(points * 100 + size)
+    binary = np.zeros((60, 90), bool)
+    binary[rng.integers(0, 60, points), rng.integers(0, 90, points)] = True
+    binary[0, 0] = binary[59, 89] = points > 0  # at the corners: kernels cut by the border
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    assert np.array_equal(_dilated(binary, kernel), cv2.dilate(binary.view(np.uint8), kernel))
 
 
 def test_touching_red_cells_part_along_the_centre_map_valley():

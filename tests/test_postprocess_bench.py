@@ -22,6 +22,7 @@ def test_times_two_trees_on_one_stored_pass_and_reports_the_speed_up(cli_runner,
     assert report["field"]["grid_hw"][0] < 960  # calibrated to the network's red-cell size: a smaller grid
     this, base = report["trees"]["this"], report["trees"]["baseline"]
     assert this["counts"] == base["counts"] and this["counts"]["rbc"] > 0
+    assert report["identical_results"] and len(this["digest"]) == 64
     for key in ("postprocess_wall", "postprocess_cpu", "read_pass_wall", "read_pass_cpu"):
         assert 0 < this[key]["min"] <= this[key]["p50"]
         assert report["speed-up"][key] == pytest.approx(base[key]["p50"] / this[key]["p50"], abs=0.06)

@@ -64,6 +64,23 @@ def test_platelets_grow_into_plasma_only():
     assert grow_platelets(mask, 0.0) is mask
 
 
+@pytest.mark.parametrize("radius", [0.5, 1.0, 1.5, 2.0, 2.2360679, 3.2327, 5.0990195, 7.3])
+def test_platelet_growth_is_the_distance_transform_threshold(radius):
+    """The bounded dilation turns exactly the plasma pixels whose exact Euclidean distance to a
+    platelet is within the radius (the rule's definition) into platelet."""
+    rng = np.random.default_rng(int(radius * 100))
+    for trial in range(20):
+        h, w = (int(v) for v in rng.integers(5, 120, 2))
+        mask = rng.choice(4, size=(h, w), p=[0.85, 0.08, 0.04, 0.03]).astype(np.uint8)
+        if trial % 4 == 0:
+            mask[mask == PLATELET] = BACKGROUND
+            mask[rng.integers(0, h), rng.integers(0, w)] = PLATELET
+        distance = cv2.distanceTransform((mask != PLATELET).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        expected = mask.copy()
+        expected[(mask == BACKGROUND) & (distance <= radius)] = PLATELET
+        assert np.array_equal(grow_platelets(mask, radius), expected), (trial, radius)
+
+
 def _position_dependent_run(tensor: np.ndarray) -> dict[str, np.ndarray]:
     """A stand-in network whose output depends on where a pixel is (not flip-equivariant)."""
     _, _, h, w = tensor.shape

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
-from runtime.contracts.classes import CELL_CLASSES, CLASS_NAMES, NUM_CLASSES, area_percentages
+from runtime.contracts.classes import CELL_CLASSES, CLASS_NAMES, area_percentages, class_pixels
 from runtime.contracts.config import QualityConfig
 from runtime.contracts.imageio import check_frame
 from runtime.analysis.cells import CellTable
@@ -93,7 +93,7 @@ def derived_estimates(mask: np.ndarray, counts: Mapping[str, int], um_per_px: fl
         return None
     h, w = frame_hw or mask.shape
     field_um2 = h * w * um_per_px * um_per_px
-    hist = np.bincount(mask.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
+    hist = class_pixels(mask)
     area_um2 = {name: round(float(hist[i]) / mask.size * field_um2, 1)
                 for i, name in enumerate(CLASS_NAMES) if name != "background"}
     return {

@@ -107,34 +107,43 @@ def instance_stats(labels: np.ndarray, confidence: np.ndarray | None = None) -> 
     """Per-instance arrays (index i is label i + 1) of an int label image with ids 1..N:
     area, centroid x/y, box x0/y0/x1/y1 (inclusive), mean of `confidence` (HxW) over each.
 
-    Boxes are unbuffered minima and maxima by label (np.minimum.at), so no sort of the labelled
-    pixels is needed."""
+    The labelled pixels are read once in raster order and cut into runs (one id along one row);
+    areas, coordinate sums and boxes come from the runs, which are far fewer than the pixels (the
+    sums are of integers, so exact in any order); the confidence, a float sum, is taken per pixel
+    in raster order."""
     n = int(labels.max()) if labels.size else 0
     if n <= 0:
         empty_f, empty_i = np.zeros(0, np.float64), np.zeros(0, np.int64)
         return {"area": empty_i, "cx": empty_f, "cy": empty_f, "x0": empty_i, "y0": empty_i,
                 "x1": empty_i, "y1": empty_i, "confidence": empty_f}
     h, w = labels.shape
-    ys, xs, where = pixel_coordinates(labels != 0)
-    ids = labels.ravel()[where].astype(np.intp)
-    area = np.bincount(ids, minlength=n + 1)[1:]
+    flat = np.flatnonzero((labels != 0).ravel())
+    ids = np.take(labels.ravel(), flat).astype(np.intp)
+    breaks = np.flatnonzero((ids[1:] != ids[:-1]) | (flat[1:] != flat[:-1] + 1) | (flat[1:] % w == 0)) + 1
+    first = np.concatenate(([0], breaks))
+    last = np.concatenate((breaks - 1, [flat.size - 1]))
+    run_ids, length = ids[first], last - first + 1
+    ry = flat[first] // w
+    rx0 = flat[first] - ry * w
+    rx1 = rx0 + length - 1
+    area = np.bincount(run_ids, weights=length, minlength=n + 1)[1:].astype(np.int64)
     safe = np.maximum(area, 1)
-    cx = np.bincount(ids, weights=xs, minlength=n + 1)[1:] / safe
-    cy = np.bincount(ids, weights=ys, minlength=n + 1)[1:] / safe
+    cx = np.bincount(run_ids, weights=(rx0 + rx1) * length // 2, minlength=n + 1)[1:] / safe
+    cy = np.bincount(run_ids, weights=ry * length, minlength=n + 1)[1:] / safe
     if confidence is None:
         conf = np.ones(n)
     else:
-        conf = np.bincount(ids, weights=confidence.ravel()[where], minlength=n + 1)[1:] / safe
-    x0, x1 = _extent(ids, xs, n, w)
-    y0, y1 = _extent(ids, ys, n, h)
+        conf = np.bincount(ids, weights=np.take(confidence.ravel(), flat), minlength=n + 1)[1:] / safe
+    x0, x1 = _extent(run_ids, rx0, rx1, n, w)
+    y0, y1 = _extent(run_ids, ry, ry, n, h)
     return {"area": area, "cx": cx, "cy": cy, "x0": x0, "y0": y0, "x1": x1, "y1": y1, "confidence": conf}
 
 
-def _extent(ids: np.ndarray, coord: np.ndarray, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """First and last `coord` of each label 1..n (unbuffered minimum/maximum by label)."""
+def _extent(ids: np.ndarray, low: np.ndarray, high: np.ndarray, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Least `low` and greatest `high` of each label 1..n (unbuffered minimum/maximum by label)."""
     first, last = np.full(n + 1, size, np.int64), np.full(n + 1, -1, np.int64)
-    np.minimum.at(first, ids, coord)
-    np.maximum.at(last, ids, coord)
+    np.minimum.at(first, ids, low)
+    np.maximum.at(last, ids, high)
     absent = last[1:] < 0
     return np.where(absent, 0, first[1:]), np.where(absent, 0, last[1:])
 

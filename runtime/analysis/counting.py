@@ -23,7 +23,7 @@ import numpy as np
 
 from runtime.analysis.cells import CellTable, cells_from_labels, pixel_coordinates
 from runtime.contracts.classes import CELL_CLASSES, PLATELET, RBC, WBC
-from runtime.inference.cell_size import rbc_diameter_from_mask
+from runtime.inference.cell_size import on_border, rbc_diameter_from_mask
 from runtime.inference.preprocess import Geometry, mask_to_frame
 
 
@@ -95,20 +95,25 @@ def _disc_maxima(surface: np.ndarray, where: np.ndarray, k: int) -> np.ndarray:
     """Pixels of `where` not below any pixel of `surface` within a k x k elliptical window: the same
     as comparing with cv2.dilate(surface, ellipse), whose cost grows with k^2 per pixel (k = 105
     for a white cell's spacing at high magnification). A pixel only qualifies if it is a maximum
-    of its 4-neighbourhood (inside every ellipse), so only those candidates' windows are read: all
-    at once, as offsets into the surface padded with -inf."""
+    of its 4-neighbourhood (inside every ellipse), so only `where`'s pixels are read, first their
+    4-neighbourhoods, then the windows of those that pass: all at once, as offsets into the
+    surface padded with -inf."""
     surface = surface.astype(np.float32, copy=False)
-    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-    ys, xs, _ = pixel_coordinates(where & (surface >= cv2.dilate(surface, cross) - 1e-6))
     peaks = np.zeros(surface.shape, bool)
+    ys, xs, _ = pixel_coordinates(where)
     if ys.size == 0:
         return peaks
     r = k // 2
     padded = cv2.copyMakeBorder(surface, r, r, r, r, cv2.BORDER_CONSTANT, value=float("-inf"))
+    flat, pw = padded.ravel(), padded.shape[1]
+    starts = ys * pw + xs  # a pixel's window starts at its own position in `padded`
+    centre = starts + (r * pw + r)
+    values = flat[centre]
+    cross = np.maximum.reduce([values, flat[centre - 1], flat[centre + 1], flat[centre - pw], flat[centre + pw]])
+    candidate = values >= cross - 1e-6
+    ys, xs, starts, values = ys[candidate], xs[candidate], starts[candidate], values[candidate]
     dy, dx = np.nonzero(cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    offsets = dy * padded.shape[1] + dx  # window pixels relative to its top-left corner
-    starts = ys * padded.shape[1] + xs  # a pixel's window starts at its own position in `padded`
-    flat, values = padded.ravel(), surface[ys, xs]
+    offsets = dy * pw + dx  # window pixels relative to its top-left corner
     keep = np.empty(ys.size, bool)
     step = max(1, _GATHER // offsets.size)
     for i in range(0, ys.size, step):  # chunks of candidates, bounded memory
@@ -124,10 +129,31 @@ def _peak_markers(surface: np.ndarray, allowed: np.ndarray, min_value: float, sp
     k = max(3, int(round(spacing_px)) | 1)
     peaks = _disc_maxima(surface, (surface >= min_value) & allowed, k)
     # Plateaus and near-duplicates: grow each peak pixel by half the spacing and merge what touches.
-    grown = cv2.dilate(peaks.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(1, k // 2) | 1,) * 2))
+    grown = _dilated(peaks, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(1, k // 2) | 1,) * 2))
     n, markers = cv2.connectedComponents(grown, connectivity=8, ltype=cv2.CV_32S)
-    markers[~peaks] = 0
+    markers *= peaks
     return n - 1, markers
+
+
+_STAMPED_MAX = 64
+"""Most pixels `_dilated` stamps the kernel at one by one (beyond them, one cv2.dilate)."""
+
+
+def _dilated(binary: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """cv2.dilate of a bool image by a symmetric odd-sized kernel, as uint8 0/1. A few set pixels
+    (peaks, typically) get the kernel stamped round each, which costs their windows instead of
+    the image times the kernel's size."""
+    ys, xs, _ = pixel_coordinates(binary)
+    if ys.size > _STAMPED_MAX:
+        return cv2.dilate(binary.view(np.uint8), kernel)
+    out = np.zeros(binary.shape, np.uint8)
+    r = kernel.shape[0] // 2
+    for y, x in zip(ys.tolist(), xs.tolist()):
+        y0, x0 = max(0, y - r), max(0, x - r)
+        window = out[y0:y + r + 1, x0:x + r + 1]  # the kernel's part inside the image
+        ky, kx = y0 - (y - r), x0 - (x - r)
+        np.maximum(window, kernel[ky:ky + window.shape[0], kx:kx + window.shape[1]], out=window)
+    return out
 
 
 def label_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, rbc_diameter_px: float | None = None,
@@ -184,33 +210,42 @@ def _platelets(binary: np.ndarray, d: float, cell_area: float, rules: CountRules
         return labels
     relabel = np.zeros(areas.size, np.int32)
     relabel[keep] = np.arange(1, int(keep.sum()) + 1)
-    return relabel[labels]
+    return np.take(relabel, labels)
 
 
-def _components(binary: np.ndarray, min_area: float, max_area: float | None,
-                border_min_area: float | None = None) -> np.ndarray:
-    """Connected components within the area limits, relabelled 1..N; with `border_min_area`,
-    components touching the frame's border count from that (smaller) area. (Plain labelling and
-    a bincount cost half of connectedComponentsWithStats.)"""
-    n, labels = cv2.connectedComponents(binary.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-    areas = np.bincount(labels.ravel(), minlength=n)
+@dataclass(frozen=True)
+class _Components:
+    """Connected components of a binary image: labels (int32, ids 1..N) and, per id (row 0 the
+    background), area and box (x, y, width, height) as cv2.connectedComponentsWithStats gives them."""
+
+    labels: np.ndarray
+    areas: np.ndarray
+    boxes: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return self.areas.size - 1
+
+
+def _components(binary: np.ndarray, min_area: float, border_min_area: float | None = None) -> _Components:
+    """Connected components from `min_area` px, relabelled 1..N; with `border_min_area`, components
+    touching the frame's border count from that (smaller) area."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    areas = stats[:, cv2.CC_STAT_AREA]
     keep = areas >= min_area
     if border_min_area is not None:
-        touching = np.zeros(n, bool)
-        touching[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
-        keep |= touching & (areas >= border_min_area)
-    if max_area is not None:
-        keep &= areas <= max_area
-    keep[0] = False
-    if keep[1:].all():
-        return labels
+        keep |= on_border(stats, binary.shape) & (areas >= border_min_area)
+    keep[0] = True
+    boxes = stats[:, :cv2.CC_STAT_AREA]
+    if keep.all():
+        return _Components(labels, areas, boxes)
     relabel = np.zeros(n, np.int32)
-    relabel[keep] = np.arange(1, int(keep.sum()) + 1)
-    return relabel[labels]
+    relabel[keep] = np.arange(int(keep.sum()), dtype=np.int32)
+    return _Components(np.take(relabel, labels), areas[keep], boxes[keep])
 
 
 def _split_touching(binary: np.ndarray, min_peak: float, spacing: float, min_area: float,
-                    border_min_area: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    border_min_area: float | None = None) -> tuple[np.ndarray, _Components]:
     """Components of `binary` (>= min_area px, or >= border_min_area px on the frame's border),
     split by a distance-transform watershed: (instance labels, the components they split).
 
@@ -218,29 +253,16 @@ def _split_touching(binary: np.ndarray, min_peak: float, spacing: float, min_are
     fewer pixels than in a frame (about 3x fewer across at the TXL-PBC frames' scale), and the 5x5
     chamfer estimate's small errors put two maxima on one large white cell's ridge (two val images
     counted a white cell twice; on the 1,008 train images the exact transform changes no count)."""
-    comps = _components(binary, min_area, None, border_min_area)
-    n = int(comps.max())
+    comps = _components(binary, min_area, border_min_area)
+    n = comps.count
     if n == 0:
-        return comps, comps
-    keep = comps > 0
+        return comps.labels, comps
+    keep = comps.labels > 0
     dist = cv2.distanceTransform(keep.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     _, markers = _peak_markers(dist, keep, min_peak, spacing)
-    labels, reached = _watershed(keep, markers, dist / max(float(dist.max()), 1e-6), comps, n + 1)
-    _label_components(labels, comps, ~reached, max(int(labels.max()), int(markers.max())) + 1)
-    return _compact(labels), comps
-
-
-def _label_components(labels: np.ndarray, comps: np.ndarray, new: np.ndarray, next_id: int) -> None:
-    """In place: every component of `comps` (ids 1..N) marked in `new` (indexed by id; 0 is
-    ignored) becomes one new label, numbered from `next_id` (all components at once)."""
-    new = new.copy()
-    new[0] = False
-    if not new.any():
-        return
-    lut = np.zeros(new.size, np.int32)
-    lut[new] = np.arange(next_id, next_id + int(new.sum()), dtype=np.int32)
-    fill = lut[comps]
-    np.copyto(labels, fill, where=fill > 0)
+    # Every peak lies inside `keep`, so the watershed leaves no gap in the ids.
+    labels, _ = _watershed(keep, markers, dist / max(float(dist.max()), 1e-6), comps.labels, np.ones(n + 1, bool))
+    return labels, comps
 
 
 NOTCH_CUT = 0.03
@@ -248,22 +270,22 @@ NOTCH_CUT = 0.03
 of the TXL-PBC frames the white-cell pair rule was set on (1 px on the network grid)."""
 
 
-def _split_at_notches(labels: np.ndarray, regions: np.ndarray, max_solidity: float, min_notch_px: float,
+
+def _split_at_notches(labels: np.ndarray, regions: _Components, max_solidity: float, min_notch_px: float,
                       part: tuple[float, int]) -> np.ndarray:
-    """`labels` with every region (of `regions`, ids 1..N, the components the labels split) the
-    peaks left whole cut in two along a line between its two notches, when its outline has two
-    deep ones (and a solidity under `max_solidity`) and both parts hold at least `part`'s min
-    pixels; the cut is `part`'s width in px: two round cells in contact, seen as one region.
-    White cells are few: each large region is looked at in its own box."""
+    """`labels` with every region (of `regions`, the components the labels split) the peaks left
+    whole cut in two along a line between its two notches, when its outline has two deep ones (and
+    a solidity under `max_solidity`) and both parts hold at least `part`'s min pixels; the cut is
+    `part`'s width in px: two round cells in contact, seen as one region. White cells are few:
+    each large region is looked at in its own box."""
     min_part_px, cut_px = part
-    areas = np.bincount(regions.ravel())
-    large = np.flatnonzero(areas >= 2 * min_part_px)
+    large = np.flatnonzero(regions.areas >= 2 * min_part_px)
     out = labels.copy()
     next_id = int(labels.max()) + 1
     for r in large[large > 0].tolist():
-        x, y, w, h = cv2.boundingRect((regions == r).view(np.uint8))
+        x, y, w, h = regions.boxes[r].tolist()
         window = (slice(y, y + h), slice(x, x + w))
-        inside = regions[window] == r
+        inside = regions.labels[window] == r
         ids = labels[window][inside]
         if ids.min() != ids.max():  # the peaks split it already
             continue
@@ -338,13 +360,11 @@ def _red_cells(mask: np.ndarray, centres: np.ndarray | None, d: float, cell_area
         dist = cv2.distanceTransform(red.view(np.uint8), cv2.DIST_L2, 5)
         _, markers = _peak_markers(dist, red, rules.dt_peak_min * d, rules.peak_spacing * d * 1.5)
         landscape = dist / max(float(dist.max()), 1e-6)
-    labels, reached = _watershed(red, markers, landscape, comp, n)
     # Red components that got no peak but look like a cell (e.g. cut by the border) count once.
     areas = np.bincount(comp.ravel(), minlength=n)
-    _label_components(labels, comp, (areas >= rules.rbc_min_area * cell_area) & ~reached,
-                      max(int(labels.max()), int(markers.max())) + 1)
+    labels, gaps = _watershed(red, markers, landscape, comp, areas >= rules.rbc_min_area * cell_area)
     # Peaks that fell on a white cell next to red keep their id even though no red pixel joined them.
-    return _compact(labels, markers)
+    return _compact(labels, markers) if gaps else labels
 
 
 FLOOD_LEVELS = 8
@@ -356,7 +376,7 @@ _NEIGHBOURS = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
 
 
 def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray, comp: np.ndarray,
-               n: int) -> tuple[np.ndarray, np.ndarray]:
+               orphan: np.ndarray) -> tuple[np.ndarray, bool]:
     """Marker-controlled watershed by immersion: `markers` (ids 1..N) grow through `red` one ring
     at a time, first over the pixels where `landscape` (0-1, high at cell centres) is highest, then
     down `FLOOD_LEVELS` steps of it, so touching cells part along the valley between their
@@ -366,10 +386,14 @@ def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray, comp
 
     `comp` holds `red`'s n - 1 connected components (ids 1..n-1). A seed belongs to each component
     within one pixel of it; a component with one seed is that seed's cell whole, only clumps with
-    several are flooded. Returns the labels and, per component, whether a seed reached it."""
+    several are flooded. A component no seed reached is one cell of its own when `orphan` (bool
+    per id, n of them) says so, numbered after the seeds in component order. Each pixel's label
+    comes from one lookup by component. Returns the labels and whether an id may be missing: every
+    seed keeps its pixels on `red`, so only a seed wholly off it (zeroed) can leave a gap."""
+    n = orphan.size
     ys, xs, _ = pixel_coordinates(markers != 0)
     if ys.size == 0:
-        return np.zeros(red.shape, np.int32), np.zeros(n, bool)
+        return np.take(_orphan_ids(np.zeros(n, np.int32), orphan, 1), comp), False
     ids = markers[ys, xs].astype(np.int64)
     h, w = comp.shape
     near = comp[np.clip(ys[:, None] + _NEIGHBOURS[:, 0], 0, h - 1), np.clip(xs[:, None] + _NEIGHBOURS[:, 1], 0, w - 1)]
@@ -382,15 +406,26 @@ def _watershed(red: np.ndarray, markers: np.ndarray, landscape: np.ndarray, comp
     lone = seeds_per_comp[owners] == 1
     code[owners[lone]] = seeds[lone]
     code[0] = 0
-    per_pixel = code[comp]
-    labels = markers.copy()
-    np.copyto(labels, per_pixel, where=per_pixel > 0)
-    clumps = per_pixel < 0
-    if clumps.any():
-        _grow_labels(labels, clumps, landscape)
+    code = _orphan_ids(code, orphan & (seeds_per_comp == 0), base)
+    # Every pixel of a lone seed's or an orphan's component takes its id; the seeds keep theirs
+    # where their component does not give one (clumps, and off red).
+    labels = np.take(np.maximum(code, 0), comp)
+    at_seed = labels[ys, xs]
+    labels[ys, xs] = np.where(at_seed > 0, at_seed, ids)
+    if (code < 0).any():
+        _grow_labels(labels, np.take(code < 0, comp), landscape)
     off_red = ~red[ys, xs]  # seeds beside red (on a white cell) lent it their id; they are no red pixel
     labels[ys[off_red], xs[off_red]] = 0
-    return labels, seeds_per_comp > 0
+    return labels, bool(off_red.any())
+
+
+def _orphan_ids(code: np.ndarray, new: np.ndarray, next_id: int) -> np.ndarray:
+    """`code` (a label per component id) with the components marked in `new` (0 ignored) numbered
+    from `next_id` in id order."""
+    new = new.copy()
+    new[0] = False
+    code[new] = np.arange(next_id, next_id + int(new.sum()), dtype=np.int32)
+    return code
 
 
 def _grow_labels(labels: np.ndarray, where: np.ndarray, landscape: np.ndarray | None = None) -> None:
@@ -408,23 +443,23 @@ def _grow_labels(labels: np.ndarray, where: np.ndarray, landscape: np.ndarray | 
     stages = [inside]
     if landscape is not None:
         # Level k of FLOOD_LEVELS (k/FLOOD_LEVELS, falling) admits the pixels whose landscape reaches
-        # it: floor(landscape * FLOOD_LEVELS) >= k, exact as the scaling is by a power of two.
-        steps = (np.clip(landscape[box], 0.0, 1.0) * FLOOD_LEVELS).astype(np.uint8)
-        stages = [cv2.bitwise_and(cv2.compare(steps, k, cv2.CMP_GE), inside)
+        # it (k/FLOOD_LEVELS is exact in floating point, FLOOD_LEVELS being a power of two).
+        height = np.ascontiguousarray(landscape[box], dtype=np.float32)
+        stages = [cv2.bitwise_and(cv2.compare(height, k / FLOOD_LEVELS, cv2.CMP_GE), inside)
                   for k in range(FLOOD_LEVELS - 1, 0, -1)] + stages
     open_ = np.empty(work.shape, np.uint8)
     grown = np.empty_like(work)
     for allowed in stages:
-        count = cv2.countNonZero(work)
-        while True:
+        before = -1
+        while True:  # until a ring reaches nothing (no open pixel left, or none fewer than before it)
             cv2.compare(work, 0, cv2.CMP_EQ, dst=open_)
             cv2.bitwise_and(open_, allowed, dst=open_)
+            remaining = cv2.countNonZero(open_)
+            if remaining == 0 or remaining == before:
+                break
+            before = remaining
             cv2.dilate(work, _K3, dst=grown)
             cv2.copyTo(grown, open_, work)
-            reached = cv2.countNonZero(work)
-            if reached == count:
-                break
-            count = reached
     labels[box] = work
 
 
@@ -446,7 +481,7 @@ def _compact(labels: np.ndarray, markers: np.ndarray | None = None) -> np.ndarra
         absent[:min(top + 1, present.size)] &= ~present[:top + 1]
         absent[0] = False
         if absent.any():  # marker ids are 1..top, all of them drawn
-            where = absent[markers] & (out == 0)
+            where = np.take(absent, markers) & (out == 0)
             out[where] = markers[where]
             present = np.bincount(out.ravel()) > 0
     present[0] = False
@@ -454,7 +489,7 @@ def _compact(labels: np.ndarray, markers: np.ndarray | None = None) -> np.ndarra
         return out
     lut = np.zeros(present.size, np.int32)
     lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
-    return lut[out]
+    return np.take(lut, out)
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,13 @@ itself, cropped to the resized frame: cells are found there and mapped to frame 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from runtime.analysis.cells import pixel_coordinates
 from runtime.analysis.counting import DEFAULT_RULES, CountRules, FoundCells, find_cells
 from runtime.contracts.card_sections import InferencePlan, PreprocessParams
 from runtime.contracts.classes import BACKGROUND, PLATELET, WBC
@@ -138,14 +140,29 @@ def white_cells_at_border(mask: np.ndarray, scores: np.ndarray, band_px: float, 
 
 
 def grow_platelets(mask: np.ndarray, radius_px: float) -> np.ndarray:
-    """`mask` with plasma pixels within `radius_px` of a platelet pixel turned platelet."""
+    """`mask` with plasma pixels within `radius_px` (Euclidean) of a platelet pixel turned platelet:
+    a dilation by the disc of those offsets, inside the platelets' box widened by the radius (the
+    same pixels as thresholding the exact distance transform of the whole mask, at a fraction of
+    its cost)."""
     platelet = mask == PLATELET
     if radius_px <= 0 or not platelet.any():
         return mask
-    distance = cv2.distanceTransform((~platelet).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    disc = _disc(radius_px)
+    r = disc.shape[0] // 2
+    x, y, w, h = cv2.boundingRect(platelet.view(np.uint8))
+    box = (slice(max(0, y - r), y + h + r), slice(max(0, x - r), x + w + r))
+    near = cv2.dilate(np.ascontiguousarray(platelet[box]).view(np.uint8), disc).view(bool)
     grown = mask.copy()
-    grown[(mask == BACKGROUND) & (distance <= radius_px)] = PLATELET
+    np.copyto(grown[box], np.uint8(PLATELET), where=near & (mask[box] == BACKGROUND))
     return grown
+
+
+def _disc(radius_px: float) -> np.ndarray:
+    """uint8 kernel of the offsets whose Euclidean length (float32, as cv2.distanceTransform gives
+    it) is at most `radius_px`."""
+    r = int(math.floor(radius_px))
+    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+    return (np.sqrt((dy * dy + dx * dx).astype(np.float32)) <= radius_px).astype(np.uint8)
 
 
 def mask_rules(mask: np.ndarray, scores: np.ndarray, plan: InferencePlan, rbc_diameter_px: float | None,
@@ -177,15 +194,15 @@ def to_segmentation(passes: list[NetworkPass], plan: InferencePlan = DEFAULT_PLA
 def class_probability(decided: GridClasses, mask: np.ndarray) -> np.ndarray:
     """hxw softmax probability of `mask`'s class at each pixel: the pass's top-class probability,
     taken again only where the plan's rules changed the class."""
-    changed = mask != decided.mask
-    if not changed.any():
+    ys, xs, _ = pixel_coordinates(mask != decided.mask)
+    if ys.size == 0:
         return decided.top_prob
-    scores = decided.scores[:, changed].astype(np.float32)
+    scores = decided.scores[:, ys, xs].astype(np.float32)
     top = scores.max(axis=0)
     total = np.exp(scores - top).sum(axis=0)
-    chosen = np.take_along_axis(scores, mask[changed][None].astype(np.intp), axis=0)[0]
+    chosen = np.take_along_axis(scores, mask[ys, xs][None].astype(np.intp), axis=0)[0]
     prob = decided.top_prob.copy()
-    prob[changed] = np.exp(chosen - top) / total
+    prob[ys, xs] = np.exp(chosen - top) / total
     return prob
 
 

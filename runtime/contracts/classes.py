@@ -13,9 +13,15 @@ CELL_CLASSES: dict[str, int] = {"rbc": RBC, "wbc": WBC, "platelet": PLATELET}
 NUM_CLASSES = len(CLASS_NAMES)
 
 
+def class_pixels(mask: np.ndarray) -> np.ndarray:
+    """Pixels of each class index 0..NUM_CLASSES-1 in a class mask (int64): one comparison and
+    count per class, several times cheaper than np.bincount, which first widens every pixel."""
+    return np.array([np.count_nonzero(mask == c) for c in range(NUM_CLASSES)], np.int64)
+
+
 def area_percentages(mask: np.ndarray) -> dict[str, float]:
     """Share of the frame's pixels per class, in percent (sums to 100)."""
-    hist = np.bincount(mask.ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES].astype(np.float64)
+    hist = class_pixels(mask).astype(np.float64)
     total = float(mask.size) or 1.0
     return {name: round(100.0 * hist[i] / total, 4) for i, name in enumerate(CLASS_NAMES)}
 
