@@ -106,6 +106,18 @@ class PreprocessedFrames(CalibrationDataReader):
     def rewind(self) -> None:
         self._next = 0
 
+    def cropped_to_common_size(self) -> "PreprocessedFrames":
+        """The same frames centre-cropped to the smallest height and width among them (both stay
+        multiples of the stride). ONNX Runtime's histogram calibrators (entropy, percentile) stack
+        every frame's activations into one array, which frames of different sizes cannot form."""
+        h = min(t.shape[2] for t in self.tensors)
+        w = min(t.shape[3] for t in self.tensors)
+        out = object.__new__(PreprocessedFrames)
+        out.input_name, out._next = self.input_name, 0
+        out.tensors = [np.ascontiguousarray(t[:, :, (t.shape[2] - h) // 2:(t.shape[2] - h) // 2 + h,
+                                              (t.shape[3] - w) // 2:(t.shape[3] - w) // 2 + w]) for t in self.tensors]
+        return out
+
     def __len__(self) -> int:
         return len(self.tensors)
 
@@ -141,6 +153,8 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: Preproce
             quant_pre_process(str(source), str(prepared), auto_merge=True)
         except Exception as exc:  # ORT's pre-processing raises untyped errors on unsupported graphs
             raise ModelError(f"{fp32_path}: quantization pre-processing failed ({exc})") from exc
+        if CALIBRATION_METHODS[method] != CalibrationMethod.MinMax:
+            reader = reader.cropped_to_common_size()
         reader.rewind()
         quantize_static(
             str(prepared),
