@@ -245,3 +245,25 @@ def test_a_cell_number_goes_where_it_covers_no_other_cell_and_the_gallery_header
     gallery = render_gallery(image, found.labels, found.cells, long_title)
     (text_w, _), _ = cv2.getTextSize(f"{long_title}  1 white cells, 1 platelets", cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)
     assert gallery.shape[1] >= text_w + 8
+
+
+def test_overlay_outlines_of_grid_cells_follow_the_cell_not_the_grid_blocks() -> None:
+    """A round cell counted on a grid 4x coarser than the frame (as on a camera field) arrives as
+    blocks; its drawn outline lies closer to a circle than the blocks' own boundary does."""
+    from runtime.analysis.overlay import CLASS_COLOURS_BGR, instance_boundaries, render_overlay
+
+    grid = np.zeros((240, 240), np.uint8)
+    cv2.circle(grid, (120, 120), 12, int(RBC), -1)
+    blocky = cv2.resize(grid, (960, 960), interpolation=cv2.INTER_NEAREST)  # frame = grid x 4
+    found = find_cells(grid, rbc_diameter_px=24)
+    labels = {name: cv2.resize(lab.astype(np.float32), (960, 960), interpolation=cv2.INTER_NEAREST).astype(np.int32)
+              for name, lab in found.labels.items()}
+    out = render_overlay(np.full((960, 960, 3), 200, np.uint8), labels, found.cells)
+    drawn = np.argwhere(np.all(out[:, :960] == CLASS_COLOURS_BGR["rbc"], axis=2))
+    raw = np.argwhere(instance_boundaries((blocky == RBC).astype(np.int32)))
+
+    def spread(points: np.ndarray) -> float:
+        r = np.hypot(points[:, 0] - 481.5, points[:, 1] - 481.5)  # the disc's centre in frame pixels
+        return float(r.std())
+
+    assert len(drawn) > 0 and spread(drawn) < 0.8 * spread(raw)

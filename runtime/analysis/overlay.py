@@ -112,6 +112,9 @@ def render_overlay(image_bgr: np.ndarray, labels: dict[str, np.ndarray], cells: 
         lab = labels[name]
         if zoom > 1:
             lab = cv2.resize(lab.astype(np.float32), size, interpolation=cv2.INTER_NEAREST).astype(np.int32)
+        # Labels from the network grid arrive as blocks of a few pixels; a 5x5 median (each pixel
+        # takes one of its neighbours' ids) rounds the steps off the outlines.
+        lab = cv2.medianBlur(lab.astype(np.float32), 5).astype(np.int32)
         edge = instance_boundaries(lab)
         if name != "rbc" or zoom >= 1.5:
             edge = cv2.dilate(edge.astype(np.uint8), thick).astype(bool) & (lab > 0)
