@@ -28,16 +28,12 @@ from typing import Any
 import click
 import numpy as np
 
-FIELD_TILES = 4
-"""Bundled frames tiled into the field (2x2 VGA -> 1280x960)."""
-
-
 def tiled_field() -> tuple[np.ndarray, float]:
-    """The first four bundled frames tiled 2x2, and their µm/px."""
-    from runtime.capture.bundled import bundled_frames, bundled_um_per_px
+    """edge-bench's camera field (bundled frames tiled to 1280x960) and the frames' µm/px."""
+    from benchmarks.edge_bench.frames import tile_bundled_frames
+    from runtime.capture.bundled import bundled_um_per_px
 
-    frames = [frame.load() for frame in bundled_frames()[:FIELD_TILES]]
-    return np.vstack([np.hstack(frames[:2]), np.hstack(frames[2:])]), bundled_um_per_px()
+    return tile_bundled_frames()[0], bundled_um_per_px()
 
 
 def store_final_pass(model_path: Path | None, target: Path) -> dict[str, Any]:
