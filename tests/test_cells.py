@@ -225,18 +225,17 @@ def test_overlay_outlines_each_touching_cell_and_keeps_the_legend_beside_the_fra
 
 
 def test_a_cell_number_goes_where_it_covers_no_other_cell_and_the_gallery_header_fits() -> None:
-    from runtime.analysis.overlay import _label_spot, _occupancy, render_gallery
+    from runtime.analysis.overlay import _label_spot, _Occupancy, render_gallery
 
     rbc = np.zeros((200, 300), np.int32)
     rbc[80:120, 160:220] = 1  # a red cell right of the white cell's box
-    labels = {"rbc": rbc, "wbc": np.zeros_like(rbc), "platelet": np.zeros_like(rbc)}
-    taken = _occupancy(labels, (300, 200))
+    taken = _Occupancy(rbc > 0)
     tx, ty = _label_spot(taken, (110.0, 80.0, 40.0, 40.0), (20, 12))
     assert tx + 20 <= 110  # not right of the box, where the red cell is: left of it
     assert taken.count(tx, ty - 12, 20, 12) == 0
     rbc[80:120, 60:110] = 1  # now the left and the space above are taken too
     rbc[40:80, 100:160] = 1
-    tx, ty = _label_spot(_occupancy(labels, (300, 200)), (110.0, 80.0, 40.0, 40.0), (20, 12))
+    tx, ty = _label_spot(_Occupancy(rbc > 0), (110.0, 80.0, 40.0, 40.0), (20, 12))
     assert ty - 12 >= 120  # below the box, the one free side
     mask = _smear()
     found = find_cells(mask, rbc_diameter_px=D)

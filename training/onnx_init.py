@@ -40,29 +40,26 @@ def model_from_onnx(onnx_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     model = build_model(spec["name"], **spec["kwargs"]).eval()
     graph = onnx.load(str(onnx_path)).graph
     weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    own = model.state_dict()  # a conv export left unfolded keeps its parameter's name
     folded = [(weights[n.input[1]], weights[n.input[2]] if len(n.input) > 2 else None)
-              for n in graph.node if n.op_type == "Conv" and n.input[1] in weights]
+              for n in graph.node if n.op_type == "Conv" and n.input[1] in weights and n.input[1] not in own]
     pairs = _conv_norm_pairs(model)
-    named = {id(m): name for name, m in model.named_modules()}
-    plain = [m for m in model.modules() if isinstance(m, nn.Conv2d) and id(m) not in {id(c) for c, _ in pairs}]
-    by_name = {n: (weights[f"{n}.weight"], weights.get(f"{n}.bias")) for n in (named[id(m)] for m in plain)
-               if f"{n}.weight" in weights}
-    unnamed = [(w, b) for w, b in folded if not any(w is bw for bw, _ in by_name.values())]
-    if len(unnamed) != len(pairs) or len(by_name) != len(plain):
-        raise ModelError(f"{onnx_path}: {len(folded)} convolutions do not match {spec['name']} {spec['kwargs']} "
+    paired = {id(conv) for conv, _ in pairs}
+    plain = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d) and id(m) not in paired]
+    if len(folded) != len(pairs) or any(f"{name}.weight" not in weights for name, _ in plain):
+        raise ModelError(f"{onnx_path}: {len(folded)} folded convolutions do not match {spec['name']} {spec['kwargs']} "
                          f"({len(pairs)} conv+norm pairs, {len(plain)} plain convolutions)")
     with torch.no_grad():
-        for (conv, norm), (w, b) in zip(pairs, unnamed):
+        for (conv, norm), (w, b) in zip(pairs, folded):
             _set(conv.weight, w, onnx_path)
             norm.running_mean.zero_()
             norm.running_var.fill_(1.0 - norm.eps)  # (z - 0) / sqrt(var + eps) == z
             norm.weight.fill_(1.0)
             norm.bias.copy_(torch.from_numpy(np.array(b, dtype=np.float32)) if b is not None else torch.zeros_like(norm.bias))
-        for conv in plain:
-            w, b = by_name[named[id(conv)]]
-            _set(conv.weight, w, onnx_path)
-            if conv.bias is not None and b is not None:
-                _set(conv.bias, b, onnx_path)
+        for name, conv in plain:
+            _set(conv.weight, weights[f"{name}.weight"], onnx_path)
+            if conv.bias is not None and f"{name}.bias" in weights:
+                _set(conv.bias, weights[f"{name}.bias"], onnx_path)
     return model, spec
 
 

@@ -14,9 +14,10 @@ from the mask) so they hold at any magnification:
 
 from __future__ import annotations
 
+import functools
 import math
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -182,14 +183,10 @@ def label_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, rbc_diam
     return {name: out[name] for name in CELL_CLASSES}
 
 
-_SIDE: list[ThreadPoolExecutor] = []
-
-
+@functools.cache
 def _side_worker() -> ThreadPoolExecutor:
     """One worker thread for the white-cell and platelet labelling, created on first use."""
-    if not _SIDE:
-        _SIDE.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="smearscope-cells"))
-    return _SIDE[0]
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="smearscope-cells")
 
 
 def _in_box(binary: np.ndarray, make: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:

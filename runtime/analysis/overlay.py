@@ -108,19 +108,21 @@ def render_overlay(image_bgr: np.ndarray, labels: dict[str, np.ndarray], cells: 
     size = (int(round(w * zoom)), int(round(h * zoom)))
     frame = cv2.resize(image_bgr, size, interpolation=cv2.INTER_LINEAR) if zoom > 1 else image_bgr.copy()
     thick = np.ones((3, 3), np.uint8)
+    occupied = np.zeros(frame.shape[:2], bool)  # cell pixels of every class, where numbers avoid going
     for name in ("rbc", "platelet", "wbc"):  # white cells drawn last: on top where classes meet
-        lab = labels[name]
+        lab = labels[name].astype(np.float32)  # ids are exact in float32, which OpenCV resizes and filters
         if zoom > 1:
-            lab = cv2.resize(lab.astype(np.float32), size, interpolation=cv2.INTER_NEAREST).astype(np.int32)
+            lab = cv2.resize(lab, size, interpolation=cv2.INTER_NEAREST)
+        occupied |= lab > 0
         # Labels from the network grid arrive as blocks of a few pixels; a 5x5 median (each pixel
         # takes one of its neighbours' ids) rounds the steps off the outlines.
-        lab = cv2.medianBlur(lab.astype(np.float32), 5).astype(np.int32)
+        lab = cv2.medianBlur(lab, 5).astype(np.int32)
         edge = instance_boundaries(lab)
         if name != "rbc" or zoom >= 1.5:
             edge = cv2.dilate(edge.astype(np.uint8), thick).astype(bool) & (lab > 0)
         frame[edge] = CLASS_COLOURS_BGR[name]
     scale = 0.6 * max(1.0, zoom * 0.8)
-    taken = _occupancy(labels, size)
+    taken = _Occupancy(occupied)
     for name, tag in CELL_TAGS.items():
         for cell in cells.by_class.get(name, ()):
             box = tuple(v * zoom for v in cell.bbox_px)
@@ -151,16 +153,6 @@ class _Occupancy:
         x0, y0, x1, y1 = min(max(0, x), ww), min(max(0, y), hh), min(max(0, x + w), ww), min(max(0, y + h), hh)
         s = self._sum
         return int(s[y1, x1] - s[y0, x1] - s[y1, x0] + s[y0, x0])
-
-
-def _occupancy(labels: dict[str, np.ndarray], size: tuple[int, int]) -> _Occupancy:
-    """Cell pixels of every class at the drawn frame's size."""
-    occupied = np.zeros(labels["rbc"].shape, bool)
-    for lab in labels.values():
-        occupied |= lab > 0
-    if occupied.shape[::-1] != size:
-        occupied = cv2.resize(occupied.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
-    return _Occupancy(occupied)
 
 
 def _label_spot(taken: _Occupancy, box: tuple[float, ...], text: tuple[int, int]) -> tuple[int, int]:
