@@ -131,6 +131,13 @@ class PreprocessedFrames(CalibrationDataReader):
         return digest.hexdigest()
 
 
+def calibrator_frames(reader: PreprocessedFrames, method: str) -> PreprocessedFrames:
+    """What `method`'s calibrator is given: the frames as they are for minmax, centre-cropped to a
+    common size for the histogram methods (PreprocessedFrames.cropped_to_common_size). The card's
+    calibration-set hash is this reader's."""
+    return reader if CALIBRATION_METHODS[method] == CalibrationMethod.MinMax else reader.cropped_to_common_size()
+
+
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: PreprocessedFrames,
                   method: str = "minmax", *, layout_rewrites: bool = True) -> dict[str, Any]:
     """Write a QDQ int8 model; returns the card's `quantization` section.
@@ -153,8 +160,7 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: Preproce
             quant_pre_process(str(source), str(prepared), auto_merge=True)
         except Exception as exc:  # ORT's pre-processing raises untyped errors on unsupported graphs
             raise ModelError(f"{fp32_path}: quantization pre-processing failed ({exc})") from exc
-        if CALIBRATION_METHODS[method] != CalibrationMethod.MinMax:
-            reader = reader.cropped_to_common_size()
+        reader = calibrator_frames(reader, method)
         reader.rewind()
         quantize_static(
             str(prepared),

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from export.card import CardContent, write_card
-from export.quantize import Frame, PreprocessedFrames, quantize_int8
+from export.quantize import Frame, PreprocessedFrames, calibrator_frames, quantize_int8
 from runtime.contracts.errors import ConfigError, ModelError
 from runtime.contracts.modelcard import ModelCard, load_card, sha256_file
 from runtime.inference.session import SessionOptions, create_session
@@ -51,14 +51,15 @@ def requantize(int8_path: str | Path, calibration: Sequence[Frame],
     if not fp32_path.is_file() or sha256_file(fp32_path) != expected_fp32:
         raise ModelError(f"{fp32_path}: missing or not the fp32 model {int8_path.name} was quantized from")
     old = card.quantization or {}
+    method = old.get("calibration_method", "minmax")
     reader = PreprocessedFrames(calibration, card.preprocess)
-    if reader.sha256 != old.get("calibration_set_sha256"):
+    if calibrator_frames(reader, method).sha256 != old.get("calibration_set_sha256"):
         raise ConfigError(f"calibration frames hash {reader.sha256[:12]}, the card's {str(old.get('calibration_set_sha256'))[:12]}: "
                           "pass the frames the model was calibrated on")
     with tempfile.TemporaryDirectory(prefix="smearscope-requant-", dir=int8_path.parent) as tmp:
         new_path = Path(tmp) / int8_path.name
-        log(f"quantizing {fp32_path.name} on {len(reader)} frames ({old.get('calibration_method', 'minmax')})")
-        quantization = quantize_int8(fp32_path, new_path, reader, old.get("calibration_method", "minmax"))
+        log(f"quantizing {fp32_path.name} on {len(reader)} frames ({method})")
+        quantization = quantize_int8(fp32_path, new_path, reader, method)
         before, after = _outputs(int8_path, reader.tensors), _outputs(new_path, reader.tensors)
         worst = max(float(np.abs(a - b).max()) for x, y in zip(before, after) for a, b in zip(x, y))
         if worst != 0.0:

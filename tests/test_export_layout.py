@@ -85,3 +85,21 @@ def test_requantize_refuses_other_calibration_frames(tmp_path):
         shutil.copy(path, tmp_path / path.name)
     with pytest.raises(ConfigError, match="calibration frames hash"):
         requantize(tmp_path / INT8.name, _frames(2), log=lambda _msg: None)
+
+
+def test_requantize_takes_the_shipped_lite_model_calibrated_by_histogram(tmp_path, shared_data):
+    """The lite model was calibrated by percentile, whose calibrator sees the frames cropped to a
+    common size: the card's hash is of those, and requantize checks the same frames."""
+    from export.quantize import frames_from_source
+    from export.requantize import requantize
+    from training.datasets import build_source
+
+    card = load_card(INT8)
+    assert card.quantization["calibration_method"] == "percentile"
+    for path in LITE.glob("segmentation.*"):
+        shutil.copy(path, tmp_path / path.name)
+    frames = frames_from_source(build_source("txl_pbc", shared_data / "txl_pbc", "train"),
+                                int(card.quantization["calibration_frames"]))
+    new = requantize(tmp_path / INT8.name, frames, log=lambda _msg: None)
+    assert new.quantization["requantized_from"]["sha256"] == card.sha256
+    assert new.quantization["calibration_set_sha256"] == card.quantization["calibration_set_sha256"]
