@@ -78,6 +78,10 @@ def create_session(model_path: str | Path, options: SessionOptions | None = None
     if options.intra_op_threads:
         so.intra_op_num_threads = options.intra_op_threads
     so.log_severity_level = 3
+    # ORT's worker threads spin-wait after a run, for the next one; on a device the next work is
+    # this frame's post-processing, whose second thread they would take. Spinning stays on during
+    # a run (its operators are many and short) and stops when the run ends.
+    so.add_session_config_entry("session.force_spinning_stop", "1")
     if options.optimized_model_path:
         so.optimized_model_filepath = str(options.optimized_model_path)
     if options.profile_prefix:
