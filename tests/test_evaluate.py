@@ -155,3 +155,23 @@ def test_cli_rule_and_plan_overrides_change_the_counts_and_are_recorded(cli_runn
     assert bad.exit_code == 2 and "platelet_min_area" in bad.output
     refused = cli_runner.invoke(cli, base + ["--rule", "rbc_min_area=0.3", "--update-cards"])
     assert refused.exit_code != 0 and "drop --plan/--rule" in refused.output
+
+
+def test_models_sharing_a_file_name_are_reported_apart(cli_runner, tmp_path, repo_root, shared_data):
+    """models/lite/segmentation.int8.onnx beside models/segmentation.int8.onnx: two rows, not one
+    overwriting the other."""
+    import json
+
+    from smearscope.cli import cli
+    from smearscope.cli.evaluate import method_names
+
+    shipped, lite = repo_root / "models" / "segmentation.int8.onnx", repo_root / "models" / "lite" / "segmentation.int8.onnx"
+    assert method_names([shipped, lite]) == {shipped: "models/segmentation.int8.onnx",
+                                             lite: "lite/segmentation.int8.onnx"}
+    assert method_names([shipped, shipped.with_name("segmentation.fp32.onnx")])[shipped] == "segmentation.int8.onnx"
+    result = cli_runner.invoke(cli, ["evaluate", "--data", str(shared_data / "txl_pbc"), "--model", str(shipped),
+                                     "--model", str(lite), "--limit", "1", "--no-baseline", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    methods = json.loads((tmp_path / "r.json").read_text())["methods"]
+    assert set(methods) == {"models/segmentation.int8.onnx", "lite/segmentation.int8.onnx"}
+    assert "lite/segmentation.int8.onnx" in result.output

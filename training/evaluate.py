@@ -124,6 +124,8 @@ def evaluate(data_root: str | Path, split: str, methods: Sequence[Method], *, li
     if limit:
         samples = samples[:: max(1, len(samples) // limit)][:limit]
     flagged = flagged or set()
+    if len({m.name for m in methods}) < len(methods):
+        raise ValueError(f"methods need distinct names (the report is keyed by them): {[m.name for m in methods]}")
     tallies = {m.name: (_Tally(), _Tally()) for m in methods}
     seconds = {m.name: 0.0 for m in methods}
     for i, sample in enumerate(samples):

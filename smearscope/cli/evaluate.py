@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -26,6 +27,17 @@ def _numeric_overrides(items: tuple[str, ...], section: type, option: str) -> di
         except ValueError:
             raise click.BadParameter(f"{item!r}: {value!r} is not a number", param_hint=option) from None
     return out
+
+
+def method_names(models: Sequence[Path]) -> dict[Path, str]:
+    """Each model's name in the report: its file name, or folder/file name where two models share a
+    file name (models/lite/segmentation.int8.onnx beside models/segmentation.int8.onnx)."""
+    models = [Path(p) for p in models]
+    clash = {p.name for p in models if sum(q.name == p.name for q in models) > 1}
+    names = {p: f"{p.parent.name}/{p.name}" if p.name in clash else p.name for p in models}
+    if len(set(names.values())) < len(names):
+        raise click.UsageError("two --model files with the same folder and file name: " + ", ".join(sorted(map(str, models))))
+    return names
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -107,7 +119,8 @@ def evaluate(split: str, models: tuple[Path, ...], data_dir: Path | None, json_p
         if not (data_dir / "images" / split).is_dir():
             raise DataError(f"{data_dir}: no images/{split} folder (pass --data, the TXL-PBC folder)")
         changes = {**plan_changes, **({} if flip_average is None else {"flip_average": flip_average})}
-        methods = [onnx_method(p, name=p.name, threads=threads, rules=rules, **changes) for p in models]
+        names = method_names(models)
+        methods = [onnx_method(p, name=names[p], threads=threads, rules=rules, **changes) for p in models]
         if baseline:
             methods.append(baseline_method(rules))
         flagged = check_split(data_dir, split)
@@ -142,9 +155,8 @@ def evaluate(split: str, models: tuple[Path, ...], data_dir: Path | None, json_p
             raise click.UsageError("--update-cards needs the whole split (drop --limit and --holdout)")
         from training.evaluate import card_metrics, write_card_metrics
 
-        names = {p.name for p in models}
         for path in models:
-            sibling = path.name.replace(".int8.", ".fp32.")
-            reference = sibling if sibling != path.name and sibling in names else None
-            write_card_metrics(path, card_metrics(report, path.name, reference))
+            sibling = path.with_name(path.name.replace(".int8.", ".fp32."))
+            reference = names.get(sibling) if sibling != path else None
+            write_card_metrics(path, card_metrics(report, names[path], reference))
             click.echo(f"card updated: {path.with_suffix('.json')}")
