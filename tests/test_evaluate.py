@@ -175,3 +175,19 @@ def test_models_sharing_a_file_name_are_reported_apart(cli_runner, tmp_path, rep
     methods = json.loads((tmp_path / "r.json").read_text())["methods"]
     assert set(methods) == {"models/segmentation.int8.onnx", "lite/segmentation.int8.onnx"}
     assert "lite/segmentation.int8.onnx" in result.output
+
+
+def test_plan_overrides_take_whole_numbers_for_integer_fields():
+    import click
+
+    from runtime.analysis.counting import CountRules
+    from runtime.contracts.card_sections import InferencePlan
+    from smearscope.cli.evaluate import _numeric_overrides
+
+    assert _numeric_overrides(("refinements=0", "tolerance=0.1"), InferencePlan, "--plan") == {"refinements": 0, "tolerance": 0.1}
+    assert isinstance(_numeric_overrides(("refinements=3",), InferencePlan, "--plan")["refinements"], int)
+    assert _numeric_overrides(("platelet_min_area=0.1",), CountRules, "--rule") == {"platelet_min_area": 0.1}
+    with pytest.raises(click.BadParameter, match="not a whole number"):
+        _numeric_overrides(("refinements=1.5",), InferencePlan, "--plan")
+    with pytest.raises(click.BadParameter, match="refinements"):
+        _numeric_overrides(("flip_average=1",), InferencePlan, "--plan")
