@@ -242,7 +242,7 @@ def test_a_cell_number_goes_where_it_covers_no_other_cell_and_the_gallery_header
     image = np.full((*mask.shape, 3), 200, np.uint8)
     long_title = "sample S-000123456789 field 12 of a long worklist name"
     gallery = render_gallery(image, found.labels, found.cells, long_title)
-    (text_w, _), _ = cv2.getTextSize(f"{long_title}  1 white cells, 1 platelets", cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)
+    (text_w, _), _ = cv2.getTextSize(f"{long_title}  1 white cell, 1 platelet", cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)
     assert gallery.shape[1] >= text_w + 8
 
 
@@ -266,3 +266,36 @@ def test_overlay_outlines_of_grid_cells_follow_the_cell_not_the_grid_blocks() ->
         return float(r.std())
 
     assert len(drawn) > 0 and spread(drawn) < 0.8 * spread(raw)
+
+
+def test_gallery_outline_of_a_grid_platelet_is_round_not_blocky() -> None:
+    """A platelet counted on a grid 4x coarser than the frame is enlarged about 3x in its gallery
+    crop; the drawn outline lies closer to a circle than the enlarged blocks' own boundary."""
+    from runtime.analysis.overlay import CLASS_COLOURS_BGR, render_gallery
+
+    grid = np.zeros((60, 60), np.uint8)
+    cv2.circle(grid, (30, 30), 4, int(PLATELET), -1)
+    found = find_cells(grid, rbc_diameter_px=24)
+    assert found.cells.counts["platelet"] == 1
+    labels = {name: cv2.resize(lab.astype(np.float32), (240, 240), interpolation=cv2.INTER_NEAREST).astype(np.int32)
+              for name, lab in found.labels.items()}
+    cell = found.cells.by_class["platelet"][0]
+    frame_cell = type(cell)(cls=cell.cls, number=1, centre_px=(121.5, 121.5), bbox_px=(104, 104, 36, 36),
+                            area_px=cell.area_px * 16, confidence=1.0, on_border=False)
+    table = type(found.cells)({"rbc": [], "wbc": [], "platelet": [frame_cell]})
+    tile = 128
+    gallery = render_gallery(np.full((240, 240, 3), 200, np.uint8), labels, table, tile=tile)
+    crop = gallery[34:34 + tile, :tile].astype(int)
+    green = np.abs(crop - np.array(CLASS_COLOURS_BGR["platelet"])).sum(axis=2) < 120
+    drawn = np.argwhere(green)
+    side = max(24, int(round(1.6 * 36)))
+    blocks = cv2.resize((labels["platelet"][122 - side // 2:122 - side // 2 + side, 122 - side // 2:122 - side // 2 + side] > 0)
+                        .astype(np.uint8), (tile, tile), interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(blocks, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    raw = contours[0][:, 0, ::-1]
+
+    def spread(points: np.ndarray) -> float:
+        centre = points.mean(axis=0)
+        return float(np.hypot(*(points - centre).T).std())
+
+    assert len(drawn) > 20 and spread(drawn) < 0.8 * spread(raw), (spread(drawn), spread(raw))

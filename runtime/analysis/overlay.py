@@ -227,7 +227,7 @@ def render_gallery(image_bgr: np.ndarray, labels: dict[str, np.ndarray], cells: 
     counts = cells.counts
     head = f"{title}  " if title else ""
     more = f" (first {limit} shown)" if len(everyone) > limit else ""
-    header = f"{head}{counts['wbc']} white cells, {counts['platelet']} platelets{more}"
+    header = f"{head}{_plural(counts['wbc'], 'white cell')}, {_plural(counts['platelet'], 'platelet')}{more}"
     (text_w, _), _ = cv2.getTextSize(header, _FONT, 0.55, 1)
     width = max(n_cols * tile, 420, text_w + 16)  # the header is never cut off
     out = np.full((header_h + n_rows * (tile + caption_h), width, 3), _PANEL_BG, np.uint8)
@@ -248,6 +248,10 @@ def render_gallery(image_bgr: np.ndarray, labels: dict[str, np.ndarray], cells: 
     return out
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _crop(image_bgr: np.ndarray, labels: np.ndarray, cell: "Cell", tile: int) -> np.ndarray:
     """A square around the cell (1.6x its larger side, at least 24 px), grey beyond the frame's
     edge, its outline drawn, resized to `tile`."""
@@ -263,7 +267,11 @@ def _crop(image_bgr: np.ndarray, labels: np.ndarray, cell: "Cell", tile: int) ->
         crop[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0] = image_bgr[fy0:fy1, fx0:fx1]
         mine[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0] = labels[fy0:fy1, fx0:fx1] == cell.number
     crop = cv2.resize(crop, (tile, tile), interpolation=cv2.INTER_CUBIC if side < tile else cv2.INTER_AREA)
-    mine = cv2.resize(mine, (tile, tile), interpolation=cv2.INTER_NEAREST)
+    # The cell's pixels come from the network grid as blocks; the overlay's 5x5 median rounds their
+    # steps, and a linear resize thresholded at half keeps the outline smooth when the crop is
+    # enlarged (a platelet's crop is magnified 2-4x).
+    mine = cv2.medianBlur(mine * 255, 5)
+    mine = (cv2.resize(mine, (tile, tile), interpolation=cv2.INTER_LINEAR) > 127).view(np.uint8)
     contours, _ = cv2.findContours(mine, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(crop, contours, -1, CLASS_COLOURS_BGR[cell.cls], 1, lineType=cv2.LINE_AA)
     return crop
