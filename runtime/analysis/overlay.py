@@ -135,24 +135,18 @@ def render_overlay(image_bgr: np.ndarray, labels: dict[str, np.ndarray], cells: 
 
 
 class _Occupancy:
-    """Which pixels of the drawn frame already hold a cell or a label; an integral image answers
-    'how many in this rectangle' in constant time."""
+    """Which pixels of the drawn frame already hold a cell or a label. A query is a label-sized
+    rectangle, so counting its pixels directly is cheaper than keeping an integral image current
+    after every placed label."""
 
     def __init__(self, occupied: np.ndarray) -> None:
         self.occupied = occupied
-        self._sum: np.ndarray | None = None
 
     def mark(self, x: int, y: int, w: int, h: int) -> None:
         self.occupied[max(0, y):max(0, y + h), max(0, x):max(0, x + w)] = True
-        self._sum = None
 
     def count(self, x: int, y: int, w: int, h: int) -> int:
-        if self._sum is None:
-            self._sum = cv2.integral(self.occupied.astype(np.uint8))
-        hh, ww = self.occupied.shape
-        x0, y0, x1, y1 = min(max(0, x), ww), min(max(0, y), hh), min(max(0, x + w), ww), min(max(0, y + h), hh)
-        s = self._sum
-        return int(s[y1, x1] - s[y0, x1] - s[y1, x0] + s[y0, x0])
+        return int(np.count_nonzero(self.occupied[max(0, y):max(0, y + h), max(0, x):max(0, x + w)]))
 
 
 def _label_spot(taken: _Occupancy, box: tuple[float, ...], text: tuple[int, int]) -> tuple[int, int]:
