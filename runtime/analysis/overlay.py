@@ -62,7 +62,7 @@ def _draw_legend(out: np.ndarray, counts: dict[str, int]) -> None:
 
 # --- per-cell overlays and galleries ---------------------------------------------------------------
 
-CLASS_TITLES = {"rbc": "red cells", "wbc": "white cells", "platelet": "platelets"}
+CELL_NAMES = {"rbc": "red cell", "wbc": "white cell", "platelet": "platelet"}
 CELL_TAGS = {"wbc": "W", "platelet": "P"}
 """White cells and platelets are numbered on the overlay (W1, P1, ...) and in the gallery; red cells
 are too many to number."""
@@ -178,7 +178,7 @@ def _panel(height: int, cells: "CellTable", title: str, notes: Sequence[str]) ->
     counts = cells.counts
     for name in ("rbc", "wbc", "platelet"):
         cv2.rectangle(panel, (12, y - 13), (30, y + 3), CLASS_COLOURS_BGR[name], -1)
-        cv2.putText(panel, f"{counts[name]:>4}  {CLASS_TITLES[name]}", (40, y), _FONT, 0.6,
+        cv2.putText(panel, f"{counts[name]:>4}  {CELL_NAMES[name]}" + ("" if counts[name] == 1 else "s"), (40, y), _FONT, 0.6,
                     CLASS_COLOURS_BGR[name], 1, cv2.LINE_AA)
         y += 28
     y += 4
@@ -221,7 +221,7 @@ def render_gallery(image_bgr: np.ndarray, labels: dict[str, np.ndarray], cells: 
     counts = cells.counts
     head = f"{title}  " if title else ""
     more = f" (first {limit} shown)" if len(everyone) > limit else ""
-    header = f"{head}{_plural(counts['wbc'], 'white cell')}, {_plural(counts['platelet'], 'platelet')}{more}"
+    header = f"{head}{_plural(counts['wbc'], CELL_NAMES['wbc'])}, {_plural(counts['platelet'], CELL_NAMES['platelet'])}{more}"
     (text_w, _), _ = cv2.getTextSize(header, _FONT, 0.55, 1)
     width = max(n_cols * tile, 420, text_w + 16)  # the header is never cut off
     out = np.full((header_h + n_rows * (tile + caption_h), width, 3), _PANEL_BG, np.uint8)
