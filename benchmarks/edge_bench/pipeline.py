@@ -108,8 +108,9 @@ def measure_interleaved(pipelines: list[Pipeline], *, warmup: int, runs: int) ->
     """Warm every pipeline up, then time them in turns of `interleave_block` runs, the order
     reversed every turn (A B C, C B A, ...); each pipeline's end-to-end summary, in the given order.
 
-    Turns are blocks, not single runs: each ONNX Runtime session's threads spin-wait after a run,
-    so alternating run by run would make each model compete with the other's spinning threads."""
+    Turns are blocks, not single runs: a runtime whose threads spin-wait after a run (PyTorch; ONNX
+    Runtime without `session.force_spinning_stop`) would make alternating models compete with each
+    other's spinning threads."""
     for pipeline in pipelines:
         for _ in range(warmup):
             pipeline.run_once(record=False)

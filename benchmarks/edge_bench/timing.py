@@ -101,9 +101,10 @@ def rate_per_second(count: float, ms: float | None) -> float | None:
 def measure_each(fns: dict[str, Callable[[], Any]], *, warmup: int, runs: int) -> dict[str, list[float]]:
     """Timings (ms) of several callables, each measured on its own (warm-up + runs), one after another.
 
-    Not interleaved run by run on purpose: every ONNX Runtime session (and PyTorch) has its own
-    thread pool whose workers spin-wait after a run, so alternating two models makes each one
-    compete with the other's spinning threads (on 2 cores this inflated both by ~1.5x). Measuring
-    them back to back, as the device runs one model, keeps them comparable and close in time.
+    Not interleaved run by run on purpose: PyTorch's thread pool (and an ONNX Runtime session
+    without `session.force_spinning_stop`, which the project's sessions set) spin-waits after a
+    run, so alternating two models made each one compete with the other's spinning threads (on 2
+    cores this inflated both by ~1.5x). Measuring them back to back, as the device runs one model,
+    keeps them comparable and close in time.
     """
     return {name: timed_runs(fn, warmup=warmup, runs=runs) for name, fn in fns.items()}
