@@ -119,6 +119,34 @@ def test_result2_carries_every_cell_and_validates() -> None:
     assert [r["code"] for r in message["review"]["reasons"]] == ["scale_estimated"]
 
 
+def test_the_compiled_schema_check_agrees_with_jsonschema_on_result2() -> None:
+    """A result/2 with cells passes the compiled check (what lets the device skip jsonschema's walk
+    over every cell), and each kind of broken cell list fails both checks."""
+    from runtime.contracts.schema import _validator, compiled_accepts
+
+    message = _result(_analysis(_smear(), um_per_px=0.25))
+    if compiled_accepts(message, "result-2") is None:
+        pytest.skip("jsonschema-rs not installed")
+
+    def broken(change) -> dict:
+        copy = json.loads(json.dumps(message))
+        change(copy)
+        return copy
+
+    cases = {
+        "valid": message,
+        "cell number a string": broken(lambda m: m["cells"]["items"][0].__setitem__(1, "x")),
+        "cell area negative": broken(lambda m: m["cells"]["items"][0].__setitem__(8, -5)),
+        "cell row too long": broken(lambda m: m["cells"]["items"][0].append(1)),
+        "a 13th month": broken(lambda m: m.__setitem__("created_at", "2026-13-02T10:00:00Z")),
+        "no review": broken(lambda m: m.pop("review")),
+    }
+    for label, case in cases.items():
+        python_ok = not any(True for _ in _validator("result-2").iter_errors(case))
+        assert compiled_accepts(case, "result-2") == python_ok == (label == "valid"), label
+        assert bool(schema_errors(case)) == (label != "valid"), label
+
+
 def test_a_frame_with_no_cells_gives_an_empty_list_and_a_quality_warning() -> None:
     message = _result(_analysis(np.zeros((64, 80), np.uint8), accepted=False))
     assert message["cells"]["items"] == [] and message["counts"] == {"rbc": 0, "wbc": 0, "platelet": 0}

@@ -51,10 +51,11 @@ def test_stages_are_separately_callable(analyzer):
     report, scale = analyzer.check_quality(frame, UM_PER_PX)
     prepared = analyzer.preprocess(frame, scale)
     passes = analyzer.infer(prepared, frame)
-    seg, counts, area = analyzer.postprocess(passes)
+    seg, found, area = analyzer.postprocess(passes, UM_PER_PX)
     whole = analyzer.analyze(frame, um_per_px=UM_PER_PX)
     assert report.accepted and len(passes) == 1 and passes[0].logits.shape[0] == 4  # calibrated: one pass
-    assert np.array_equal(seg.mask, whole.mask) and counts == whole.counts and area == whole.area_pct
+    assert np.array_equal(seg.mask, whole.mask) and found.cells.counts == whole.counts and area == whole.area_pct
+    assert found.cells.ordered() == whole.cells.ordered()
     assert seg.scale == whole.scale == scale
 
 

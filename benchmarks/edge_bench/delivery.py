@@ -124,7 +124,7 @@ def delivery_stages(
 
         why = broker if isinstance(broker, str) else mqtt_missing
         return [
-            Stage("outbox", "build + validate result/1, Outbox.enqueue (SQLite WAL, synchronous=FULL)", enqueue),
+            Stage("outbox", "build + validate result/2 (every cell), Outbox.enqueue (SQLite WAL, synchronous=FULL)", enqueue),
             Stage("publish", why),
         ], [outbox.close]
 
@@ -156,6 +156,6 @@ def delivery_stages(
             time.sleep(0.0002)
 
     return [
-        Stage("outbox", "build + validate result/1, MqttPublisher.publish (SQLite outbox write)", write),
+        Stage("outbox", "build + validate result/2 (every cell), MqttPublisher.publish (SQLite outbox write)", write),
         Stage("publish", f"outbox sender, QoS 1 until PUBACK ({broker.description})", delivered),
     ], [publisher.close, outbox.close]

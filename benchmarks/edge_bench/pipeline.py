@@ -159,9 +159,10 @@ def analysis_stages(analyzer: Any, um_per_px: float | None) -> list[Stage]:
         state["passes"] = analyzer.infer(state["prepared"], state["frame"])
 
     def postprocess(state: State) -> None:
-        seg, counts, area = analyzer.postprocess(state["passes"], um_per_px)
-        state.update(mask=seg.mask, scale=seg.scale, counts=counts, area_pct=area,
-                     derived=derived_estimates(seg.mask, counts, um_per_px, seg.geometry.frame_hw))
+        seg, found, area = analyzer.postprocess(state["passes"], um_per_px)
+        counts = found.cells.counts
+        state.update(mask=seg.mask, scale=seg.scale, counts=counts, area_pct=area, segmentation=seg, found=found,
+                     um_per_px=um_per_px, derived=derived_estimates(seg.mask, counts, um_per_px, seg.geometry.frame_hw))
 
     scale_note = "calibrated um/px" if um_per_px is not None else "red-cell size estimated from the frame"
     return [
@@ -191,7 +192,8 @@ def diagnosis_stage(analyzer: Any, sample: Any, note: str) -> Stage:
 
 
 def result_message(state: State, model_info: dict[str, Any], sample: Any, seq: int, device_id: str) -> dict[str, Any]:
-    """The validated result/1 message the device would send for this run."""
+    """The validated message the device would send for this run: result/2, with every cell and
+    the review verdict, when the post-processing stage found cells (result/1 without them)."""
     from runtime.analysis.analyzer import FrameAnalysis
     from runtime.analysis.result import build_result
 
@@ -204,5 +206,9 @@ def result_message(state: State, model_info: dict[str, Any], sample: Any, seq: i
         derived=state["derived"],
         diagnosis=state.get("diagnosis"),
         timings_ms={},
+        cells=state["found"].cells if "found" in state else None,
+        labels=state["found"].labels if "found" in state else None,
+        um_per_px=state.get("um_per_px"),
+        segmentation=state.get("segmentation"),
     )
     return build_result(analysis, device_id=device_id, seq=seq, sample=sample, model=model_info)

@@ -157,11 +157,12 @@ class Analyzer:
         return find_segmentation_cells(seg, um_per_px=um_per_px)
 
     def postprocess(self, passes: list[NetworkPass], um_per_px: float | None = None,
-                    ) -> tuple[Segmentation, dict[str, int], dict[str, float]]:
-        """segment + find_cells (with the calibration, as `analyze`): the segmentation, per-class
-        counts and area percentages (of the grid's pixels, which are the frame's resampled)."""
+                    ) -> tuple[Segmentation, FoundCells, dict[str, float]]:
+        """segment + find_cells (with the calibration, as `analyze`): the segmentation, the cells
+        (their records and labels; the counts are `found.cells.counts`) and area percentages (of
+        the grid's pixels, which are the frame's resampled)."""
         seg = self.segment(passes)
-        return seg, self.find_cells(seg, um_per_px).cells.counts, area_percentages(seg.mask)
+        return seg, self.find_cells(seg, um_per_px), area_percentages(seg.mask)
 
     def diagnose(self, sample: SampleField | None, smear: SampleSummary) -> dict[str, Any] | None:
         if self.diagnoser is None:
