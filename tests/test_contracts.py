@@ -39,6 +39,32 @@ def test_result_schema_accepts_minimal_and_lists_every_error():
         validate(bad)
 
 
+def test_validation_without_the_compiled_checker_gives_the_same_verdicts(monkeypatch):
+    """A board with no jsonschema-rs wheel validates through jsonschema alone, with the same
+    verdicts and messages. numpy numbers get the same verdict both ways: a float64 is a JSON
+    number; an int64 is not JSON at all (json.dumps refuses it), so jsonschema decides, and rejects."""
+    import numpy as np
+
+    from runtime.contracts import schema
+
+    good, bad = _minimal_result(), _minimal_result()
+    bad["counts"]["rbc"] = -1
+    numpy_float, numpy_int = _minimal_result(), _minimal_result()
+    numpy_float["quality"]["focus"] = np.float64(12.5)
+    numpy_int["counts"]["rbc"] = np.int64(12)
+    cases = [good, bad, numpy_float, numpy_int]
+    with_compiled = [schema_errors(m) for m in cases]
+    monkeypatch.setattr(schema, "jsonschema_rs", None)
+    schema._compiled.cache_clear()
+    try:
+        assert schema.compiled_accepts(good, "result-1") is None
+        assert [schema_errors(m) for m in cases] == with_compiled
+    finally:
+        schema._compiled.cache_clear()
+    assert with_compiled[0] == [] == with_compiled[2]
+    assert any("counts/rbc" in e for e in with_compiled[1]) and any("counts/rbc" in e for e in with_compiled[3])
+
+
 def test_cpu_provider_always_present_and_unknown_rejected():
     assert resolve_providers(["tensorrt", "cuda", "cpu"])[-1] == "CPUExecutionProvider"
     with pytest.raises(ModelError, match="unknown execution provider"):
