@@ -178,7 +178,7 @@ def _panel(height: int, cells: "CellTable", title: str, notes: Sequence[str]) ->
     counts = cells.counts
     for name in ("rbc", "wbc", "platelet"):
         cv2.rectangle(panel, (12, y - 13), (30, y + 3), CLASS_COLOURS_BGR[name], -1)
-        cv2.putText(panel, f"{counts[name]:>4}  {CELL_NAMES[name]}" + ("" if counts[name] == 1 else "s"), (40, y), _FONT, 0.6,
+        cv2.putText(panel, f"{counts[name]:>4}  {_noun(counts[name], CELL_NAMES[name])}", (40, y), _FONT, 0.6,
                     CLASS_COLOURS_BGR[name], 1, cv2.LINE_AA)
         y += 28
     y += 4
@@ -221,7 +221,8 @@ def render_gallery(image_bgr: np.ndarray, labels: dict[str, np.ndarray], cells: 
     counts = cells.counts
     head = f"{title}  " if title else ""
     more = f" (first {limit} shown)" if len(everyone) > limit else ""
-    header = f"{head}{_plural(counts['wbc'], CELL_NAMES['wbc'])}, {_plural(counts['platelet'], CELL_NAMES['platelet'])}{more}"
+    header = (f"{head}{counts['wbc']} {_noun(counts['wbc'], CELL_NAMES['wbc'])}, "
+              f"{counts['platelet']} {_noun(counts['platelet'], CELL_NAMES['platelet'])}{more}")
     (text_w, _), _ = cv2.getTextSize(header, _FONT, 0.55, 1)
     width = max(n_cols * tile, 420, text_w + 16)  # the header is never cut off
     out = np.full((header_h + n_rows * (tile + caption_h), width, 3), _PANEL_BG, np.uint8)
@@ -242,8 +243,9 @@ def render_gallery(image_bgr: np.ndarray, labels: dict[str, np.ndarray], cells: 
     return out
 
 
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
+def _noun(n: int, noun: str) -> str:
+    """`noun` as it goes after the number `n` ('1 platelet', '4 platelets')."""
+    return noun if n == 1 else noun + "s"
 
 
 def _crop(image_bgr: np.ndarray, labels: np.ndarray, cell: "Cell", tile: int) -> np.ndarray:
