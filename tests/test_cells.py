@@ -147,6 +147,29 @@ def test_the_compiled_schema_check_agrees_with_jsonschema_on_result2() -> None:
         assert bool(schema_errors(case)) == (label != "valid"), label
 
 
+def test_a_built_result_holds_plain_json_values_only() -> None:
+    """Every number in a built result is a Python int or float, not a numpy one (a float64 passes
+    isinstance(float) but jsonschema-rs cannot read it, and the compiled check would then need a
+    JSON round trip for every field); the compiled verdict on the message as it is and on its JSON
+    agree."""
+    from runtime.contracts.schema import _compiled
+
+    message = _result(_analysis(_smear(), um_per_px=0.25))
+
+    def odd_values(value, path="") -> list[str]:
+        if isinstance(value, dict):
+            return [p for k, v in value.items() for p in odd_values(v, f"{path}/{k}")]
+        if isinstance(value, list):
+            return [p for i, v in enumerate(value) for p in odd_values(v, f"{path}/{i}")]
+        return [] if type(value) in (str, int, float, bool, type(None)) else [f"{path}: {type(value).__name__}"]
+
+    assert odd_values(message) == []
+    compiled = _compiled("result-2")
+    if compiled is None:
+        pytest.skip("jsonschema-rs not installed")
+    assert compiled.is_valid(message) and compiled.is_valid(json.loads(json.dumps(message)))
+
+
 def test_a_frame_with_no_cells_gives_an_empty_list_and_a_quality_warning() -> None:
     message = _result(_analysis(np.zeros((64, 80), np.uint8), accepted=False))
     assert message["cells"]["items"] == [] and message["counts"] == {"rbc": 0, "wbc": 0, "platelet": 0}

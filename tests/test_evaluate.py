@@ -191,3 +191,19 @@ def test_plan_overrides_take_whole_numbers_for_integer_fields():
         _numeric_overrides(("refinements=1.5",), InferencePlan, "--plan")
     with pytest.raises(click.BadParameter, match="refinements"):
         _numeric_overrides(("flip_average=1",), InferencePlan, "--plan")
+
+
+def test_rule_search_reads_overrides_as_evaluate_does():
+    """training.rule_search score and smearscope evaluate share one FIELD=NUMBER parser: the same
+    strings give the same numbers, and a bad one stops the search with the same message."""
+    from runtime.analysis.counting import CountRules
+    from runtime.contracts.card_sections import InferencePlan
+    from training.rule_search import _overrides
+
+    assert _overrides(["refinements=2", "tolerance=0.05"], InferencePlan) == {"refinements": 2, "tolerance": 0.05}
+    assert isinstance(_overrides(["refinements=2"], InferencePlan)["refinements"], int)
+    assert _overrides(["centre_threshold=0.6"], CountRules) == {"centre_threshold": 0.6}
+    with pytest.raises(SystemExit, match="not a whole number"):
+        _overrides(["refinements=1.5"], InferencePlan)
+    with pytest.raises(SystemExit, match="centre_threshold"):
+        _overrides(["centre=0.6"], CountRules)

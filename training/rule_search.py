@@ -27,6 +27,7 @@ import numpy as np
 from runtime.analysis.counting import DEFAULT_RULES, CountRules
 from runtime.analysis.scale_search import find_segmentation_cells, search_scale, to_segmentation
 from runtime.contracts.card_sections import InferencePlan
+from runtime.contracts.overrides import OverrideError, numeric_overrides
 from runtime.inference.passes import NetworkPass
 from runtime.inference.preprocess import Prepared
 from training.objects import ObjectTally
@@ -110,16 +111,12 @@ def count_summary(records: list[dict[str, Any]]) -> dict[str, float | None]:
     }
 
 
-def _overrides(items: list[str], section: type) -> dict[str, float]:
-    out = {}
-    fields = (set(section.model_fields) if hasattr(section, "model_fields")
-              else {f.name for f in dataclasses.fields(section)})
-    for item in items:
-        name, _, value = item.partition("=")
-        if name not in fields:
-            raise SystemExit(f"{item!r}: no field {name!r} in {section.__name__}")
-        out[name] = float(value)
-    return out
+def _overrides(items: list[str], section: type) -> dict[str, float | int]:
+    """runtime.contracts.overrides.numeric_overrides, its error as the command's exit message."""
+    try:
+        return numeric_overrides(items, section)
+    except OverrideError as err:
+        raise SystemExit(str(err)) from None
 
 
 def _replaced(section: Any, overrides: dict[str, float]) -> Any:

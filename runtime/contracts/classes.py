@@ -23,7 +23,7 @@ def area_percentages(mask: np.ndarray) -> dict[str, float]:
     """Share of the frame's pixels per class, in percent (sums to 100)."""
     hist = class_pixels(mask).astype(np.float64)
     total = float(mask.size) or 1.0
-    return {name: round(100.0 * hist[i] / total, 4) for i, name in enumerate(CLASS_NAMES)}
+    return {name: round(100.0 * float(hist[i]) / total, 4) for i, name in enumerate(CLASS_NAMES)}
 
 
 TXL_PBC_FILE_CLASSES: dict[int, int] = {0: WBC, 1: RBC, 2: PLATELET}

@@ -10,27 +10,13 @@ from pathlib import Path
 import click
 
 def _numeric_overrides(items: tuple[str, ...], section: type, option: str) -> dict[str, float | int]:
-    """FIELD=VALUE strings -> {field: number} for the numeric fields of a dataclass or card section
-    (whole numbers for integer fields, e.g. the plan's refinements); anything else is a usage error
-    naming the fields that can be set."""
-    if hasattr(section, "model_fields"):  # a card section (pydantic)
-        kinds = {name: f.annotation for name, f in section.model_fields.items() if f.annotation in (float, int)}
-    else:
-        kinds = {f.name: {"float": float, "int": int}.get(f.type, f.type) for f in dataclasses.fields(section)}
-        kinds = {name: kind for name, kind in kinds.items() if kind in (float, int)}
-    numeric = sorted(kinds)
-    out: dict[str, float | int] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or name not in kinds:
-            raise click.BadParameter(f"{item!r}: expected FIELD=NUMBER with FIELD one of {', '.join(numeric)}",
-                                     param_hint=option)
-        try:
-            out[name] = kinds[name](value)
-        except ValueError:
-            kind = "a whole number" if kinds[name] is int else "a number"
-            raise click.BadParameter(f"{item!r}: {value!r} is not {kind}", param_hint=option) from None
-    return out
+    """runtime.contracts.overrides.numeric_overrides, its errors as usage errors of `option`."""
+    from runtime.contracts.overrides import OverrideError, numeric_overrides
+
+    try:
+        return numeric_overrides(items, section)
+    except OverrideError as err:
+        raise click.BadParameter(str(err), param_hint=option) from None
 
 
 def method_names(models: Sequence[Path]) -> dict[Path, str]:

@@ -84,13 +84,13 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
     """Train the segmentation U-Net; writes OUT/last.pt at each validation and OUT/best.pt on improvement.
 
     \b
-    The shipped model (docs/segmentation.md):
-      smearscope train segmentation --data ../shared/data/txl_pbc --out runs/lite --minutes 75
-    Version 3 (the full-resolution U-Net), for comparison:
+    The lite network (models/lite; its versions' recipes are in docs/segmentation.md):
+      smearscope train segmentation --data ../shared/data/txl_pbc --out runs/lite32 --minutes 80 --lr 2e-3
+    Version 3, the shipped default (the full-resolution U-Net):
       smearscope train segmentation --arch unet --data ../shared/data/txl_pbc --out runs/seg --minutes 105
-    Fine-tuning the lite network from its export, distilled from version 3:
-      smearscope train segmentation --data ../shared/data/txl_pbc --out runs/lite-kd --minutes 60 --lr 1e-3 \
-        --init models/lite/segmentation.fp32.onnx --teacher models/segmentation.fp32.onnx
+    Fine-tuning the lite network from a checkpoint (or an export), distilled from version 3:
+      smearscope train segmentation --data ../shared/data/txl_pbc --out runs/lite-v6 --minutes 80 --lr 5e-4
+        --init runs/lite-kd/last.pt --teacher models/segmentation.int8.onnx --ring-classes rbc,wbc
     A quick run on generated smears:
       smearscope train segmentation --data synthetic --out runs/syn --minutes 10
     A recipe to compare without reading val (then: smearscope evaluate --split train --holdout 200):
