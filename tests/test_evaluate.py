@@ -99,6 +99,18 @@ def test_label_checks_flag_duplicates_and_oversized_boxes():
     assert check_image(image, boxes[2:3]) == []
 
 
+def test_label_checks_flag_a_white_cell_box_smaller_than_a_red_cell_unless_cut_by_the_edge():
+    from runtime.contracts.classes import WBC
+
+    image = np.full((200, 200, 3), 200, np.uint8)
+    red = [Box(RBC, 40, 40, 30, 30), Box(RBC, 160, 40, 30, 30), Box(RBC, 40, 160, 30, 30)]
+    platelet_boxed_white = Box(WBC, 100, 100, 12, 12)
+    lymphocyte = Box(WBC, 150, 150, 34, 32)  # 1.1 red cells: small white cells are real
+    cut_at_edge = Box(WBC, 5, 100, 10, 40)  # a sliver of a white cell cut by the frame
+    issues = check_image(image, red + [platelet_boxed_white, lymphocyte, cut_at_edge])
+    assert issues == ["white-cell box at (100,100) is 0.40x the median red cell"]
+
+
 def test_classical_baseline_finds_cells_on_a_real_image(shared_data):
     from training.baseline import classical_segment
 
