@@ -28,6 +28,7 @@ from onnxruntime.quantization import (
 )
 
 from export.layout import channels_last_depth_to_space, shapes_of_quantized
+from export.shared_concat import concat_overrides
 from runtime.contracts.errors import ConfigError, DataError, ModelError
 from runtime.contracts.imageio import read_image
 from runtime.inference.preprocess import PreprocessParams, preprocess
@@ -138,16 +139,39 @@ def calibrator_frames(reader: PreprocessedFrames, method: str) -> PreprocessedFr
     return reader if CALIBRATION_METHODS[method] == CalibrationMethod.MinMax else reader.cropped_to_common_size()
 
 
+def _quantize(source: Path, target: Path, reader: PreprocessedFrames, method: str,
+              overrides: dict[str, list[dict[str, Any]]] | None = None) -> None:
+    """One quantize_static run in the project's settings (QDQ, per-channel symmetric int8 weights,
+    asymmetric uint8 activations), with optional TensorQuantOverrides."""
+    reader.rewind()
+    extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    if overrides:
+        extra["TensorQuantOverrides"] = overrides
+    quantize_static(
+        str(source),
+        str(target),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CALIBRATION_METHODS[method],
+        extra_options=extra,
+    )
+
+
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: PreprocessedFrames,
-                  method: str = "minmax", *, layout_rewrites: bool = True) -> dict[str, Any]:
+                  method: str = "minmax", *, layout_rewrites: bool = True, concat_copies: bool = True) -> dict[str, Any]:
     """Write a QDQ int8 model; returns the card's `quantization` section.
 
-    `layout_rewrites=False` quantizes the graph exactly as exported (tests compare the two).
+    `layout_rewrites=False` quantizes the graph exactly as exported (tests compare the two);
+    `concat_copies=False` leaves every tensor its own calibrated range (export.shared_concat).
     """
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"calibration method {method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
     rewrites: dict[str, int] = {}
+    overrides: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="smearscope-quant-") as tmp:
         source, prepared = fp32_path, Path(tmp) / "preprocessed.onnx"
         if layout_rewrites:
@@ -161,18 +185,11 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: Preproce
         except Exception as exc:  # ORT's pre-processing raises untyped errors on unsupported graphs
             raise ModelError(f"{fp32_path}: quantization pre-processing failed ({exc})") from exc
         reader = calibrator_frames(reader, method)
-        reader.rewind()
-        quantize_static(
-            str(prepared),
-            str(int8_path),
-            reader,
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CALIBRATION_METHODS[method],
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-        )
+        _quantize(prepared, int8_path, reader, method)
+        if concat_copies:
+            overrides = concat_overrides(onnx.load(str(int8_path)))
+            if overrides:  # again, with the Concat inputs' ranges set (the calibration is deterministic)
+                _quantize(prepared, int8_path, reader, method, overrides)
     if layout_rewrites:
         quantized, rewrites["shapes_read_quantized"] = shapes_of_quantized(onnx.load(str(int8_path)))
         onnx.save(quantized, str(int8_path))
@@ -185,5 +202,7 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: Preproce
         "calibration_set_sha256": reader.sha256,
         "pre_process": "onnxruntime.quantization.quant_pre_process",
         "layout_rewrites": {"module": "export.layout", **rewrites} if layout_rewrites else None,
+        "concat_copies": {"module": "export.shared_concat", "tensors_quantized_as_their_concat": len(overrides)}
+        if concat_copies else None,
         "onnxruntime": ort.__version__,
     }

@@ -103,3 +103,45 @@ def test_requantize_takes_the_shipped_lite_model_calibrated_by_histogram(tmp_pat
     new = requantize(tmp_path / INT8.name, frames, log=lambda _msg: None)
     assert new.quantization["requantized_from"]["sha256"] == card.sha256
     assert new.quantization["calibration_set_sha256"] == card.quantization["calibration_set_sha256"]
+
+
+def test_skip_concatenations_quantize_their_inputs_as_their_output(tmp_path, frame_tensor):
+    """export.shared_concat: in the int8 graph every input of a Concat feeding convolutions has the
+    Concat output's scale and zero point (ONNX Runtime's QLinearConcat then copies bytes instead of
+    mapping each through a table), every convolution stays quantized, the tail's Concat (logits and
+    centres) keeps its own ranges, and the outputs stay close to the plain quantization's."""
+    from export.shared_concat import concat_overrides
+    from export.validate import conv_census
+
+    reader = PreprocessedFrames(_frames(2), load_card(FP32).preprocess)
+    quantize_int8(FP32, tmp_path / "plain.onnx", reader, concat_copies=False)
+    card_section = quantize_int8(FP32, tmp_path / "copies.onnx", reader)
+    plain, copies = onnx.load(str(tmp_path / "plain.onnx")), onnx.load(str(tmp_path / "copies.onnx"))
+    assert len(concat_overrides(plain)) == card_section["concat_copies"]["tensors_quantized_as_their_concat"] > 0
+
+    def concat_params(model) -> dict[str, tuple[list[tuple], tuple]]:
+        consts = {i.name: onnx.numpy_helper.to_array(i).item() for i in model.graph.initializer
+                  if onnx.numpy_helper.to_array(i).size == 1}
+        producer = {o: n for n in model.graph.node for o in n.output}
+        consumer = {i: n for n in model.graph.node for i in n.input}
+        out = {}
+        for node in model.graph.node:
+            if node.op_type == "Concat" and all(producer[i].op_type == "DequantizeLinear" for i in node.input):
+                q = consumer[node.output[0]]
+                ins = [(consts[producer[i].input[1]], consts[producer[i].input[2]]) for i in node.input]
+                out[node.name] = (ins, (consts[q.input[1]], consts[q.input[2]]))
+        return out
+
+    shared = concat_params(copies)
+    skips = [name for name in shared if name.startswith("/up.")]
+    assert len(skips) == 3
+    for name in skips:
+        inputs, output = shared[name]
+        assert all(params == output for params in inputs), name
+        assert not all(p == concat_params(plain)[name][1] for p in concat_params(plain)[name][0]), name
+    tail_inputs, tail_output = shared["/Concat"]
+    assert any(params != tail_output for params in tail_inputs)
+    assert conv_census(tmp_path / "copies.onnx") == (19, [])
+    before, after = _run(tmp_path / "plain.onnx", frame_tensor), _run(tmp_path / "copies.onnx", frame_tensor)
+    agree = (before[0].argmax(axis=1) == after[0].argmax(axis=1)).mean()
+    assert agree > 0.99, agree
