@@ -139,10 +139,33 @@ def calibrator_frames(reader: PreprocessedFrames, method: str) -> PreprocessedFr
     return reader if CALIBRATION_METHODS[method] == CalibrationMethod.MinMax else reader.cropped_to_common_size()
 
 
+TAIL_OPS = frozenset({"Concat", "Resize", "Slice", "Split", "Transpose", "Reshape"})
+"""Operators that only gather, move or resample values: after the last convolution they stay in
+float (export.quantize.output_tail)."""
+
+
+def output_tail(model: Any) -> list[str]:
+    """Names of the nodes between the last convolutions and the graph's outputs that only move or
+    resample values (the lite network's Concat of logits and centres, the bilinear Resize, the
+    Slices). Quantized, each would be DequantizeLinear -> op -> QuantizeLinear, and the outputs
+    dequantized again: three passes over full-resolution tensors that add rounding and no speed.
+    Left in float, the convolutions' outputs are dequantized once."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    tail: list[str] = []
+    todo = [out.name for out in model.graph.output]
+    while todo:
+        node = producer.get(todo.pop())
+        if node is None or node.op_type not in TAIL_OPS or node.name in tail:
+            continue
+        tail.append(node.name)
+        todo.extend(node.input[:1] if node.op_type != "Concat" else node.input)
+    return tail
+
+
 def _quantize(source: Path, target: Path, reader: PreprocessedFrames, method: str,
-              overrides: dict[str, list[dict[str, Any]]] | None = None) -> None:
+              overrides: dict[str, list[dict[str, Any]]] | None = None, exclude: Sequence[str] = ()) -> None:
     """One quantize_static run in the project's settings (QDQ, per-channel symmetric int8 weights,
-    asymmetric uint8 activations), with optional TensorQuantOverrides."""
+    asymmetric uint8 activations), with optional TensorQuantOverrides and nodes left in float."""
     reader.rewind()
     extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
     if overrides:
@@ -156,22 +179,26 @@ def _quantize(source: Path, target: Path, reader: PreprocessedFrames, method: st
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=CALIBRATION_METHODS[method],
+        nodes_to_exclude=list(exclude),
         extra_options=extra,
     )
 
 
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: PreprocessedFrames,
-                  method: str = "minmax", *, layout_rewrites: bool = True, concat_copies: bool = True) -> dict[str, Any]:
+                  method: str = "minmax", *, layout_rewrites: bool = True, concat_copies: bool = True,
+                  float_tail: bool = True) -> dict[str, Any]:
     """Write a QDQ int8 model; returns the card's `quantization` section.
 
     `layout_rewrites=False` quantizes the graph exactly as exported (tests compare the two);
-    `concat_copies=False` leaves every tensor its own calibrated range (export.shared_concat).
+    `concat_copies=False` leaves every tensor its own calibrated range (export.shared_concat);
+    `float_tail=False` quantizes the nodes after the last convolutions too (output_tail).
     """
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"calibration method {method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
     rewrites: dict[str, int] = {}
     overrides: dict[str, list[dict[str, Any]]] = {}
+    tail: list[str] = []
     with tempfile.TemporaryDirectory(prefix="smearscope-quant-") as tmp:
         source, prepared = fp32_path, Path(tmp) / "preprocessed.onnx"
         if layout_rewrites:
@@ -185,11 +212,12 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: Preproce
         except Exception as exc:  # ORT's pre-processing raises untyped errors on unsupported graphs
             raise ModelError(f"{fp32_path}: quantization pre-processing failed ({exc})") from exc
         reader = calibrator_frames(reader, method)
-        _quantize(prepared, int8_path, reader, method)
+        tail = output_tail(onnx.load(str(prepared))) if float_tail else []
+        _quantize(prepared, int8_path, reader, method, exclude=tail)
         if concat_copies:
             overrides = concat_overrides(onnx.load(str(int8_path)))
             if overrides:  # again, with the Concat inputs' ranges set (the calibration is deterministic)
-                _quantize(prepared, int8_path, reader, method, overrides)
+                _quantize(prepared, int8_path, reader, method, overrides, tail)
     if layout_rewrites:
         quantized, rewrites["shapes_read_quantized"] = shapes_of_quantized(onnx.load(str(int8_path)))
         onnx.save(quantized, str(int8_path))
@@ -204,5 +232,6 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: Preproce
         "layout_rewrites": {"module": "export.layout", **rewrites} if layout_rewrites else None,
         "concat_copies": {"module": "export.shared_concat", "tensors_quantized_as_their_concat": len(overrides)}
         if concat_copies else None,
+        "float_tail": tail or None,
         "onnxruntime": ort.__version__,
     }

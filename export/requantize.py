@@ -59,9 +59,11 @@ def requantize(int8_path: str | Path, calibration: Sequence[Frame],
     with tempfile.TemporaryDirectory(prefix="smearscope-requant-", dir=int8_path.parent) as tmp:
         new_path = Path(tmp) / int8_path.name
         log(f"quantizing {fp32_path.name} on {len(reader)} frames ({method})")
-        # Concat inputs quantized as their output change the outputs: only for a model quantized so.
+        # Concat inputs quantized as their output, and a float tail, change the outputs: each only
+        # for a model quantized so.
         quantization = quantize_int8(fp32_path, new_path, reader, method,
-                                     concat_copies=old.get("concat_copies") is not None)
+                                     concat_copies=old.get("concat_copies") is not None,
+                                     float_tail=bool(old.get("float_tail")))
         before, after = _outputs(int8_path, reader.tensors), _outputs(new_path, reader.tensors)
         worst = max(float(np.abs(a - b).max()) for x, y in zip(before, after) for a, b in zip(x, y))
         if worst != 0.0:

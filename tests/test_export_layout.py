@@ -114,7 +114,7 @@ def test_skip_concatenations_quantize_their_inputs_as_their_output(tmp_path, fra
     from export.validate import conv_census
 
     reader = PreprocessedFrames(_frames(2), load_card(FP32).preprocess)
-    quantize_int8(FP32, tmp_path / "plain.onnx", reader, concat_copies=False)
+    quantize_int8(FP32, tmp_path / "plain.onnx", reader, concat_copies=False, float_tail=False)
     card_section = quantize_int8(FP32, tmp_path / "copies.onnx", reader)
     plain, copies = onnx.load(str(tmp_path / "plain.onnx")), onnx.load(str(tmp_path / "copies.onnx"))
     assert len(concat_overrides(plain)) == card_section["concat_copies"]["tensors_quantized_as_their_concat"] > 0
@@ -126,8 +126,9 @@ def test_skip_concatenations_quantize_their_inputs_as_their_output(tmp_path, fra
         consumer = {i: n for n in model.graph.node for i in n.input}
         out = {}
         for node in model.graph.node:
-            if node.op_type == "Concat" and all(producer[i].op_type == "DequantizeLinear" for i in node.input):
-                q = consumer[node.output[0]]
+            q = consumer.get(node.output[0])
+            if (node.op_type == "Concat" and q is not None and q.op_type == "QuantizeLinear"
+                    and all(producer[i].op_type == "DequantizeLinear" for i in node.input)):
                 ins = [(consts[producer[i].input[1]], consts[producer[i].input[2]]) for i in node.input]
                 out[node.name] = (ins, (consts[q.input[1]], consts[q.input[2]]))
         return out
@@ -139,9 +140,32 @@ def test_skip_concatenations_quantize_their_inputs_as_their_output(tmp_path, fra
         inputs, output = shared[name]
         assert all(params == output for params in inputs), name
         assert not all(p == concat_params(plain)[name][1] for p in concat_params(plain)[name][0]), name
-    tail_inputs, tail_output = shared["/Concat"]
-    assert any(params != tail_output for params in tail_inputs)
+    assert "/Concat" not in shared  # the tail is left in float (below)
     assert conv_census(tmp_path / "copies.onnx") == (19, [])
     before, after = _run(tmp_path / "plain.onnx", frame_tensor), _run(tmp_path / "copies.onnx", frame_tensor)
     agree = (before[0].argmax(axis=1) == after[0].argmax(axis=1)).mean()
     assert agree > 0.99, agree
+
+
+def test_the_nodes_after_the_last_convolutions_stay_in_float(tmp_path):
+    """export.quantize.output_tail: the Concat of logits and centres, the bilinear Resize and the
+    Slices to the outputs are not quantized (each would cost a dequantize/quantize pass over
+    full-resolution tensors); the convolutions' outputs are dequantized once, and every
+    convolution stays quantized."""
+    from export.quantize import output_tail
+    from export.validate import conv_census
+
+    assert sorted(output_tail(onnx.load(str(FP32)))) == ["/Concat", "/Resize", "/Slice_1", "/Slice_2"]
+    reader = PreprocessedFrames(_frames(2), load_card(FP32).preprocess)
+    section = quantize_int8(FP32, tmp_path / "int8.onnx", reader)
+    assert sorted(section["float_tail"]) == ["/Concat", "/Resize", "/Slice_1", "/Slice_2"]
+    model = onnx.load(str(tmp_path / "int8.onnx"))
+    producer = {out: n for n in model.graph.node for out in n.output}
+    resize = next(n for n in model.graph.node if n.op_type == "Resize")
+    assert producer[resize.input[0]].op_type == "Concat"
+    assert all(producer[o.name].op_type == "Slice" for o in model.graph.output)
+    concat = producer[resize.input[0]]
+    assert {producer[i].op_type for i in concat.input} == {"DequantizeLinear"}
+    assert conv_census(tmp_path / "int8.onnx") == (19, [])
+    plain = quantize_int8(FP32, tmp_path / "plain.onnx", reader, float_tail=False)
+    assert plain["float_tail"] is None
