@@ -125,6 +125,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, name: str, da
             "agreement_dice": report.agreement["int8_vs_fp32"],
             "quantized_convs": report.quantized_convs,
             "float_convs": len(report.float_convs),
+            "input_float_convs": len(report.input_float_convs),
             "fp32_sha256": fp32_card.sha256,
         }},
         **common,

@@ -59,19 +59,19 @@ def requantize(int8_path: str | Path, calibration: Sequence[Frame],
     with tempfile.TemporaryDirectory(prefix="smearscope-requant-", dir=int8_path.parent) as tmp:
         new_path = Path(tmp) / int8_path.name
         log(f"quantizing {fp32_path.name} on {len(reader)} frames ({method})")
-        # Concat inputs quantized as their output, and a float tail, change the outputs: each only
+        # Concat inputs quantized as their output, and nodes left in float, change the outputs: each only
         # for a model quantized so.
         quantization = quantize_int8(fp32_path, new_path, reader, method,
                                      concat_copies=old.get("concat_copies") is not None,
-                                     float_tail=bool(old.get("float_tail")))
+                                     float_nodes=bool(old.get("left_in_float")))
         before, after = _outputs(int8_path, reader.tensors), _outputs(new_path, reader.tensors)
         worst = max(float(np.abs(a - b).max()) for x, y in zip(before, after) for a, b in zip(x, y))
         if worst != 0.0:
             raise ModelError(f"re-quantized outputs differ from {int8_path.name}'s by up to {worst:.3g}: "
                              "its card's figures would not describe it; export again from the checkpoint")
-        quantized, floating = conv_census(new_path)
-        if floating or quantized != card.extra.get("fp32_to_int8", {}).get("quantized_convs"):
-            raise ModelError(f"re-quantized graph runs {quantized} quantized and {len(floating)} float convolutions")
+        census = conv_census(new_path)
+        if census.floating or census.quantized != card.extra.get("fp32_to_int8", {}).get("quantized_convs"):
+            raise ModelError(f"re-quantized graph runs {census.quantized} quantized and {len(census.floating)} float convolutions")
         quantization["calibration_data"] = old.get("calibration_data")
         quantization["requantized_from"] = {"sha256": card.sha256, "identical_outputs_on_frames": len(reader),
                                             "onnxruntime": old.get("onnxruntime")}

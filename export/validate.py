@@ -13,7 +13,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import NamedTuple, Any, Sequence
 
 import numpy as np
 import onnx
@@ -56,6 +56,8 @@ class ValidationReport:
     agreement: dict[str, dict[str, dict[str, float | None]]]
     quantized_convs: int
     float_convs: list[str]
+    input_float_convs: list[str] = field(default_factory=list)
+    """Convolutions of the input image, left in float on purpose (export.quantize.input_convolutions)."""
     problems: list[str] = field(default_factory=list)
 
     def int8_dice_change(self) -> dict[str, float | None]:
@@ -76,18 +78,32 @@ class ValidationReport:
             "int8_dice_change": self.int8_dice_change(),
             "quantized_convs": self.quantized_convs,
             "float_convs": self.float_convs,
+            "input_float_convs": self.input_float_convs,
         }
 
 
-def conv_census(int8_path: str | Path) -> tuple[int, list[str]]:
-    """(quantized convolutions, names of float convolutions) in the graph ORT runs on CPU."""
+class ConvCensus(NamedTuple):
+    """The convolutions of the graph ORT runs on CPU, by how they run."""
+
+    quantized: int
+    floating: list[str]
+    """Float convolutions inside the graph: a quantization that did not take."""
+    on_input: list[str]
+    """Float convolutions reading the graph's input image, which export.quantize leaves in float."""
+
+
+def conv_census(int8_path: str | Path) -> ConvCensus:
+    """(quantized convolutions, names of float convolutions, names of float convolutions of the
+    input image) in the graph ORT runs on CPU."""
     with tempfile.TemporaryDirectory(prefix="smearscope-opt-") as tmp:
         optimized = Path(tmp) / "optimized.onnx"
         create_session(int8_path, SessionOptions(providers=("cpu",), warmup=False, verify_hash=False,
                                                  optimized_model_path=str(optimized)))
         graph = onnx.load(str(optimized)).graph
     producers = {out: node.op_type for node in graph.node for out in node.output}
-    quantized, floating = 0, []
+    inputs = {i.name for i in graph.input}
+    census = ConvCensus(0, [], [])
+    quantized = 0
     for node in graph.node:
         if node.op_type in QUANT_CONV_OPS:
             quantized += 1
@@ -95,9 +111,11 @@ def conv_census(int8_path: str | Path) -> tuple[int, list[str]]:
             fed = [producers.get(name) for name in node.input[:2]]
             if fed == ["DequantizeLinear", "DequantizeLinear"]:
                 quantized += 1
+            elif node.input[0] in inputs:
+                census.on_input.append(f"{node.op_type} {node.name or node.output[0]}")
             else:
-                floating.append(f"{node.op_type} {node.name or node.output[0]}")
-    return quantized, floating
+                census.floating.append(f"{node.op_type} {node.name or node.output[0]}")
+    return census._replace(quantized=quantized)
 
 
 def _outputs(model: torch.nn.Module, x: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -156,15 +174,16 @@ def validate_export(
         padded = truth == IGNORE_INDEX
         agree_meters["fp32_vs_pytorch"].update(preds["fp32"], np.where(padded, IGNORE_INDEX, preds["pytorch"]))
         agree_meters["int8_vs_fp32"].update(preds["int8"], np.where(padded, IGNORE_INDEX, preds["fp32"]))
-    quantized, floating = conv_census(int8_path)
+    census = conv_census(int8_path)
     report = ValidationReport(
         frames=len(samples),
         fp32_vs_pytorch_max_abs_diff={n: round(v, 8) for n, v in diff_fp32.items()},
         int8_vs_fp32_max_abs_diff={n: round(v, 6) for n, v in diff_int8.items()},
         dice_vs_truth={k: m.scores() for k, m in truth_meters.items()},
         agreement={k: m.scores() for k, m in agree_meters.items()},
-        quantized_convs=quantized,
-        float_convs=floating,
+        quantized_convs=census.quantized,
+        float_convs=census.floating,
+        input_float_convs=census.on_input,
     )
     report.problems = mismatches + _problems(report, tolerances)
     if report.problems and raise_on_failure:

@@ -114,7 +114,7 @@ def test_skip_concatenations_quantize_their_inputs_as_their_output(tmp_path, fra
     from export.validate import conv_census
 
     reader = PreprocessedFrames(_frames(2), load_card(FP32).preprocess)
-    quantize_int8(FP32, tmp_path / "plain.onnx", reader, concat_copies=False, float_tail=False)
+    quantize_int8(FP32, tmp_path / "plain.onnx", reader, concat_copies=False, float_nodes=False)
     card_section = quantize_int8(FP32, tmp_path / "copies.onnx", reader)
     plain, copies = onnx.load(str(tmp_path / "plain.onnx")), onnx.load(str(tmp_path / "copies.onnx"))
     assert len(concat_overrides(plain)) == card_section["concat_copies"]["tensors_quantized_as_their_concat"] > 0
@@ -141,24 +141,27 @@ def test_skip_concatenations_quantize_their_inputs_as_their_output(tmp_path, fra
         assert all(params == output for params in inputs), name
         assert not all(p == concat_params(plain)[name][1] for p in concat_params(plain)[name][0]), name
     assert "/Concat" not in shared  # the tail is left in float (below)
-    assert conv_census(tmp_path / "copies.onnx") == (19, [])
+    assert conv_census(tmp_path / "copies.onnx")[:2] == (18, [])
     before, after = _run(tmp_path / "plain.onnx", frame_tensor), _run(tmp_path / "copies.onnx", frame_tensor)
     agree = (before[0].argmax(axis=1) == after[0].argmax(axis=1)).mean()
     assert agree > 0.99, agree
 
 
-def test_the_nodes_after_the_last_convolutions_stay_in_float(tmp_path):
-    """export.quantize.output_tail: the Concat of logits and centres, the bilinear Resize and the
-    Slices to the outputs are not quantized (each would cost a dequantize/quantize pass over
-    full-resolution tensors); the convolutions' outputs are dequantized once, and every
-    convolution stays quantized."""
-    from export.quantize import output_tail
+def test_the_image_convolution_and_the_nodes_after_the_last_convolutions_stay_in_float(tmp_path):
+    """export.quantize: the convolution of the input image (3 channels, too few for the int8
+    kernels) and, after the last convolutions, the Concat of logits and centres, the bilinear Resize
+    and the Slices to the outputs are not quantized (each would cost a dequantize/quantize pass over
+    full-resolution tensors); every other convolution is, and the census tells the two kinds of
+    float convolution apart."""
+    from export.quantize import input_convolutions, output_tail
     from export.validate import conv_census
 
     assert sorted(output_tail(onnx.load(str(FP32)))) == ["/Concat", "/Resize", "/Slice_1", "/Slice_2"]
+    assert input_convolutions(onnx.load(str(FP32))) == ["/stem/stem.0/Conv"]
     reader = PreprocessedFrames(_frames(2), load_card(FP32).preprocess)
     section = quantize_int8(FP32, tmp_path / "int8.onnx", reader)
-    assert sorted(section["float_tail"]) == ["/Concat", "/Resize", "/Slice_1", "/Slice_2"]
+    assert sorted(section["left_in_float"]["output_tail"]) == ["/Concat", "/Resize", "/Slice_1", "/Slice_2"]
+    assert section["left_in_float"]["input_convolutions"] == ["/stem/stem.0/Conv"]
     model = onnx.load(str(tmp_path / "int8.onnx"))
     producer = {out: n for n in model.graph.node for out in n.output}
     resize = next(n for n in model.graph.node if n.op_type == "Resize")
@@ -166,6 +169,8 @@ def test_the_nodes_after_the_last_convolutions_stay_in_float(tmp_path):
     assert all(producer[o.name].op_type == "Slice" for o in model.graph.output)
     concat = producer[resize.input[0]]
     assert {producer[i].op_type for i in concat.input} == {"DequantizeLinear"}
-    assert conv_census(tmp_path / "int8.onnx") == (19, [])
-    plain = quantize_int8(FP32, tmp_path / "plain.onnx", reader, float_tail=False)
-    assert plain["float_tail"] is None
+    census = conv_census(tmp_path / "int8.onnx")
+    assert census.quantized == 18 and census.floating == [] and len(census.on_input) == 1
+    plain = quantize_int8(FP32, tmp_path / "plain.onnx", reader, float_nodes=False)
+    assert plain["left_in_float"] is None
+    assert conv_census(tmp_path / "plain.onnx") == (19, [], [])

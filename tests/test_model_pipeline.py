@@ -33,12 +33,13 @@ def test_fp32_matches_pytorch_and_int8_matches_fp32(tiny_model):
 def test_int8_graph_runs_no_float_conv(tiny_model):
     from export.validate import conv_census
 
-    quantized, floating = conv_census(tiny_model.int8)
-    assert floating == []
-    assert quantized == tiny_model.report.quantized_convs > 0
+    census = conv_census(tiny_model.int8)
+    assert census.floating == []
+    assert census.quantized == tiny_model.report.quantized_convs > 0
+    assert len(census.on_input) == 1 and census.on_input == tiny_model.report.input_float_convs  # the image's own
     # The same census on the fp32 model finds every convolution in float: the check can fail.
-    fp32_quantized, fp32_floating = conv_census(tiny_model.fp32)
-    assert fp32_quantized == 0 and len(fp32_floating) == quantized
+    fp32 = conv_census(tiny_model.fp32)
+    assert fp32.quantized == 0 and len(fp32.floating) == census.quantized and len(fp32.on_input) == 1
 
 
 def test_exported_graphs_are_what_the_device_expects(tiny_model):

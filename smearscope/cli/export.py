@@ -110,7 +110,8 @@ def export(checkpoint: Path, out_dir: Path, name: str, model_version: str, calib
             f, q = dice["fp32"][cls]["dice"], dice["int8"][cls]["dice"]
             if f is not None and q is not None:
                 click.echo(f"  {cls:<10} Dice fp32 {f:.4f}  int8 {q:.4f}  Δ {q - f:+.4f}")
-        click.echo(f"int8 graph: {report.quantized_convs} quantized convolutions, {len(report.float_convs)} float")
+        click.echo(f"int8 graph: {report.quantized_convs} quantized convolutions, {len(report.float_convs)} float"
+                   + (f" ({len(report.input_float_convs)} more in float on the input image)" if report.input_float_convs else ""))
         click.echo(f"wrote {result.fp32} and {result.int8} (+ cards)")
     except SmearscopeError as exc:
         from smearscope.cli.entry import as_user_error
