@@ -78,3 +78,17 @@ def test_the_bundled_real_frames_pass_the_gate():
 
     reports = {frame.name: _assess(frame.load()) for frame in bundled_frames()}
     assert all(r.accepted for r in reports.values()), {k: r.reasons for k, r in reports.items() if not r.accepted}
+
+
+def test_a_segmentation_without_red_cells_beside_other_cells_is_no_smear():
+    """Noise read as scattered white cells on background (what the lite network makes of random
+    pixels: 8.7 % white, no red) is refused; a real field, an empty one (the gate's own 'no cells'
+    reason) and white cells over most of the frame each get their own verdict."""
+    from runtime.analysis.quality import implausible_segmentation
+
+    noise = implausible_segmentation({"background": 91.3, "rbc": 0.0, "wbc": 8.7, "platelet": 0.0})
+    assert len(noise) == 1 and "red cells cover 0.0%" in noise[0]
+    assert implausible_segmentation({"background": 55.0, "rbc": 40.0, "wbc": 4.5, "platelet": 0.5}) == []
+    assert implausible_segmentation({"background": 100.0, "rbc": 0.0, "wbc": 0.0, "platelet": 0.0}) == []
+    crowded = implausible_segmentation({"background": 11.0, "rbc": 0.0, "wbc": 89.0, "platelet": 0.0})
+    assert len(crowded) == 1 and "white cells cover 89%" in crowded[0]

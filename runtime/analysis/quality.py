@@ -25,6 +25,11 @@ from runtime.inference.preprocess import foreground_mask
 #: White cells never cover more than this share of a smear field: the largest white-cell share among
 #: the TXL-PBC training labels is 48 % of the image by bounding boxes (about 37 % by cell area).
 MAX_WBC_AREA_PCT = 60.0
+#: A smear field always shows red cells: on every one of the 1,008 TXL-PBC training images red-cell
+#: boxes cover at least 26.8 % of the image (at least 4 red cells). A segmentation with white cells
+#: or platelets but red cells on under this share is no smear field (e.g. random noise, which one
+#: network reads as scattered white cells on background).
+MIN_RBC_AREA_PCT = 1.0
 _WORK_SIDE = 1024  # measure on at most this many pixels along the long side (cost, not accuracy)
 
 
@@ -110,7 +115,11 @@ def implausible_segmentation(area_pct: dict[str, float]) -> list[str]:
     network, since such a frame can pass focus, exposure and coverage."""
     reasons = []
     wbc = float(area_pct.get("wbc", 0.0))
+    rbc, others = float(area_pct.get("rbc", 0.0)), wbc + float(area_pct.get("platelet", 0.0))
     if wbc > MAX_WBC_AREA_PCT:
         reasons.append(f"implausible segmentation: white cells cover {wbc:.0f}% of the field (a smear field: "
                        f"at most {MAX_WBC_AREA_PCT:.0f}%); noise, not a smear, or the wrong magnification")
+    elif rbc < MIN_RBC_AREA_PCT and others > 0:
+        reasons.append(f"implausible segmentation: red cells cover {rbc:.1f}% of the field beside other cells "
+                       f"(a smear field: at least {MIN_RBC_AREA_PCT:.0f}%); noise or not a smear")
     return reasons
