@@ -178,6 +178,16 @@ def outbox_depth(path: Path) -> int:
             return 0
 
 
+def receipted_count(path: Path) -> int:
+    """Results the device holds a server receipt for: its outbox's durable `receipted` table,
+    written in the same transaction that removes the row (the event log's 'receipt' line comes
+    after it, so a SIGKILL between the two can lose that line but never the receipt)."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
+        return db.execute("SELECT COUNT(*) FROM receipted").fetchone()[0]
+
+
 def enqueued_count(path: Path) -> int:
     """seq of the last result the device queued, plus one (seqs start at 0)."""
     import sqlite3

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_helpers import (MOSQUITTO, Mosquitto, certs, enqueued_count, field_frame, outbox_depth,  # noqa: F401
+from mqtt_helpers import (MOSQUITTO, Mosquitto, certs, enqueued_count, field_frame, outbox_depth, receipted_count,  # noqa: F401
                           start_device_process, start_server_process, stored_ids, wait_for, write_server_config)
 
 from runtime.delivery.media import encode_jpeg
@@ -162,7 +162,9 @@ def test_thousand_results_survive_broker_device_and_server_kills(tmp_path: Path,
         )
         print("\ndelivery under faults:", ", ".join(f"{k}={v}" for k, v in figures.items()))
         assert figures["stored"] == count
-        assert figures["sent"] >= count and figures["receipts"] >= count
+        assert receipted_count(rig.outbox) == count  # every result's receipt, on disk
+        # the event log's lines: each device kill can take the line of a receipt already committed
+        assert figures["sent"] >= count and figures["receipts"] >= count - 2
     finally:
         rig.shutdown()
 
