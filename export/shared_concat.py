@@ -35,9 +35,12 @@ def _graph_maps(graph: Any) -> tuple[dict[str, Any], dict[str, list[Any]], dict[
     return producer, consumers, constants
 
 
-def _float_source(dq: Any, producer: dict[str, Any]) -> str | None:
-    """The float tensor whose QuantizeLinear a DequantizeLinear reads (None if it reads a constant)."""
-    q = producer.get(dq.input[0])
+def _float_source(node: Any | None, producer: dict[str, Any]) -> str | None:
+    """The float tensor whose QuantizeLinear a DequantizeLinear `node` reads (None when `node` is no
+    DequantizeLinear or reads a constant)."""
+    if node is None or node.op_type != "DequantizeLinear":
+        return None
+    q = producer.get(node.input[0])
     return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
 
 
@@ -47,8 +50,7 @@ def _chain(tensor: str, producer: dict[str, Any]) -> list[str]:
     names = [tensor]
     node = producer.get(tensor)
     while node is not None and node.op_type in DATA_MOVES:
-        dq = producer.get(node.input[0])
-        source = _float_source(dq, producer) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        source = _float_source(producer.get(node.input[0]), producer)
         if source is None:
             break
         names.append(source)
@@ -75,8 +77,7 @@ def concat_overrides(quantized: Any) -> dict[str, list[dict[str, np.ndarray]]]:
             continue  # the output's tail (logits and centres) is left with its own ranges
         scale, zero_point = constants[q_out.input[1]], constants[q_out.input[2]]
         for name in node.input:
-            dq = producer.get(name)
-            source = _float_source(dq, producer) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            source = _float_source(producer.get(name), producer)
             if source is None:
                 continue
             for tensor in _chain(source, producer):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import onnx
@@ -102,8 +102,7 @@ def conv_census(int8_path: str | Path) -> ConvCensus:
         graph = onnx.load(str(optimized)).graph
     producers = {out: node.op_type for node in graph.node for out in node.output}
     inputs = {i.name for i in graph.input}
-    census = ConvCensus(0, [], [])
-    quantized = 0
+    quantized, floating, on_input = 0, [], []
     for node in graph.node:
         if node.op_type in QUANT_CONV_OPS:
             quantized += 1
@@ -111,11 +110,9 @@ def conv_census(int8_path: str | Path) -> ConvCensus:
             fed = [producers.get(name) for name in node.input[:2]]
             if fed == ["DequantizeLinear", "DequantizeLinear"]:
                 quantized += 1
-            elif node.input[0] in inputs:
-                census.on_input.append(f"{node.op_type} {node.name or node.output[0]}")
             else:
-                census.floating.append(f"{node.op_type} {node.name or node.output[0]}")
-    return census._replace(quantized=quantized)
+                (on_input if node.input[0] in inputs else floating).append(f"{node.op_type} {node.name or node.output[0]}")
+    return ConvCensus(quantized, floating, on_input)
 
 
 def _outputs(model: torch.nn.Module, x: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:

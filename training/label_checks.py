@@ -2,10 +2,10 @@
 
 Found by looking at the data: several boxes drawn on one cell, red-cell boxes far larger than
 the image's other red cells (on inspection, white cells boxed as red cells), and white-cell boxes
-smaller than the image's red cells (on inspection, red cells and platelets boxed as white cells). A colour test for
-"red-cell box around a violet nucleus" was tried and dropped: the bluish red cells of one source
-set it off. Flagged images are reported, and
-metrics are given with and without them; nothing is dropped silently.
+smaller than the image's red cells (on inspection, red cells and platelets boxed as white cells).
+A colour test for "red-cell box around a violet nucleus" was tried and dropped: the bluish red
+cells of one source set it off. Flagged images are reported, and metrics are given with and
+without them; nothing is dropped silently.
 """
 
 from __future__ import annotations
