@@ -78,6 +78,15 @@ class CountRules:
     `wbc_pair_min_notch` diameters deep; it is cut between the notches. One white cell is convex:
     over the 999 single-cell components of the 1008 TXL-PBC train images (version-3 model) the
     1st percentile of solidity was 0.979 and the 99th of the second notch 0.068 diameters."""
+    rbc_grid_step: int = 2
+    """With a centre heat-map, red cells are found on a grid this many times coarser than the mask
+    (every step-th pixel each way: the lite network's own output resolution, before its final 2x
+    upsampling), then their labels are mapped back and grown over the mask's red pixels; 1 finds
+    them on the mask itself. Red cells are the bulk of a field's pixels, so this quarters the work
+    of their peaks and flood. Chosen on the 1008 TXL-PBC train images (stored final passes, every
+    other rule as shipped): int8 lite version 7, step 1 / 2: red-cell MAPE 4.66 / 4.76 %, object
+    F1 0.9475 / 0.9479, AP@0.5 0.947 / 0.946; int8 version 3: MAPE 7.53 / 7.45 %, F1 0.9334 /
+    0.9342, AP@0.5 0.941 / 0.939; white cells and platelets unchanged."""
     dt_peak_min: float = 0.22
     """Distance-transform peaks below this many diameters are not cell centres (no centre head)."""
     default_rbc_diameter_px: float = 40.0
@@ -177,7 +186,7 @@ def label_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, rbc_diam
     # White cells and platelets beside the red cells: independent work, mostly in OpenCV and numpy
     # calls that release the GIL, so a second core shortens the frame's post-processing.
     beside = _side_worker().submit(rare)
-    rbc = _red_cells(mask, centres, d, cell_area, rules)
+    rbc = _red_cells_coarse(mask, centres, d, rules)
     wbc, platelet = beside.result()
     out = {"rbc": rbc, "wbc": wbc, "platelet": platelet}
     return {name: out[name] for name in CELL_CLASSES}
@@ -358,12 +367,34 @@ def _two_deep_notches(region: np.ndarray, max_solidity: float, min_depth_px: flo
     return (int(ax), int(ay)), (int(bx), int(by))
 
 
+def _red_cells_coarse(mask: np.ndarray, centres: np.ndarray | None, d: float, rules: CountRules) -> np.ndarray:
+    """`_red_cells` on a grid `rules.rbc_grid_step` times coarser (the class mask sampled, the
+    centre heat-map averaged), its labels mapped back to the mask's size (nearest) and kept on the
+    mask's red pixels; red pixels the coarse grid left unlabelled take their neighbours' labels.
+    Only with a centre heat-map (the path the step was chosen on): the distance-transform path
+    (no centre head) splits touching cells a coarse pixel off centre, so it stays on the mask."""
+    step = rules.rbc_grid_step
+    h, w = mask.shape
+    if step <= 1 or centres is None or min(h, w) < 2 * step:
+        return _red_cells(mask, centres, d, math.pi * d * d / 4.0, rules)
+    size = (-(-w // step), -(-h // step))  # (width, height), as OpenCV takes sizes
+    coarse_d = d * size[0] / w
+    coarse = _red_cells(cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST),
+                        None if centres is None else cv2.resize(centres, size, interpolation=cv2.INTER_AREA),
+                        coarse_d, math.pi * coarse_d * coarse_d / 4.0, rules)
+    labels = cv2.resize(_for_opencv(coarse), (w, h), interpolation=cv2.INTER_NEAREST).astype(np.int32)
+    red = mask == RBC
+    labels[~red] = 0
+    _grow_labels(labels, red & (labels == 0))
+    return _compact(labels)
+
+
 def _red_cells(mask: np.ndarray, centres: np.ndarray | None, d: float, cell_area: float,
                rules: CountRules) -> np.ndarray:
     red = mask == RBC
     if not red.any():
         return np.zeros(mask.shape, np.int32)
-    n, comp = cv2.connectedComponents(red.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(red.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
     if centres is not None:
         # A centre may sit under a white cell that overlaps the red one: allow any cell pixel near red.
         near_red = cv2.dilate(red.view(np.uint8), _K3).view(bool) | (mask == WBC)
@@ -375,7 +406,7 @@ def _red_cells(mask: np.ndarray, centres: np.ndarray | None, d: float, cell_area
         _, markers = _peak_markers(dist, red, rules.dt_peak_min * d, rules.peak_spacing * d * 1.5)
         landscape = dist / max(float(dist.max()), 1e-6)
     # Red components that got no peak but look like a cell (e.g. cut by the border) count once.
-    areas = np.bincount(comp.ravel(), minlength=n)
+    areas = stats[:, cv2.CC_STAT_AREA]
     labels, gaps = _watershed(red, markers, landscape, comp, areas >= rules.rbc_min_area * cell_area)
     # Peaks that fell on a white cell next to red keep their id even though no red pixel joined them.
     return _compact(labels, markers) if gaps else labels
@@ -458,8 +489,10 @@ def _grow_labels(labels: np.ndarray, where: np.ndarray, landscape: np.ndarray | 
     if landscape is not None:
         # Level k of FLOOD_LEVELS (k/FLOOD_LEVELS, falling) admits the pixels whose landscape reaches
         # it (k/FLOOD_LEVELS is exact in floating point, FLOOD_LEVELS being a power of two).
-        height = np.ascontiguousarray(landscape[box], dtype=np.float32)
-        stages = [cv2.bitwise_and(cv2.compare(height, k / FLOOD_LEVELS, cv2.CMP_GE), inside)
+        # As whole levels: the product is exact and the cast truncates, so level >= k exactly where
+        # the landscape >= k/FLOOD_LEVELS, and each stage is one comparison of bytes, not of floats.
+        level = (np.asarray(landscape[box], np.float32) * FLOOD_LEVELS).astype(np.uint8)
+        stages = [cv2.bitwise_and(cv2.compare(level, k, cv2.CMP_GE), inside)
                   for k in range(FLOOD_LEVELS - 1, 0, -1)] + stages
     open_ = np.empty(work.shape, np.uint8)
     grown = np.empty_like(work)
