@@ -51,7 +51,7 @@ def _analysis(mask: np.ndarray, accepted: bool = True, um_per_px: float | None =
     quality = QualityReport(accepted, 100.0, 150.0, 0.0, 0.3 if accepted else 0.0, reasons)
     return FrameAnalysis(quality, ScaleDecision(1.0, "estimated", D), mask, found.cells.counts,
                          area_percentages(mask), None, None, {"total": 1.0}, accepted,
-                         cells=found.cells, labels=found.labels, um_per_px=um_per_px)
+                         cells=found.cells, found=found, um_per_px=um_per_px)
 
 
 def _result(analysis: FrameAnalysis, **kwargs) -> dict:
@@ -245,7 +245,7 @@ def test_the_server_rejects_broken_result2_and_keeps_what_it_stored(server, kind
 def test_the_server_stores_result1_and_result2(server) -> None:
     service, store = server
     result2 = _result(_analysis(_smear()))
-    result1 = _result(FrameAnalysis(**{**_analysis(_smear()).__dict__, "cells": None, "labels": None}))
+    result1 = _result(FrameAnalysis(**{**_analysis(_smear()).__dict__, "cells": None, "found": None}))
     assert result1["schema"] == "result/1" and "cells" not in result1
     for message in (result1, result2):
         assert service.handle(SITE_TOPIC, json.dumps(message).encode()).status == "stored"

@@ -93,6 +93,6 @@ def test_frame_analysis_draws_at_the_frame_size_and_measures_the_whole_field():
     scale = ScaleDecision(0.5, "calibration", 64.0)
     seg = Segmentation(mask=grid, centres=None, scale=scale, rbc_diameter_px=64.0, passes=1, geometry=geometry)
     analysis = FrameAnalysis(quality, scale, grid, found.cells.counts, area_percentages(grid), derived, None,
-                             cells=found.cells, labels=found.labels, um_per_px=0.25, segmentation=seg)
+                             cells=found.cells, found=found, um_per_px=0.25, segmentation=seg)
     assert np.array_equal(analysis.frame_mask(), mask_to_frame(grid, geometry))  # no scores: nearest
     assert np.array_equal(analysis.frame_labels()["rbc"], labels_at_frame(found.labels, geometry)["rbc"])

@@ -207,7 +207,7 @@ def result_message(state: State, model_info: dict[str, Any], sample: Any, seq: i
         diagnosis=state.get("diagnosis"),
         timings_ms={},
         cells=state["found"].cells if "found" in state else None,
-        labels=state["found"].labels if "found" in state else None,
+        found=state.get("found"),
         um_per_px=state.get("um_per_px"),
         segmentation=state.get("segmentation"),
     )

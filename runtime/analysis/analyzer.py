@@ -57,8 +57,8 @@ class FrameAnalysis:
     model_ran: bool = True
     cells: CellTable | None = None
     """Every counted cell (`counts` is `cells.counts`); None when a caller counted without records."""
-    labels: dict[str, np.ndarray] | None = None
-    """The instance label images per class behind `cells` (int32, 0 = none; the size of `mask`)."""
+    found: FoundCells | None = None
+    """The cells behind `cells`, with their instance labels (`labels`)."""
     um_per_px: float | None = None
     segmentation: Segmentation | None = None
     """The segmentation `mask` comes from (its geometry maps the grid to the frame); None when the
@@ -67,6 +67,12 @@ class FrameAnalysis:
     def frame_mask(self) -> np.ndarray:
         """The class mask at the frame's size, for pictures and stored masks (Segmentation.frame_mask)."""
         return self.mask if self.segmentation is None else self.segmentation.frame_mask()
+
+    @property
+    def labels(self) -> dict[str, np.ndarray] | None:
+        """The instance label images per class behind `cells` (int32, 0 = none; the size of `mask`),
+        made when first asked for (overlays, crops: after the timed analysis)."""
+        return None if self.found is None else self.found.labels
 
     def frame_labels(self) -> dict[str, np.ndarray] | None:
         """The instance labels at the frame's size (nearest upsampling), for overlays and crops."""
@@ -222,5 +228,5 @@ class Analyzer:
             t = lap("diagnosis", t)
         timings["total"] = round(1000.0 * (self._clock() - start), 3)
         return FrameAnalysis(report, scale, mask, counts, area, derived, diagnosis, timings, model_ran,
-                             cells=found.cells, labels=found.labels, um_per_px=um_per_px,
+                             cells=found.cells, found=found, um_per_px=um_per_px,
                              segmentation=segmentation)

@@ -153,20 +153,35 @@ def cells_from_labels(labels: dict[str, np.ndarray], confidence: np.ndarray | No
     """The instance records of label_cells' output; `confidence` is the probability of each
     pixel's own class at the labels' size (Segmentation.class_prob). With `geometry`, the labels
     are on its grid (the resized region) and the records are mapped to its frame."""
-    by_class: dict[str, list[Cell]] = {}
-    for name in CELL_CLASSES:
-        lab = labels[name]
-        stats = instance_stats(lab, confidence)
-        keep = stats["area"] > 0  # label_cells numbers 1..N without gaps; guard anyway
-        h, w = lab.shape
-        on_border = (stats["x0"] == 0) | (stats["y0"] == 0) | (stats["x1"] == w - 1) | (stats["y1"] == h - 1)
-        s = {key: column[keep] for key, column in (*_to_frame(stats, lab.shape, geometry).items(),
-                                                   ("on_border", on_border))}
-        rows = zip(*(s[k].tolist() for k in ("area", "cx", "cy", "x0", "y0", "x1", "y1", "confidence", "on_border")))
-        by_class[name] = [Cell(cls=name, number=i + 1, centre_px=(cx, cy), bbox_px=(x0, y0, x1 - x0 + 1, y1 - y0 + 1),
-                               area_px=area, confidence=min(1.0, max(0.0, conf)), on_border=border, um_per_px=um_per_px)
-                          for i, (area, cx, cy, x0, y0, x1, y1, conf, border) in enumerate(rows)]
-    return CellTable(by_class)
+    return CellTable({name: class_cells(name, instance_stats(labels[name], confidence), labels[name].shape,
+                                        um_per_px, geometry) for name in CELL_CLASSES})
+
+
+def class_cells(name: str, stats: dict[str, np.ndarray], shape: tuple[int, ...], um_per_px: float | None = None,
+                geometry: Geometry | None = None) -> list[Cell]:
+    """The records of one class from its `instance_stats` on labels of `shape` (as `cells_from_labels`)."""
+    keep = stats["area"] > 0  # label_cells numbers 1..N without gaps; guard anyway
+    h, w = shape[0], shape[1]
+    on_border = (stats["x0"] == 0) | (stats["y0"] == 0) | (stats["x1"] == w - 1) | (stats["y1"] == h - 1)
+    s = {key: column[keep] for key, column in (*_to_frame(stats, shape, geometry).items(), ("on_border", on_border))}
+    rows = zip(*(s[k].tolist() for k in ("area", "cx", "cy", "x0", "y0", "x1", "y1", "confidence", "on_border")))
+    return [Cell(cls=name, number=i + 1, centre_px=(cx, cy), bbox_px=(x0, y0, x1 - x0 + 1, y1 - y0 + 1),
+                 area_px=area, confidence=min(1.0, max(0.0, conf)), on_border=border, um_per_px=um_per_px)
+            for i, (area, cx, cy, x0, y0, x1, y1, conf, border) in enumerate(rows)]
+
+
+def block_stats(labels: np.ndarray, confidence: np.ndarray | None, step: int, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """`instance_stats` of labels on a grid of step x step blocks of a mask of `shape` (block (i, j)
+    holds the mask's rows i*step.. and columns j*step..), in the mask's pixels: each block is wholly
+    its cell's, so areas are block counts times step^2 (a block past the mask's last odd row or
+    column counts whole), boxes the blocks' pixel spans, centres the blocks' centres."""
+    stats = instance_stats(labels, confidence)
+    h, w = shape[0], shape[1]
+    half = (step - 1) / 2.0
+    return {"area": stats["area"] * step * step, "cx": stats["cx"] * step + half, "cy": stats["cy"] * step + half,
+            "x0": stats["x0"] * step, "y0": stats["y0"] * step,
+            "x1": np.minimum(stats["x1"] * step + step - 1, w - 1), "y1": np.minimum(stats["y1"] * step + step - 1, h - 1),
+            "confidence": stats["confidence"]}
 
 
 def _to_frame(stats: dict[str, np.ndarray], shape: tuple[int, ...], geometry: Geometry | None) -> dict[str, np.ndarray]:

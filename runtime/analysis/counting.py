@@ -18,13 +18,14 @@ import functools
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import cv2
 import numpy as np
 
-from runtime.analysis.cells import CellTable, cells_from_labels, pixel_coordinates
-from runtime.contracts.classes import CELL_CLASSES, PLATELET, RBC, WBC
+from runtime.analysis.cells import Cell, CellTable, block_stats, class_cells, instance_stats, pixel_coordinates
+from runtime.contracts.classes import BACKGROUND, CELL_CLASSES, PLATELET, RBC, WBC
 from runtime.inference.cell_size import on_border, rbc_diameter_from_mask
 from runtime.inference.preprocess import Geometry, mask_to_frame
 
@@ -79,14 +80,15 @@ class CountRules:
     over the 999 single-cell components of the 1008 TXL-PBC train images (version-3 model) the
     1st percentile of solidity was 0.979 and the 99th of the second notch 0.068 diameters."""
     rbc_grid_step: int = 2
-    """With a centre heat-map, red cells are found on a grid this many times coarser than the mask
-    (every step-th pixel each way: the lite network's own output resolution, before its final 2x
-    upsampling), then their labels are mapped back and grown over the mask's red pixels; 1 finds
-    them on the mask itself. Red cells are the bulk of a field's pixels, so this quarters the work
-    of their peaks and flood. Chosen on the 1008 TXL-PBC train images (stored final passes, every
-    other rule as shipped): int8 lite version 7, step 1 / 2: red-cell MAPE 4.66 / 4.76 %, object
-    F1 0.9475 / 0.9479, AP@0.5 0.947 / 0.946; int8 version 3: MAPE 7.53 / 7.45 %, F1 0.9334 /
-    0.9342, AP@0.5 0.941 / 0.939; white cells and platelets unchanged."""
+    """With a centre heat-map, red cells are found on blocks of this many mask pixels each way (a
+    block red where at least half of it is, its centre value the mean: the lite network's own
+    resolution before its final 2x upsampling) and their records taken there, mapped to the mask's
+    pixels; 1 finds them on the mask itself. Red cells are most of a field's pixels, so this
+    quarters the work of their peaks, flood and records; their labels at the mask's size are made
+    only for overlays (FoundCells.labels). Chosen on the 1008 TXL-PBC train images (stored final
+    passes, every other rule as shipped), step 1 / 2: int8 lite version 7 red-cell MAPE 4.66 / 4.75 %,
+    object F1 0.9475 / 0.9484, AP@0.5 0.947 / 0.947; int8 version 3 MAPE 7.53 / 7.40 %, F1 0.9334 /
+    0.9338, AP@0.5 0.941 / 0.939; white cells and platelets unchanged."""
     dt_peak_min: float = 0.22
     """Distance-transform peaks below this many diameters are not cell centres (no centre head)."""
     default_rbc_diameter_px: float = 40.0
@@ -94,6 +96,8 @@ class CountRules:
 
 
 DEFAULT_RULES = CountRules()
+
+T = TypeVar("T")
 
 
 _GATHER = 1 << 22
@@ -167,28 +171,90 @@ def _dilated(binary: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class CoarseRed:
+    """Red-cell instance labels found on a grid of step x step blocks of the mask
+    (CountRules.rbc_grid_step): the cells' records are taken there, and the labels are brought to
+    the mask's size only when something draws them (`on_mask`)."""
+
+    labels: np.ndarray
+    """int32 instance labels (1..N) per block; block (i, j) holds the mask's rows i*step.. and
+    columns j*step.. (the last ones past an odd edge of the mask)."""
+    mask_hw: tuple[int, int]
+    step: int
+
+    def on_mask(self, mask: np.ndarray) -> np.ndarray:
+        """The labels at the mask's size: each block's label on its pixels that are red in the mask,
+        and red pixels the blocks left out grown over from their neighbours; the ids stay the
+        records' numbers."""
+        h, w = self.mask_hw
+        blocks = _for_opencv(self.labels)
+        labels = cv2.resize(blocks, (blocks.shape[1] * self.step, blocks.shape[0] * self.step),
+                            interpolation=cv2.INTER_NEAREST)[:h, :w].astype(np.int32)
+        red = mask == RBC
+        labels[~red] = 0
+        _grow_labels(labels, red & (labels == 0))
+        return labels
+
+
+@dataclass(frozen=True)
+class _Labelled:
+    """label_cells' work: instance labels per class at the mask's size, but red cells' on their
+    coarse grid (`coarse_red`, then `labels` has no 'rbc') when they were found there."""
+
+    labels: dict[str, np.ndarray]
+    coarse_red: CoarseRed | None
+
+    @classmethod
+    def of(cls, found: dict[str, np.ndarray | CoarseRed]) -> _Labelled:
+        coarse = found.get("rbc")
+        if isinstance(coarse, CoarseRed):
+            return cls({name: lab for name, lab in found.items() if name != "rbc"}, coarse)  # type: ignore[misc]
+        return cls(found, None)  # type: ignore[arg-type]
+
+
 def label_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, rbc_diameter_px: float | None = None,
                 rules: CountRules = DEFAULT_RULES) -> dict[str, np.ndarray]:
-    """Instance labels per class (int32, 0 = none, 1..N cells) under the counting rules.
+    """Instance labels per class (int32, 0 = none, 1..N cells) under the counting rules, all at the
+    mask's size.
 
     `centres` is the red-cell centre heat-map in [0, 1] (sigmoid of the model's 'centres' output)
-    at the mask's size. White cells and platelets are worked on inside their class's bounding box.
+    at the mask's size. White cells and platelets are worked on inside their class's bounding box;
+    red cells with a centre map on a coarser grid (CountRules.rbc_grid_step), mapped back here.
     """
+    return _at_mask(_Labelled.of(_each_class(mask, centres, rbc_diameter_px, rules, lambda name, lab: lab)), mask)
+
+
+def _at_mask(found: _Labelled, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Every class's labels at the mask's size, in CELL_CLASSES order."""
+    labels = dict(found.labels)
+    if found.coarse_red is not None:
+        labels["rbc"] = found.coarse_red.on_mask(mask)
+    return {name: labels[name] for name in CELL_CLASSES}
+
+
+Found = np.ndarray | CoarseRed
+"""One class's instances: labels at the mask's size, or red cells' on their coarse grid."""
+
+
+def _each_class(mask: np.ndarray, centres: np.ndarray | None, rbc_diameter_px: float | None, rules: CountRules,
+                finish: Callable[[str, Found], T]) -> dict[str, T]:
+    """Every class's instances under the rules, each handed on to `finish` (e.g. its records) in
+    the thread that found it: white cells on a second thread, red cells then platelets on this one.
+    The classes are independent, and the work is mostly OpenCV and numpy calls that release the
+    GIL, so a second core shortens the frame's post-processing."""
     if centres is not None and centres.shape != mask.shape:
         raise ValueError(f"centres {centres.shape} and mask {mask.shape} differ in size")
     d = rbc_diameter_px or rbc_diameter_from_mask(mask) or rules.default_rbc_diameter_px
     cell_area = math.pi * d * d / 4.0
 
-    def rare() -> tuple[np.ndarray, np.ndarray]:
-        return (_in_box(mask == WBC, lambda binary: _white_cells(binary, d, cell_area, rules)),
-                _in_box(mask == PLATELET, lambda binary: _platelets(binary, d, cell_area, rules)))
+    def white() -> T:
+        return finish("wbc", _in_box(mask == WBC, lambda binary: _white_cells(binary, d, cell_area, rules)))
 
-    # White cells and platelets beside the red cells: independent work, mostly in OpenCV and numpy
-    # calls that release the GIL, so a second core shortens the frame's post-processing.
-    beside = _side_worker().submit(rare)
-    rbc = _red_cells_coarse(mask, centres, d, rules)
-    wbc, platelet = beside.result()
-    out = {"rbc": rbc, "wbc": wbc, "platelet": platelet}
+    beside = _side_worker().submit(white)
+    out = {"rbc": finish("rbc", _red_cells_coarse(mask, centres, d, rules)),
+           "platelet": finish("platelet", _in_box(mask == PLATELET, lambda binary: _platelets(binary, d, cell_area, rules)))}
+    out["wbc"] = beside.result()
     return {name: out[name] for name in CELL_CLASSES}
 
 
@@ -367,26 +433,38 @@ def _two_deep_notches(region: np.ndarray, max_solidity: float, min_depth_px: flo
     return (int(ax), int(ay)), (int(bx), int(by))
 
 
-def _red_cells_coarse(mask: np.ndarray, centres: np.ndarray | None, d: float, rules: CountRules) -> np.ndarray:
-    """`_red_cells` on a grid `rules.rbc_grid_step` times coarser (the class mask sampled, the
-    centre heat-map averaged), its labels mapped back to the mask's size (nearest) and kept on the
-    mask's red pixels; red pixels the coarse grid left unlabelled take their neighbours' labels.
-    Only with a centre heat-map (the path the step was chosen on): the distance-transform path
-    (no centre head) splits touching cells a coarse pixel off centre, so it stays on the mask."""
+def _red_cells_coarse(mask: np.ndarray, centres: np.ndarray | None, d: float,
+                      rules: CountRules) -> np.ndarray | CoarseRed:
+    """`_red_cells` on step x step blocks of the mask (`rules.rbc_grid_step`; a block is red when
+    at least half its pixels are, its centre value their mean), or on the mask itself (labels at
+    its size) when the step is 1. Only with a centre heat-map (the path the step was chosen on):
+    the distance-transform path (no centre head) splits touching cells a block off centre, so it
+    stays on the mask. The mask is padded to whole blocks first, so every reduction is exact."""
     step = rules.rbc_grid_step
     h, w = mask.shape
     if step <= 1 or centres is None or min(h, w) < 2 * step:
         return _red_cells(mask, centres, d, math.pi * d * d / 4.0, rules)
-    size = (-(-w // step), -(-h // step))  # (width, height), as OpenCV takes sizes
-    coarse_d = d * size[0] / w
-    coarse = _red_cells(cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST),
-                        None if centres is None else cv2.resize(centres, size, interpolation=cv2.INTER_AREA),
-                        coarse_d, math.pi * coarse_d * coarse_d / 4.0, rules)
-    labels = cv2.resize(_for_opencv(coarse), (w, h), interpolation=cv2.INTER_NEAREST).astype(np.int32)
-    red = mask == RBC
-    labels[~red] = 0
-    _grow_labels(labels, red & (labels == 0))
-    return _compact(labels)
+    coarse = np.ascontiguousarray(_whole_blocks(mask, step)[::step, ::step])  # each block's first pixel's class ...
+    red = block_mean(cv2.compare(mask, RBC, cv2.CMP_EQ), step) >= 128
+    coarse[(coarse == RBC) & ~red] = BACKGROUND  # ... but red by the majority
+    coarse[red] = RBC
+    coarse_d = d / step
+    labels = _red_cells(coarse, block_mean(centres, step), coarse_d, math.pi * coarse_d * coarse_d / 4.0, rules)
+    return CoarseRed(labels, (h, w), step)
+
+
+def _whole_blocks(image: np.ndarray, step: int) -> np.ndarray:
+    """`image` padded (its last row and column repeated) to whole step x step blocks."""
+    h, w = image.shape[:2]
+    return cv2.copyMakeBorder(image, 0, (-h) % step, 0, (-w) % step, cv2.BORDER_REPLICATE)
+
+
+def block_mean(image: np.ndarray, step: int) -> np.ndarray:
+    """The mean of every step x step block of `image` (uint8 or float32; see `_whole_blocks` for
+    the edge): one OpenCV area reduction by a whole factor, exact and many times faster than one
+    to an arbitrary size."""
+    padded = _whole_blocks(image, step)
+    return cv2.resize(padded, (padded.shape[1] // step, padded.shape[0] // step), interpolation=cv2.INTER_AREA)
 
 
 def _red_cells(mask: np.ndarray, centres: np.ndarray | None, d: float, cell_area: float,
@@ -541,14 +619,22 @@ def _compact(labels: np.ndarray, markers: np.ndarray | None = None) -> np.ndarra
 
 @dataclass(frozen=True)
 class FoundCells:
-    """label_cells' instance labels and the cell records made from them."""
+    """The cell records of a frame and the instance labels they were taken from."""
 
-    labels: dict[str, np.ndarray]
-    """Per class, int32 instance labels at the mask's size (the network grid for a segmentation)."""
     cells: CellTable
     """The records, in frame pixels."""
-    geometry: Geometry | None = None
+    geometry: Geometry | None
     """The grid the labels lie on (None: they are at the frame's size)."""
+    labelled: _Labelled = field(repr=False)
+    mask: np.ndarray = field(repr=False)
+    """The class mask the cells were found on (red cells' labels are brought to it on first use)."""
+
+    @functools.cached_property
+    def labels(self) -> dict[str, np.ndarray]:
+        """Per class, int32 instance labels at the mask's size (the network grid for a segmentation),
+        the ids the records' numbers. Red cells found on the coarse grid are brought to the mask's
+        size here, when first asked for (overlays, crops): counting and records do not need it."""
+        return _at_mask(self.labelled, self.mask)
 
     def frame_labels(self) -> dict[str, np.ndarray]:
         """The labels at the frame's size, for overlays and crops (see `labels_at_frame`)."""
@@ -573,8 +659,16 @@ def find_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, class_pro
     (the resized frame; `rbc_diameter_px` and `rules` in grid pixels), the records are mapped to
     its frame.
     """
-    labels = label_cells(mask, centres, rbc_diameter_px=rbc_diameter_px, rules=rules)
-    return FoundCells(labels, cells_from_labels(labels, class_prob, um_per_px, geometry), geometry)
+    def records(name: str, found: Found) -> tuple[Found, list[Cell]]:
+        if isinstance(found, CoarseRed):
+            prob = None if class_prob is None else block_mean(class_prob, found.step)
+            return found, class_cells(name, block_stats(found.labels, prob, found.step, mask.shape), mask.shape,
+                                      um_per_px, geometry)
+        return found, class_cells(name, instance_stats(found, class_prob), found.shape, um_per_px, geometry)
+
+    done = _each_class(mask, centres, rbc_diameter_px, rules, records)
+    return FoundCells(CellTable({name: cells for name, (_, cells) in done.items()}), geometry,
+                      _Labelled.of({name: found for name, (found, _) in done.items()}), mask)
 
 
 def count_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, rbc_diameter_px: float | None = None,
