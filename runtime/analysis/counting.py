@@ -138,10 +138,21 @@ def _disc_maxima(surface: np.ndarray, where: np.ndarray, k: int) -> np.ndarray:
     return peaks
 
 
+def _window_reach(spacing_px: float) -> int:
+    """How far (px) `_peak_markers` reads across the background for peaks `spacing_px` apart: its
+    window's radius, and one pixel more."""
+    return _window_size(spacing_px) // 2 + 1
+
+
+def _window_size(spacing_px: float) -> int:
+    """Side of `_peak_markers`' window (odd, at least 3)."""
+    return max(3, int(round(spacing_px)) | 1)
+
+
 def _peak_markers(surface: np.ndarray, allowed: np.ndarray, min_value: float, spacing_px: float) -> tuple[int, np.ndarray]:
     """Local maxima of `surface` >= min_value inside `allowed`, merged within `spacing_px`:
     (count, int32 marker image with ids 1..count)."""
-    k = max(3, int(round(spacing_px)) | 1)
+    k = _window_size(spacing_px)
     peaks = _disc_maxima(surface, (surface >= min_value) & allowed, k)
     # Plateaus and near-duplicates: grow each peak pixel by half the spacing and merge what touches.
     grown = _dilated(peaks, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(1, k // 2) | 1,) * 2))
@@ -249,11 +260,13 @@ def _each_class(mask: np.ndarray, centres: np.ndarray | None, rbc_diameter_px: f
     cell_area = math.pi * d * d / 4.0
 
     def white() -> T:
-        return finish("wbc", _in_box(mask == WBC, lambda binary: _white_cells(binary, d, cell_area, rules)))
+        return finish("wbc", _in_box(mask == WBC, lambda binary: _white_cells(binary, d, cell_area, rules),
+                                     _window_reach(rules.wbc_peak_spacing * d)))
 
     beside = _side_worker().submit(white)
     out = {"rbc": finish("rbc", _red_cells_coarse(mask, centres, d, rules)),
-           "platelet": finish("platelet", _in_box(mask == PLATELET, lambda binary: _platelets(binary, d, cell_area, rules)))}
+           "platelet": finish("platelet", _in_box(mask == PLATELET, lambda binary: _platelets(binary, d, cell_area, rules),
+                                                  _window_reach(rules.platelet_peak_spacing * d)))}
     out["wbc"] = beside.result()
     return {name: out[name] for name in CELL_CLASSES}
 
@@ -264,17 +277,26 @@ def _side_worker() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="smearscope-cells")
 
 
-def _in_box(binary: np.ndarray, make: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """`make`'s labels of `binary` cropped to its bounding box and 1 px more, placed in a full-size
-    image. The margin keeps the crop's edges empty unless they are the frame's own, so border
-    contact, distances and peak windows read the same as on the whole frame."""
+def _in_box(binary: np.ndarray, make: Callable[[np.ndarray], np.ndarray], reach: int) -> np.ndarray:
+    """`make`'s labels of `binary`, worked out on the rows and columns within `reach` px of its
+    pixels and placed back in a full-size image. A few cells far apart (white cells, platelets)
+    then cost their own neighbourhoods, not the box spanning them (most of a field): an empty
+    stretch longer than 2 * reach between them shrinks to that, so with `reach` beyond anything
+    `make` reads across the background (its peak windows), every cell's labels are those of the
+    whole frame; a cell touches the crop's edge only where it touches the frame's."""
     out = np.zeros(binary.shape, np.int32)
-    x, y, w, h = cv2.boundingRect(binary.view(np.uint8))
-    if w == 0 or h == 0:
+    rows, cols = _near(binary.any(axis=1), reach), _near(binary.any(axis=0), reach)
+    if rows.size == 0:
         return out
-    box = (slice(max(0, y - 1), y + h + 1), slice(max(0, x - 1), x + w + 1))
-    out[box] = make(np.ascontiguousarray(binary[box]))
+    window = np.ix_(rows, cols)
+    out[window] = make(binary[window])
     return out
+
+
+def _near(occupied: np.ndarray, reach: int) -> np.ndarray:
+    """Indices of a 1-D bool array within `reach` of a true one."""
+    ones = np.ones(2 * reach + 1, np.int32)
+    return np.flatnonzero(np.convolve(occupied.astype(np.int32), ones, mode="same"))
 
 
 def _white_cells(binary: np.ndarray, d: float, cell_area: float, rules: CountRules) -> np.ndarray:
