@@ -370,10 +370,23 @@ def _split_touching(binary: np.ndarray, min_peak: float, spacing: float, min_are
         return comps.labels, comps
     keep = comps.labels > 0
     dist = cv2.distanceTransform(keep.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    _, markers = _peak_markers(dist, keep, min_peak, spacing)
+    count, markers = _peak_markers(dist, keep, min_peak, spacing)
+    if _one_peak_each(markers, count, comps.labels):
+        return comps.labels, comps
     # Every peak lies inside `keep`, so the watershed leaves no gap in the ids.
     labels, _ = _watershed(keep, markers, dist / max(float(dist.max()), 1e-6), comps.labels, np.ones(n + 1, bool))
     return labels, comps
+
+
+def _one_peak_each(markers: np.ndarray, count: int, components: np.ndarray) -> bool:
+    """Whether no component holds two of the `count` peaks: then the watershed would give each
+    component whole to its peak (a pixel's 8 neighbours lie in its own component), and the
+    components are the cells as they are (the usual case for white cells and platelets)."""
+    if count <= 1:
+        return True
+    ys, xs, _ = pixel_coordinates(markers != 0)
+    pairs = np.unique(components[ys, xs].astype(np.int64) * (count + 1) + markers[ys, xs])
+    return np.unique(pairs // (count + 1)).size == pairs.size
 
 
 NOTCH_CUT = 0.03
