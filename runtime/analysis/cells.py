@@ -103,9 +103,12 @@ def pixel_coordinates(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     return ys, flat - ys * mask.shape[1], flat
 
 
-def instance_stats(labels: np.ndarray, confidence: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def instance_stats(labels: np.ndarray, confidence: np.ndarray | None = None, rows: np.ndarray | None = None,
+                   cols: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-instance arrays (index i is label i + 1) of an int label image with ids 1..N:
     area, centroid x/y, box x0/y0/x1/y1 (inclusive), mean of `confidence` (HxW) over each.
+    With `rows` / `cols`, the labels lie on those rows and columns of a larger image (each
+    instance on consecutive ones) and the coordinates are that image's.
 
     The labelled pixels are read once in raster order and cut into runs (one id along one row);
     areas, coordinate sums and boxes come from the runs, which are far fewer than the pixels (the
@@ -126,6 +129,12 @@ def instance_stats(labels: np.ndarray, confidence: np.ndarray | None = None) -> 
     ry = flat[first] // w
     rx0 = flat[first] - ry * w
     rx1 = rx0 + length - 1
+    if rows is not None:
+        ry = rows[ry]
+        h = int(rows[-1]) + 1
+    if cols is not None:  # a run's columns are consecutive there too
+        rx0, rx1 = cols[rx0], cols[rx1]
+        w = int(cols[-1]) + 1
     area = np.bincount(run_ids, weights=length, minlength=n + 1)[1:].astype(np.int64)
     safe = np.maximum(area, 1)
     cx = np.bincount(run_ids, weights=(rx0 + rx1) * length // 2, minlength=n + 1)[1:] / safe

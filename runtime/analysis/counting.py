@@ -207,21 +207,40 @@ class CoarseRed:
         _grow_labels(labels, red & (labels == 0))
         return labels
 
+    def stats(self, class_prob: np.ndarray | None) -> dict[str, np.ndarray]:
+        """The cells' `instance_stats` in the mask's pixels (`class_prob` at the mask's size)."""
+        prob = None if class_prob is None else block_mean(class_prob, self.step)
+        return block_stats(self.labels, prob, self.step, self.mask_hw)
+
 
 @dataclass(frozen=True)
-class _Labelled:
-    """label_cells' work: instance labels per class at the mask's size, but red cells' on their
-    coarse grid (`coarse_red`, then `labels` has no 'rbc') when they were found there."""
+class Window:
+    """A class's instance labels worked out on some rows and columns of the mask (`_in_box`)."""
 
-    labels: dict[str, np.ndarray]
-    coarse_red: CoarseRed | None
+    labels: np.ndarray
+    """int32 instance labels (1..N) on the window."""
+    rows: np.ndarray
+    cols: np.ndarray
+    """The mask's rows and columns the window's rows and columns are."""
+    mask_hw: tuple[int, int]
 
-    @classmethod
-    def of(cls, found: dict[str, np.ndarray | CoarseRed]) -> _Labelled:
-        coarse = found.get("rbc")
-        if isinstance(coarse, CoarseRed):
-            return cls({name: lab for name, lab in found.items() if name != "rbc"}, coarse)  # type: ignore[misc]
-        return cls(found, None)  # type: ignore[arg-type]
+    def on_mask(self, mask: np.ndarray) -> np.ndarray:
+        """The labels at the mask's size (0 outside the window)."""
+        out = np.zeros(self.mask_hw, np.int32)
+        if self.rows.size:
+            out[np.ix_(self.rows, self.cols)] = self.labels
+        return out
+
+    def stats(self, class_prob: np.ndarray | None) -> dict[str, np.ndarray]:
+        """The cells' `instance_stats` in the mask's pixels (`class_prob` at the mask's size)."""
+        if self.rows.size == 0:
+            return instance_stats(self.labels)
+        prob = None if class_prob is None else class_prob[np.ix_(self.rows, self.cols)]
+        return instance_stats(self.labels, prob, self.rows, self.cols)
+
+
+Found = np.ndarray | CoarseRed | Window
+"""One class's instances: labels at the mask's size, or on part of it (`on_mask` brings them there)."""
 
 
 def label_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, rbc_diameter_px: float | None = None,
@@ -233,19 +252,12 @@ def label_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, rbc_diam
     at the mask's size. White cells and platelets are worked on inside their class's bounding box;
     red cells with a centre map on a coarser grid (CountRules.rbc_grid_step), mapped back here.
     """
-    return _at_mask(_Labelled.of(_each_class(mask, centres, rbc_diameter_px, rules, lambda name, lab: lab)), mask)
+    return _at_mask(_each_class(mask, centres, rbc_diameter_px, rules, lambda name, found: found), mask)
 
 
-def _at_mask(found: _Labelled, mask: np.ndarray) -> dict[str, np.ndarray]:
+def _at_mask(found: dict[str, Found], mask: np.ndarray) -> dict[str, np.ndarray]:
     """Every class's labels at the mask's size, in CELL_CLASSES order."""
-    labels = dict(found.labels)
-    if found.coarse_red is not None:
-        labels["rbc"] = found.coarse_red.on_mask(mask)
-    return {name: labels[name] for name in CELL_CLASSES}
-
-
-Found = np.ndarray | CoarseRed
-"""One class's instances: labels at the mask's size, or red cells' on their coarse grid."""
+    return {name: lab if isinstance(lab, np.ndarray) else lab.on_mask(mask) for name, lab in found.items()}
 
 
 def _each_class(mask: np.ndarray, centres: np.ndarray | None, rbc_diameter_px: float | None, rules: CountRules,
@@ -277,20 +289,18 @@ def _side_worker() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="smearscope-cells")
 
 
-def _in_box(binary: np.ndarray, make: Callable[[np.ndarray], np.ndarray], reach: int) -> np.ndarray:
+def _in_box(binary: np.ndarray, make: Callable[[np.ndarray], np.ndarray], reach: int) -> Window:
     """`make`'s labels of `binary`, worked out on the rows and columns within `reach` px of its
-    pixels and placed back in a full-size image. A few cells far apart (white cells, platelets)
+    pixels. A few cells far apart (white cells, platelets)
     then cost their own neighbourhoods, not the box spanning them (most of a field): an empty
     stretch longer than 2 * reach between them shrinks to that, so with `reach` beyond anything
     `make` reads across the background (its peak windows), every cell's labels are those of the
     whole frame; a cell touches the crop's edge only where it touches the frame's."""
-    out = np.zeros(binary.shape, np.int32)
     rows, cols = _near(binary.any(axis=1), reach), _near(binary.any(axis=0), reach)
+    hw = (binary.shape[0], binary.shape[1])
     if rows.size == 0:
-        return out
-    window = np.ix_(rows, cols)
-    out[window] = make(binary[window])
-    return out
+        return Window(np.zeros((0, 0), np.int32), rows, cols, hw)
+    return Window(make(binary[np.ix_(rows, cols)]), rows, cols, hw)
 
 
 def _near(occupied: np.ndarray, reach: int) -> np.ndarray:
@@ -660,7 +670,8 @@ class FoundCells:
     """The records, in frame pixels."""
     geometry: Geometry | None
     """The grid the labels lie on (None: they are at the frame's size)."""
-    labelled: _Labelled = field(repr=False)
+    found: dict[str, Found] = field(repr=False)
+    """Each class's instances as found (the records' ids)."""
     mask: np.ndarray = field(repr=False)
     """The class mask the cells were found on (red cells' labels are brought to it on first use)."""
 
@@ -669,7 +680,7 @@ class FoundCells:
         """Per class, int32 instance labels at the mask's size (the network grid for a segmentation),
         the ids the records' numbers. Red cells found on the coarse grid are brought to the mask's
         size here, when first asked for (overlays, crops): counting and records do not need it."""
-        return _at_mask(self.labelled, self.mask)
+        return _at_mask(self.found, self.mask)
 
     def frame_labels(self) -> dict[str, np.ndarray]:
         """The labels at the frame's size, for overlays and crops (see `labels_at_frame`)."""
@@ -695,15 +706,12 @@ def find_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, class_pro
     its frame.
     """
     def records(name: str, found: Found) -> tuple[Found, list[Cell]]:
-        if isinstance(found, CoarseRed):
-            prob = None if class_prob is None else block_mean(class_prob, found.step)
-            return found, class_cells(name, block_stats(found.labels, prob, found.step, mask.shape), mask.shape,
-                                      um_per_px, geometry)
-        return found, class_cells(name, instance_stats(found, class_prob), found.shape, um_per_px, geometry)
+        stats = instance_stats(found, class_prob) if isinstance(found, np.ndarray) else found.stats(class_prob)
+        return found, class_cells(name, stats, mask.shape, um_per_px, geometry)
 
     done = _each_class(mask, centres, rbc_diameter_px, rules, records)
     return FoundCells(CellTable({name: cells for name, (_, cells) in done.items()}), geometry,
-                      _Labelled.of({name: found for name, (found, _) in done.items()}), mask)
+                      {name: found for name, (found, _) in done.items()}, mask)
 
 
 def count_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, rbc_diameter_px: float | None = None,
