@@ -169,10 +169,12 @@ def cells_from_labels(labels: dict[str, np.ndarray], confidence: np.ndarray | No
 def class_cells(name: str, stats: dict[str, np.ndarray], shape: tuple[int, ...], um_per_px: float | None = None,
                 geometry: Geometry | None = None) -> list[Cell]:
     """The records of one class from its `instance_stats` on labels of `shape` (as `cells_from_labels`)."""
-    keep = stats["area"] > 0  # label_cells numbers 1..N without gaps; guard anyway
     h, w = shape[0], shape[1]
     on_border = (stats["x0"] == 0) | (stats["y0"] == 0) | (stats["x1"] == w - 1) | (stats["y1"] == h - 1)
-    s = {key: column[keep] for key, column in (*_to_frame(stats, shape, geometry).items(), ("on_border", on_border))}
+    s = {**_to_frame(stats, shape, geometry), "on_border": on_border}
+    keep = stats["area"] > 0  # label_cells numbers 1..N without gaps; guard anyway
+    if not keep.all():
+        s = {key: column[keep] for key, column in s.items()}
     rows = zip(*(s[k].tolist() for k in ("area", "cx", "cy", "x0", "y0", "x1", "y1", "confidence", "on_border")))
     return [Cell(cls=name, number=i + 1, centre_px=(cx, cy), bbox_px=(x0, y0, x1 - x0 + 1, y1 - y0 + 1),
                  area_px=area, confidence=min(1.0, max(0.0, conf)), on_border=border, um_per_px=um_per_px)

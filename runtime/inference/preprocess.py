@@ -15,6 +15,8 @@ Steps, in order:
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -238,13 +240,17 @@ def scores_to_frame(scores: np.ndarray, geometry: Geometry) -> np.ndarray:
     return np.ascontiguousarray(resized.transpose(2, 0, 1))
 
 
+@functools.lru_cache(maxsize=64)
 def frame_index(n_frame: int, n_grid: int) -> np.ndarray:
     """For each frame row (or column), the grid row (column) whose pixel holds its centre: frame
     pixel X sits at grid position (X + 0.5) * n_grid / n_frame, as the resampling placed it.
 
     The one map between the two grids: mask_to_frame upsamples with it, and a cell's frame box
-    (`frame_extent`) is the span it gives, so a cell's box always bounds its upsampled pixels."""
-    return np.minimum((2 * np.arange(n_frame, dtype=np.int64) + 1) * n_grid // (2 * n_frame), n_grid - 1)
+    (`frame_extent`) is the span it gives, so a cell's box always bounds its upsampled pixels.
+    Kept per size pair (a device sees a few), read-only."""
+    index = np.minimum((2 * np.arange(n_frame, dtype=np.int64) + 1) * n_grid // (2 * n_frame), n_grid - 1)
+    index.flags.writeable = False
+    return index
 
 
 def frame_extent(first: np.ndarray, last: np.ndarray, n_frame: int, n_grid: int) -> tuple[np.ndarray, np.ndarray]:
