@@ -185,7 +185,7 @@ def to_segmentation(passes: list[NetworkPass], plan: InferencePlan = DEFAULT_PLA
     diameter = None if final.measured is None else final.measured * geometry.scale
     mask = mask_rules(decided.mask, decided.scores, plan, diameter, 1.0)
     rh, rw = geometry.resized_hw
-    centres = np.ascontiguousarray(final.heat[0, :rh, :rw]) if final.heat is not None else None
+    centres = final.heat[0, :rh, :rw] if final.heat is not None else None  # a view: counting only reads it
     return Segmentation(mask=mask, centres=centres, scale=final.decision, rbc_diameter_px=final.measured,
                         passes=sum(p.runs for p in passes), geometry=geometry,
                         class_prob=class_probability(decided, mask), scores=decided.scores, plan=plan)
