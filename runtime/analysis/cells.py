@@ -108,7 +108,8 @@ def instance_stats(labels: np.ndarray, confidence: np.ndarray | None = None, row
     """Per-instance arrays (index i is label i + 1) of an int label image with ids 1..N:
     area, centroid x/y, box x0/y0/x1/y1 (inclusive), mean of `confidence` (HxW) over each.
     With `rows` / `cols`, the labels lie on those rows and columns of a larger image (each
-    instance on consecutive ones) and the coordinates are that image's.
+    instance on consecutive ones): the coordinates are that image's, and `confidence` is at its
+    size (only the labelled pixels' values are read).
 
     The labelled pixels are read once in raster order and cut into runs (one id along one row);
     areas, coordinate sums and boxes come from the runs, which are far fewer than the pixels (the
@@ -142,7 +143,13 @@ def instance_stats(labels: np.ndarray, confidence: np.ndarray | None = None, row
     if confidence is None:
         conf = np.ones(n)
     else:
-        conf = np.bincount(ids, weights=np.take(confidence.ravel(), flat), minlength=n + 1)[1:] / safe
+        if rows is None and cols is None:
+            values = np.take(confidence.ravel(), flat)
+        else:
+            py = flat // labels.shape[1]
+            px = flat - py * labels.shape[1]
+            values = confidence[py if rows is None else rows[py], px if cols is None else cols[px]]
+        conf = np.bincount(ids, weights=values, minlength=n + 1)[1:] / safe
     x0, x1 = _extent(run_ids, rx0, rx1, n, w)
     y0, y1 = _extent(run_ids, ry, ry, n, h)
     return {"area": area, "cx": cx, "cy": cy, "x0": x0, "y0": y0, "x1": x1, "y1": y1, "confidence": conf}

@@ -231,8 +231,7 @@ class Window:
         """The cells' `instance_stats` in the mask's pixels (`class_prob` at the mask's size)."""
         if self.rows.size == 0:
             return instance_stats(self.labels)
-        prob = None if class_prob is None else class_prob[np.ix_(self.rows, self.cols)]
-        return instance_stats(self.labels, prob, self.rows, self.cols)
+        return instance_stats(self.labels, class_prob, self.rows, self.cols)
 
 
 Found = np.ndarray | CoarseRed | Window
