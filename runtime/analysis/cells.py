@@ -123,7 +123,14 @@ def instance_stats(labels: np.ndarray, confidence: np.ndarray | None = None, row
     h, w = labels.shape
     flat = np.flatnonzero((labels != 0).ravel())
     ids = np.take(labels.ravel(), flat).astype(np.intp)
-    breaks = np.flatnonzero((ids[1:] != ids[:-1]) | (flat[1:] != flat[:-1] + 1) | (flat[1:] % w == 0)) + 1
+    step = (ids[1:] != ids[:-1]) | (flat[1:] != flat[:-1] + 1)
+    # A run also ends with its row: the pixels that start a row (found by bisection, a row each).
+    row_starts = np.arange(1, h, dtype=flat.dtype) * w
+    at = np.searchsorted(flat, row_starts)
+    inside = at < flat.size
+    at = at[inside][flat[at[inside]] == row_starts[inside]]
+    step[at[at > 0] - 1] = True
+    breaks = np.flatnonzero(step) + 1
     first = np.concatenate(([0], breaks))
     last = np.concatenate((breaks - 1, [flat.size - 1]))
     run_ids, length = ids[first], last - first + 1
