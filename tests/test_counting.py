@@ -217,3 +217,31 @@ def test_red_cells_on_the_coarse_grid_match_the_mask_grid():
         assert (a & b).sum() / (a | b).sum() >= 0.9
     no_centres = [label_cells(mask, None, rbc_diameter_px=D, rules=CountRules(rbc_grid_step=s))["rbc"] for s in (1, 2)]
     assert np.array_equal(*no_centres)
+
+
+def test_white_cells_on_their_window_are_those_of_the_whole_frame():
+    """White cells are worked on the rows and columns near them (far-apart cells brought closer),
+    yet each is labelled as on the whole frame: a touching pair split, a cell cut by the border
+    kept from a sliver, the lone ones whole; and their records, taken on the window, equal those
+    of the full-size labels."""
+    from runtime.analysis.cells import instance_stats
+    from runtime.analysis.counting import DEFAULT_RULES, _in_box, _white_cells, _window_reach
+
+    mask = np.zeros((300, 420), np.uint8)
+    for x, y in ((40, 40), (330, 60), (200, 250), (226, 250)):  # the last two touch
+        disc(mask, x, y, 20, WBC)
+    disc(mask, 419, 200, 6, WBC)  # a sliver on the right border
+    d = 30.0
+    area = np.pi * d * d / 4
+    whole = _white_cells(mask == WBC, d, area, DEFAULT_RULES)
+    window = _in_box(mask == WBC, lambda b: _white_cells(b, d, area, DEFAULT_RULES),
+                     _window_reach(DEFAULT_RULES.wbc_peak_spacing * d))
+    assert window.labels.size < mask.size / 2  # the empty stretches between cells were left out
+    labels = window.on_mask(mask)
+    assert labels.max() == whole.max() == 5
+    pairs = set(zip(labels[labels > 0].tolist(), whole[whole > 0].tolist()))
+    assert np.array_equal(labels > 0, whole > 0) and len(pairs) == 5  # the same cells, pixel for pixel
+    prob = np.random.default_rng(3).random(mask.shape)
+    on_window, full = window.stats(prob), instance_stats(labels, prob)
+    for key in full:
+        assert np.allclose(on_window[key], full[key]), key

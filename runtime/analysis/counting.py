@@ -244,8 +244,9 @@ def label_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, rbc_diam
     mask's size.
 
     `centres` is the red-cell centre heat-map in [0, 1] (sigmoid of the model's 'centres' output)
-    at the mask's size. White cells and platelets are worked on inside their class's bounding box;
-    red cells with a centre map on a coarser grid (CountRules.rbc_grid_step), mapped back here.
+    at the mask's size. White cells and platelets are worked on the rows and columns near them,
+    red cells with a centre map on blocks of the mask (CountRules.rbc_grid_step); all are brought
+    to the mask's size here.
     """
     return _at_mask(_each_class(mask, centres, rbc_diameter_px, rules), mask)
 
