@@ -189,18 +189,32 @@ class CoarseRed:
     columns j*step.. (the last ones past an odd edge of the mask)."""
     mask_hw: tuple[int, int]
     step: int
+    centres: np.ndarray = field(repr=False)
+    """The centre heat-map at the mask's size."""
+    diameter_px: float
+    core_level: float
+    """Heat-map value above which a cell's pixels keep their block's label (CountRules.centre_threshold)."""
 
     def on_mask(self, mask: np.ndarray) -> np.ndarray:
-        """The labels at the mask's size: each block's label on its pixels that are red in the mask,
-        and red pixels the blocks left out grown over from their neighbours; the ids stay the
-        records' numbers."""
+        """The labels at the mask's size, for drawing: each cell keeps its blocks' pixels where the
+        (smoothed) centre heat-map is at least `core_level` (round its centre), and the rest of the
+        mask's red pixels are flooded from there by the heat-map's altitude at the mask's own
+        resolution, as `_red_cells` floods: touching cells part along the valley, not in block
+        steps. A cell with no such core keeps all its blocks' red pixels. The ids stay the records'
+        numbers."""
         h, w = self.mask_hw
         blocks = _for_opencv(self.labels)
-        labels = cv2.resize(blocks, (blocks.shape[1] * self.step, blocks.shape[0] * self.step),
-                            interpolation=cv2.INTER_NEAREST)[:h, :w].astype(np.int32)
+        up = cv2.resize(blocks, (blocks.shape[1] * self.step, blocks.shape[0] * self.step),
+                        interpolation=cv2.INTER_NEAREST)[:h, :w].astype(np.int32)
+        surface = _smoothed_centres(self.centres, self.diameter_px)
+        labels = np.where(surface >= self.core_level, up, 0)
+        cored = np.zeros(int(self.labels.max()) + 1, bool)
+        cored[labels] = True
+        cored[0] = True
+        labels = np.where(np.take(cored, up), labels, up)
         red = mask == RBC
         labels[~red] = 0
-        _grow_labels(labels, red & (labels == 0))
+        _grow_labels(labels, red & (labels == 0), surface)
         return labels
 
     def stats(self, class_prob: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -478,7 +492,12 @@ def _red_cells_coarse(mask: np.ndarray, centres: np.ndarray | None, d: float,
     coarse[red] = RBC
     coarse_d = d / step
     labels = _red_cells(coarse, block_mean(centres, step), coarse_d, math.pi * coarse_d * coarse_d / 4.0, rules)
-    return CoarseRed(labels, (h, w), step)
+    return CoarseRed(labels, (h, w), step, centres, d, rules.centre_threshold)
+
+
+def _smoothed_centres(centres: np.ndarray, d: float) -> np.ndarray:
+    """The centre heat-map smoothed over a twentieth of a cell (the surface peaks and floods read)."""
+    return cv2.GaussianBlur(centres.astype(np.float32), (0, 0), max(0.5, 0.05 * d))
 
 
 def _whole_blocks(image: np.ndarray, step: int) -> np.ndarray:
@@ -504,7 +523,7 @@ def _red_cells(mask: np.ndarray, centres: np.ndarray | None, d: float, cell_area
     if centres is not None:
         # A centre may sit under a white cell that overlaps the red one: allow any cell pixel near red.
         near_red = cv2.dilate(red.view(np.uint8), _K3).view(bool) | (mask == WBC)
-        surface = cv2.GaussianBlur(centres.astype(np.float32), (0, 0), max(0.5, 0.05 * d))
+        surface = _smoothed_centres(centres, d)
         _, markers = _peak_markers(surface, near_red, rules.centre_threshold, rules.peak_spacing * d)
         landscape = surface
     else:
