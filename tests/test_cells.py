@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from runtime.analysis.analyzer import FrameAnalysis
-from runtime.analysis.cells import DEFAULT_CELL_LIMIT, cells_from_labels, instance_stats
+from runtime.analysis.cells import DEFAULT_CELL_LIMIT, instance_stats
 from runtime.analysis.counting import count_cells, find_cells, label_cells
 from runtime.analysis.quality import QualityReport
 from runtime.analysis.result import build_result
@@ -203,7 +203,7 @@ def test_a_nan_never_leaves_the_device() -> None:
 
 def test_label_cells_and_records_agree_on_real_shapes() -> None:
     labels = label_cells(_smear(), rbc_diameter_px=D)
-    cells = cells_from_labels(labels)
+    cells = find_cells(_smear(), rbc_diameter_px=D).cells
     assert {k: int(v.max()) for k, v in labels.items()} == cells.counts
 
 

@@ -225,7 +225,7 @@ def test_white_cells_on_their_window_are_those_of_the_whole_frame():
     kept from a sliver, the lone ones whole; and their records, taken on the window, equal those
     of the full-size labels."""
     from runtime.analysis.cells import instance_stats
-    from runtime.analysis.counting import DEFAULT_RULES, _in_box, _white_cells, _window_reach
+    from runtime.analysis.counting import _in_box, _white_cells, _window_reach
 
     mask = np.zeros((300, 420), np.uint8)
     for x, y in ((40, 40), (330, 60), (200, 250), (226, 250)):  # the last two touch

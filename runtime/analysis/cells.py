@@ -103,13 +103,13 @@ def pixel_coordinates(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     return ys, flat - ys * mask.shape[1], flat
 
 
-def instance_stats(labels: np.ndarray, confidence: np.ndarray | None = None, rows: np.ndarray | None = None,
-                   cols: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def instance_stats(labels: np.ndarray, confidence: np.ndarray | None = None,
+                   window: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Per-instance arrays (index i is label i + 1) of an int label image with ids 1..N:
     area, centroid x/y, box x0/y0/x1/y1 (inclusive), mean of `confidence` (HxW) over each.
-    With `rows` / `cols`, the labels lie on those rows and columns of a larger image (each
-    instance on consecutive ones): the coordinates are that image's, and `confidence` is at its
-    size (only the labelled pixels' values are read).
+    With a `window` (rows, columns), the labels lie on those rows and columns of a larger image
+    (each instance on consecutive ones): the coordinates are that image's, and `confidence` is at
+    its size (only the labelled pixels' values are read).
 
     The labelled pixels are read once in raster order and cut into runs (one id along one row);
     areas, coordinate sums and boxes come from the runs, which are far fewer than the pixels (the
@@ -137,12 +137,10 @@ def instance_stats(labels: np.ndarray, confidence: np.ndarray | None = None, row
     ry = flat[first] // w
     rx0 = flat[first] - ry * w
     rx1 = rx0 + length - 1
-    if rows is not None:
-        ry = rows[ry]
-        h = int(rows[-1]) + 1
-    if cols is not None:  # a run's columns are consecutive there too
-        rx0, rx1 = cols[rx0], cols[rx1]
-        w = int(cols[-1]) + 1
+    if window is not None:  # a run's columns are consecutive there too
+        rows, cols = window
+        ry, rx0, rx1 = rows[ry], cols[rx0], cols[rx1]
+        h, w = int(rows[-1]) + 1, int(cols[-1]) + 1
     area = np.bincount(run_ids, weights=length, minlength=n + 1)[1:].astype(np.int64)
     safe = np.maximum(area, 1)
     cx = np.bincount(run_ids, weights=(rx0 + rx1) * length // 2, minlength=n + 1)[1:] / safe
@@ -150,12 +148,11 @@ def instance_stats(labels: np.ndarray, confidence: np.ndarray | None = None, row
     if confidence is None:
         conf = np.ones(n)
     else:
-        if rows is None and cols is None:
+        if window is None:
             values = np.take(confidence.ravel(), flat)
         else:
             py = flat // labels.shape[1]
-            px = flat - py * labels.shape[1]
-            values = confidence[py if rows is None else rows[py], px if cols is None else cols[px]]
+            values = confidence[window[0][py], window[1][flat - py * labels.shape[1]]]
         conf = np.bincount(ids, weights=values, minlength=n + 1)[1:] / safe
     x0, x1 = _extent(run_ids, rx0, rx1, n, w)
     y0, y1 = _extent(run_ids, ry, ry, n, h)
@@ -171,18 +168,11 @@ def _extent(ids: np.ndarray, low: np.ndarray, high: np.ndarray, n: int, size: in
     return np.where(absent, 0, first[1:]), np.where(absent, 0, last[1:])
 
 
-def cells_from_labels(labels: dict[str, np.ndarray], confidence: np.ndarray | None = None,
-                      um_per_px: float | None = None, geometry: Geometry | None = None) -> CellTable:
-    """The instance records of label_cells' output; `confidence` is the probability of each
-    pixel's own class at the labels' size (Segmentation.class_prob). With `geometry`, the labels
-    are on its grid (the resized region) and the records are mapped to its frame."""
-    return CellTable({name: class_cells(name, instance_stats(labels[name], confidence), labels[name].shape,
-                                        um_per_px, geometry) for name in CELL_CLASSES})
-
-
 def class_cells(name: str, stats: dict[str, np.ndarray], shape: tuple[int, ...], um_per_px: float | None = None,
                 geometry: Geometry | None = None) -> list[Cell]:
-    """The records of one class from its `instance_stats` on labels of `shape` (as `cells_from_labels`)."""
+    """The records of one class from its `instance_stats` on labels of `shape` (the mask's): with
+    `geometry`, the labels are on its grid (the resized region) and the records are mapped to its
+    frame."""
     h, w = shape[0], shape[1]
     on_border = (stats["x0"] == 0) | (stats["y0"] == 0) | (stats["x1"] == w - 1) | (stats["y1"] == h - 1)
     s = {**_to_frame(stats, shape, geometry), "on_border": on_border}

@@ -245,7 +245,7 @@ class Window:
         """The cells' `instance_stats` in the mask's pixels (`class_prob` at the mask's size)."""
         if self.rows.size == 0:
             return instance_stats(self.labels)
-        return instance_stats(self.labels, class_prob, self.rows, self.cols)
+        return instance_stats(self.labels, class_prob, (self.rows, self.cols))
 
 
 Found = np.ndarray | CoarseRed | Window
@@ -288,11 +288,11 @@ def _each_class(mask: np.ndarray, centres: np.ndarray | None, rbc_diameter_px: f
 
 def _in_box(binary: np.ndarray, make: Callable[[np.ndarray], np.ndarray], reach: int) -> Window:
     """`make`'s labels of `binary`, worked out on the rows and columns within `reach` px of its
-    pixels. A few cells far apart (white cells, platelets)
-    then cost their own neighbourhoods, not the box spanning them (most of a field): an empty
-    stretch longer than 2 * reach between them shrinks to that, so with `reach` beyond anything
-    `make` reads across the background (its peak windows), every cell's labels are those of the
-    whole frame; a cell touches the crop's edge only where it touches the frame's."""
+    pixels. A few cells far apart (white cells, platelets) then cost their own neighbourhoods, not
+    the box spanning them (most of a field): an empty stretch longer than 2 * reach between them
+    shrinks to that, so with `reach` beyond anything `make` reads across the background (its peak
+    windows), every cell's labels are those of the whole frame; a cell touches the crop's edge
+    only where it touches the frame's."""
     rows, cols = _near(binary.any(axis=1), reach), _near(binary.any(axis=0), reach)
     hw = (binary.shape[0], binary.shape[1])
     if rows.size == 0:

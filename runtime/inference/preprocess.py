@@ -16,7 +16,6 @@ Steps, in order:
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass, field
 from typing import Literal
 
