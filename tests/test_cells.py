@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -12,7 +13,7 @@ import pytest
 
 from runtime.analysis.analyzer import FrameAnalysis
 from runtime.analysis.cells import DEFAULT_CELL_LIMIT, instance_stats
-from runtime.analysis.counting import count_cells, find_cells, label_cells
+from runtime.analysis.counting import DEFAULT_RULES, count_cells, find_cells, label_cells
 from runtime.analysis.quality import QualityReport
 from runtime.analysis.result import build_result
 from runtime.contracts.classes import PLATELET, RBC, WBC, area_percentages
@@ -76,6 +77,34 @@ def test_records_are_the_counted_instances() -> None:
     pair = sorted((c for c in found.cells.by_class["rbc"] if not c.on_border), key=lambda c: c.centre_px[0])
     assert pair[0].bbox_px[0] + pair[0].bbox_px[2] == pytest.approx(53, abs=3)
     assert pair[1].area_px == pytest.approx(pair[0].area_px, rel=0.1)
+
+
+def test_a_red_cell_cut_by_one_edge_has_a_box_as_long_as_its_visible_chord() -> None:
+    """A red sliver whose thin ends were lost (a 10 px deep, 20 px long block at an edge) gets the
+    box a disc of the red-cell diameter shows at that depth: 2 sqrt(10 (32 - 10)) = 29.7 px long,
+    round the sliver's middle; its count, area and centre stay; corner and whole cells keep the
+    span of their pixels, and with the rule off every box is that span."""
+    d = 32.0
+    mask = np.zeros((120, 160), np.uint8)
+    mask[40:60, 0:10] = RBC  # cut by the left edge
+    mask[0:10, 70:90] = RBC  # cut by the top edge
+    mask[110:120, 150:160] = RBC  # a corner: cut by two edges
+    cv2.circle(mask, (100, 70), 16, RBC, -1)  # whole
+    widened = find_cells(mask, rbc_diameter_px=d).cells.by_class["rbc"]
+    plain = find_cells(mask, rbc_diameter_px=d, rules=replace(DEFAULT_RULES, rbc_cut_chord=0.0)).cells.by_class["rbc"]
+    assert len(widened) == len(plain) == 4
+    by_place = {(round(c.centre_px[0]), round(c.centre_px[1])): c for c in widened}
+    chord = 2 * np.sqrt(10 * (d - 10))
+    left, top = by_place[(4, 50)], by_place[(80, 4)]  # centroids (4.5, 49.5) and (79.5, 4.5)
+    assert left.bbox_px[0] == 0 and left.bbox_px[2] == 10 and left.bbox_px[3] == pytest.approx(chord, abs=1)
+    assert left.bbox_px[1] + left.bbox_px[3] / 2 == pytest.approx(50, abs=1)
+    assert top.bbox_px[1] == 0 and top.bbox_px[3] == 10 and top.bbox_px[2] == pytest.approx(chord, abs=1)
+    for a, b in zip(widened, plain):
+        assert (a.number, a.area_px, a.centre_px, a.on_border) == (b.number, b.area_px, b.centre_px, b.on_border)
+        ys, xs = np.nonzero(label_cells(mask, rbc_diameter_px=d)["rbc"] == b.number)
+        assert b.bbox_px == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+        if a is not left and a is not top:
+            assert a.bbox_px == b.bbox_px
 
 
 def test_confidence_is_the_mean_class_probability_inside_each_cell() -> None:

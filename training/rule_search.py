@@ -183,6 +183,12 @@ RULE_SELECTION: dict[str, str] = {
                               "v7 lite RBC MAPE 4.66 / 4.75 %, F1 0.9475 / 0.9484, AP 0.947 / 0.947, and int8 "
                               "v3 7.53 / 7.40 %, F1 0.9334 / 0.9338, AP 0.941 / 0.939; 2 taken for its speed "
                               "(red cells a quarter of the pixels to flood and describe)",
+    "counting.rbc_cut_chord": "train (1008, stored passes, every other rule as shipped): 0 / 0.8 / 0.9 / 1.0 / "
+                              "1.1 / 1.2 give int8 v7 lite red-cell object F1 0.9484 / 0.9507 / 0.9522 / 0.9525 "
+                              "/ 0.9522 / 0.9500 (AP@0.5 0.947 / 0.949 / 0.951 / 0.951 / 0.951 / 0.948) and int8 "
+                              "v3 0.9338 / 0.9361 / 0.9373 / 0.9384 / 0.9381 / 0.9365 (AP 0.939 / 0.942 / 0.943 "
+                              "/ 0.944 / 0.944 / 0.942); counts unchanged; 1.0 (the disc of the measured "
+                              "diameter) taken",
     "counting.platelet_min_area": "train (1008, int8 v3): 0.015-0.08 tried; rechecked on int8 v4: platelet MAE "
                                   "0.081 / 0.078 / 0.102 at 0.03 / 0.05 / 0.08, kept; on int8 v6 0.0625 / 0.0605 / "
                                   "0.0724, kept; on int8 v7 0.0446 / 0.0456 / 0.0694 (platelet F1 0.947 / "

@@ -42,7 +42,9 @@ class Cell:
     centre_px: tuple[float, float]
     """Centroid (x, y) of the cell's pixels."""
     bbox_px: tuple[int, int, int, int]
-    """(x, y, width, height) of the smallest box holding its pixels."""
+    """(x, y, width, height) of the smallest box holding its pixels; for a red cell cut by one edge
+    of the frame, at least as long along that edge as the visible part of a red-cell disc at its
+    depth (runtime.analysis.counting.CountRules.rbc_cut_chord)."""
     area_px: int
     confidence: float
     """Mean probability the network gives the cell's class over its pixels (0-1); 1.0 when no
