@@ -5,7 +5,10 @@ dense matrix multiply it says how much of the hardware the model uses. Three ker
 
 - numpy float32 GEMM (the BLAS numpy was built with; all cores, thread count not controlled),
 - ONNX Runtime float32 MatMul and
-- ONNX Runtime int8 MatMulInteger (uint8 x int8 -> int32, the same MLAS kernels as an int8 Conv),
+- ONNX Runtime int8 MatMulInteger (uint8 x int8 -> int32: MLAS's quantized GEMM, with AMX tiles
+  where the CPU has them; an int8 Conv with symmetric weights, as the shipped models have, runs
+  ONNX Runtime's direct convolution kernels instead, and benchmarks/conv_ceiling.py measures what
+  those reach at the network's shapes),
 
 the last two at a given intra-op thread count, measured in the sweep right after the models of
 the same thread count, so the model and its reference see the same machine load. The two tiny ONNX graphs are stored as files in
