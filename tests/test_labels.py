@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from runtime.contracts.classes import BACKGROUND, PLATELET, RBC, WBC
 from runtime.inference.preprocess import IGNORE_INDEX
@@ -15,6 +16,7 @@ from training.labels import (
     centre_heatmap,
     dice_per_class,
     labeller_dice_on_synthetic,
+    whole_cells,
 )
 from training.txl_pbc import Box
 
@@ -83,3 +85,44 @@ def test_labeller_dice_on_synthetic_smears():
     dice = labeller_dice_on_synthetic(frames=3)
     assert dice["rbc"] > 0.9 and dice["wbc"] > 0.9 and dice["background"] > 0.95
     assert dice["platelet"] > 0.8
+
+
+def test_a_box_cut_by_one_edge_is_painted_as_the_visible_part_of_its_disc():
+    """A disc of radius 20 centred 8 px left of the frame shows a 12 px deep sliver whose chord at
+    the edge is 2 sqrt(20^2 - 8^2) = 36.7 px: its clipped box, through whole_cells, paints that
+    sliver (full length at the edge), where the ellipse inscribed in the clipped box tapers to a
+    point at the edge."""
+    truth = np.zeros((80, 100), np.uint8)
+    yy, xx = np.mgrid[0:80, 0:100]
+    truth[(xx + 0.5 + 8) ** 2 + (yy + 0.5 - 40) ** 2 <= 20 ** 2] = RBC
+    ys, xs = np.nonzero(truth)
+    cut = Box(RBC, (xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2, xs.max() + 1, ys.max() - ys.min() + 1)
+    (whole,) = whole_cells([cut], truth.shape)
+    assert whole.cx == pytest.approx(-8, abs=1) and whole.w == whole.h == pytest.approx(40, abs=2)
+    painted = boxes_to_mask([whole], truth.shape)
+    inscribed = boxes_to_mask([cut], truth.shape)
+    assert dice_per_class(painted, truth)[RBC] > 0.95 > dice_per_class(inscribed, truth)[RBC] + 0.05
+    assert (painted[:, 0] == RBC).sum() == pytest.approx((truth[:, 0] == RBC).sum(), abs=2)
+
+
+def test_whole_cells_keeps_uncut_corner_and_mostly_visible_boxes():
+    shape = (80, 100)
+    kept = [Box(RBC, 50, 40, 20, 20),  # inside
+            Box(RBC, 5, 5, 10, 10),  # a corner: cut by two edges
+            Box(WBC, 15, 40, 30, 24),  # at the left edge but deeper than long: most of the cell shows
+            Box(RBC, 50, 40, 100, 20)]  # across the frame: cut on both sides
+    assert whole_cells(kept, shape) == kept
+    half = whole_cells([Box(PLATELET, 50, 75, 10, 10)], shape)[0]  # bottom edge, 10 long, 10 deep: no change
+    assert half == Box(PLATELET, 50, 75, 10, 10)
+    right = whole_cells([Box(RBC, 95, 40, 10, 30)], shape)[0]  # 10 deep, 30 long, at the right edge
+    assert right.cx == pytest.approx(100 - (10 - (10 ** 2 + 15 ** 2) / 20), abs=1e-9)
+    assert right.w == right.h == pytest.approx((10 ** 2 + 15 ** 2) / 10)
+
+
+def test_synthetic_masks_agree_better_with_cut_cells_whole():
+    """On synthetic smears, whose exact masks are known, painting cut boxes as their discs' visible
+    part matches the truth better than inscribed ellipses (12 frames at 0.2 µm/px: red 0.969 ->
+    0.978, white 0.980 -> 0.990)."""
+    whole, plain = labeller_dice_on_synthetic(frames=4), labeller_dice_on_synthetic(frames=4, cut_cells=False)
+    assert whole["rbc"] > plain["rbc"] + 0.003 and whole["wbc"] >= plain["wbc"]
+    assert whole["platelet"] >= plain["platelet"] - 0.002

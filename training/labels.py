@@ -2,7 +2,10 @@
 
 Each box becomes the ellipse inscribed in it. Red cells are painted first, then platelets, then
 white cells, so where boxes overlap the rarer class wins. An optional ignore ring (IGNORE_INDEX)
-around every ellipse's outline keeps the loss off the pixels a box cannot place reliably.
+around every ellipse's outline keeps the loss off the pixels a box cannot place reliably. A box
+cut by one edge of the frame holds only the visible part of its cell: `whole_cells` replaces it
+by the box of the disc whose visible part it is, so the painted part reaches the edge along the
+whole cut (the ellipse inscribed in the cut box would taper to a point there).
 """
 
 from __future__ import annotations
@@ -26,6 +29,50 @@ def _draw_ellipse(canvas: np.ndarray, box: Box, value: int, thickness: int) -> N
     # cv2 fills every pixel the outline touches; half a pixel less keeps the area true to the box.
     axes = (max(1, int(round((box.w - 1) * scale / 2))), max(1, int(round((box.h - 1) * scale / 2))))
     cv2.ellipse(canvas, centre, axes, 0, 0, 360, int(value), thickness, cv2.LINE_8, _SHIFT)
+
+
+CUT_MARGIN_PX = 2.0
+"""A box within this many pixels of an edge of the frame is cut by it (label boxes are clipped to
+the frame, give or take rounding)."""
+
+
+def whole_cells(boxes: Iterable[Box], frame_hw: tuple[int, int], margin: float = CUT_MARGIN_PX) -> list[Box]:
+    """`boxes` (in the frame's pixels) with each one cut by exactly one edge of the frame replaced
+    by the box of the disc whose part inside the frame it is: its extent along the edge, c, is the
+    disc's chord at the edge and its depth across it, s, the rest. With b = c / 2: s >= c is a cell
+    mostly in view (the box as it is); b <= s < c a disc of diameter c centred s - b from the
+    edge; s < b a disc of radius (s^2 + b^2) / (2 s) centred outside the frame. Painting the ellipse
+    inscribed in the new box and clipping it to the frame gives that visible part. Boxes cut by two
+    edges (corners) or by none are kept."""
+    h, w = frame_hw
+    out = []
+    for box in boxes:
+        x0, x1, y0, y1 = box.cx - box.w / 2, box.cx + box.w / 2, box.cy - box.h / 2, box.cy + box.h / 2
+        left, right, top, bottom = x0 <= margin, x1 >= w - margin, y0 <= margin, y1 >= h - margin
+        sideways, upright = left != right, top != bottom  # cut by one of the two edges, not both
+        if sideways and not (top or bottom):
+            centre, radius = _disc_across(box.w, box.h)
+            if radius:
+                box = Box(box.cls, centre if left else w - centre, box.cy, 2 * radius, 2 * radius)
+        elif upright and not (left or right):
+            centre, radius = _disc_across(box.h, box.w)
+            if radius:
+                box = Box(box.cls, box.cx, centre if top else h - centre, 2 * radius, 2 * radius)
+        out.append(box)
+    return out
+
+
+def _disc_across(depth: float, chord: float) -> tuple[float, float]:
+    """(centre's distance from the edge, inward positive; radius) of the disc showing `depth`
+    across the edge and `chord` along it; radius 0 when the box shows most of its cell (depth >=
+    chord) and stays as it is."""
+    b = chord / 2.0
+    if depth >= chord or depth <= 0 or b <= 0:
+        return 0.0, 0.0
+    if depth >= b:
+        return depth - b, b
+    radius = (depth * depth + b * b) / (2.0 * depth)
+    return depth - radius, radius
 
 
 def boxes_to_mask(boxes: Iterable[Box], shape: tuple[int, int], ignore_ring_px: int = 0,
@@ -123,12 +170,13 @@ def dice_per_class(pred: np.ndarray, truth: np.ndarray, num_classes: int = 4) ->
 
 
 def labeller_dice_on_synthetic(frames: int = 12, seed: int = 0, um_per_px: float = 0.2,
-                               box_growth: float = 0.0) -> dict[str, float]:
+                               box_growth: float = 0.0, cut_cells: bool = True) -> dict[str, float]:
     """Pooled per-class Dice of the labeller on synthetic smears, whose exact masks are known.
 
     Each visible cell gets its tight box (as a careful annotator would draw it), the labeller turns
     the boxes into a mask, and that mask is compared with the generator's own. `box_growth` widens
-    every box by that fraction (hand-drawn boxes are looser than tight ones).
+    every box by that fraction (hand-drawn boxes are looser than tight ones); `cut_cells` False
+    paints boxes cut by the frame's edge as they are, not through `whole_cells`.
     """
     from runtime.contracts.classes import CLASS_NAMES
     from runtime.capture.synthetic import generate_smear
@@ -139,7 +187,7 @@ def labeller_dice_on_synthetic(frames: int = 12, seed: int = 0, um_per_px: float
         smear = generate_smear(seed + i, um_per_px=um_per_px)
         boxes = [Box(b.cls, b.cx, b.cy, b.w * (1 + box_growth), b.h * (1 + box_growth))
                  for b in boxes_from_instances(smear.instances, smear.mask)]
-        labelled = boxes_to_mask(boxes, smear.mask.shape)
+        labelled = boxes_to_mask(whole_cells(boxes, smear.mask.shape) if cut_cells else boxes, smear.mask.shape)
         for c in range(len(CLASS_NAMES)):
             p, t = labelled == c, smear.mask == c
             inter[c] += (p & t).sum()

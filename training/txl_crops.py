@@ -22,7 +22,7 @@ from runtime.contracts.classes import CLASS_NAMES, PLATELET
 from runtime.contracts.errors import ConfigError, DataError
 from runtime.inference.preprocess import PreprocessParams, normalize, plan_geometry, resample_frame
 from training.datasets import check_crop
-from training.labels import boxes_to_mask, centre_heatmap
+from training.labels import boxes_to_mask, centre_heatmap, whole_cells
 from training.txl_pbc import Box, Part, list_samples, load_sample, median_rbc_diameter_px
 
 CACHE_OVERSIZE = 1.4
@@ -123,6 +123,7 @@ def make_crop(item: CachedImage, params: PreprocessParams, crop: int, rng: np.ra
     fy, fx = geometry.resized_hw[0] / item.image.shape[0], geometry.resized_hw[1] / item.image.shape[1]
     boxes = [Box(b.cls, b.cx * fx, b.cy * fy, b.w * fx, b.h * fy) for b in item.boxes]
     h, w = image.shape[:2]
+    cells = whole_cells(boxes, (h, w))  # masks show cut cells whole up to the frame's edge; centres stay
     if h < crop or w < crop:  # reflect-pad small images; padded pixels are ignored by the loss
         pad_h, pad_w = max(0, crop - h), max(0, crop - w)
         image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_REFLECT_101)
@@ -133,8 +134,8 @@ def make_crop(item: CachedImage, params: PreprocessParams, crop: int, rng: np.ra
         y0 = int(np.clip(round(centre[0] * fy - crop / 2), 0, image.shape[0] - crop))
         x0 = int(np.clip(round(centre[1] * fx - crop / 2), 0, image.shape[1] - crop))
     image = image[y0:y0 + crop, x0:x0 + crop]
-    boxes = [Box(b.cls, b.cx - x0, b.cy - y0, b.w, b.h) for b in boxes]
-    mask = boxes_to_mask(boxes, (crop, crop), augment.ignore_ring_px, augment.ring_class_ids).astype(np.int64)
+    boxes, cells = ([Box(b.cls, b.cx - x0, b.cy - y0, b.w, b.h) for b in group] for group in (boxes, cells))
+    mask = boxes_to_mask(cells, (crop, crop), augment.ignore_ring_px, augment.ring_class_ids).astype(np.int64)
     mask[max(0, h - y0):, :] = 255
     mask[:, max(0, w - x0):] = 255
     heat = centre_heatmap(boxes, (crop, crop))

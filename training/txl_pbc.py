@@ -17,6 +17,9 @@ from runtime.contracts.imageio import read_image
 
 FILE_CLASS_TO_PROJECT: dict[int, int] = TXL_PBC_FILE_CLASSES
 SPLITS = ("train", "val")
+LABELS = ("YOLO boxes -> inscribed ellipses, a box cut by one edge of the frame painted as the visible part of its "
+          "disc (training.labels.whole_cells), RBC < platelet < WBC")
+"""How masks are made from the boxes (recorded in the cards)."""
 
 
 @dataclass(frozen=True)
@@ -155,27 +158,28 @@ class TxlPbcSource:
 
     def __getitem__(self, index: int):
         from training.datasets import Sample as LabelledFrame
-        from training.labels import boxes_to_instances, boxes_to_mask
+        from training.labels import boxes_to_instances, boxes_to_mask, whole_cells
 
         sample = self.samples[index]
         image, boxes = load_sample(sample)
+        cells = whole_cells(boxes, image.shape[:2])
         ignore = None
         if self.ignore_ring_px > 0:
             from runtime.inference.preprocess import IGNORE_INDEX
 
-            ignore = boxes_to_mask(boxes, image.shape[:2], self.ignore_ring_px) == IGNORE_INDEX
+            ignore = boxes_to_mask(cells, image.shape[:2], self.ignore_ring_px) == IGNORE_INDEX
         return LabelledFrame(
             image=image,
-            mask=boxes_to_mask(boxes, image.shape[:2]),
+            mask=boxes_to_mask(cells, image.shape[:2]),
             rbc_diameter_px=median_rbc_diameter_px(boxes),
             ignore=ignore,
-            instances=boxes_to_instances(boxes, image.shape[:2]),
+            instances=boxes_to_instances(cells, image.shape[:2]),
             key=f"txl_pbc/{self.split}/{sample.stem}",
         )
 
     def describe(self) -> dict:
         return {"name": self.name, "split": self.split, "frames": len(self), "path": str(self.root),
-                "labels": "YOLO boxes -> inscribed ellipses (training.labels), RBC < platelet < WBC",
+                "labels": LABELS,
                 **self.part.describe()}
 
 
