@@ -24,6 +24,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,7 +200,7 @@ def main(old_tree: Path, new_models: Path, context_models: Path, rounds: int, ru
     out.mkdir(parents=True, exist_ok=True)
     field = out / "camera-field.png"
     settings = Settings(field, write_field(field), threads, runs, warmup, mqtt)
-    sets = out / "model-sets"
+    sets = Path(tempfile.mkdtemp(prefix="old-vs-new-models-"))  # links to the two int8 models: scratch, not results
     done = run_rounds(old_tree.resolve(), int8_only(old_tree.resolve() / "models", sets / "old"),
                       int8_only(new_models.resolve(), sets / "new"), context_models.resolve(), settings, rounds, out)
     result = summarize(done)
