@@ -219,27 +219,6 @@ def test_red_cells_on_the_coarse_grid_match_the_mask_grid():
     assert np.array_equal(*no_centres)
 
 
-def test_a_red_fragment_away_from_the_border_is_no_cell():
-    """Centre peaks on a speck beside a cell, on a lone speck and on a sliver cut by the border: with
-    the fragment rule off each is a cell; with it (the default, 0.1 of a cell's area) the speck
-    beside the cell joins that cell, the lone speck is dropped, and the border sliver stays."""
-    mask = np.zeros((120, 200), np.uint8)
-    yy, xx = np.mgrid[:120, :200]
-    heat = np.zeros((120, 200), np.float32)
-    for x, y, r, sigma in ((60, 60, 15, 7.0), (78, 60, 3, 2.0), (140, 40, 3, 2.0), (0, 100, 6, 3.0)):
-        disc(mask, x, y, r, RBC)
-        heat = np.maximum(heat, np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma ** 2)).astype(np.float32))
-    off = label_cells(mask, heat, rbc_diameter_px=D, rules=CountRules(rbc_min_cell_area=0.0))["rbc"]
-    on = label_cells(mask, heat, rbc_diameter_px=D)["rbc"]
-    assert DEFAULT_RULES.rbc_min_cell_area == 0.1
-    assert off.max() == 4 and len({off[60, 60], off[60, 78], off[40, 140], off[100, 1]}) == 4
-    assert on.max() == 2 and sorted(np.unique(on)) == [0, 1, 2]
-    assert on[60, 78] == on[60, 60] > 0  # the speck's pixels went to the cell it touches
-    assert on[40, 140] == 0 and on[100, 1] > 0
-    assert count_cells(mask, heat, rbc_diameter_px=D)["rbc"] == 2
-    assert (mask == RBC)[:, :10].sum() < 0.1 * np.pi * D * D / 4  # the sliver is under the limit too
-
-
 def test_white_cells_on_their_window_are_those_of_the_whole_frame():
     """White cells are worked on the rows and columns near them (far-apart cells brought closer),
     yet each is labelled as on the whole frame: a touching pair split, a cell cut by the border

@@ -183,12 +183,6 @@ RULE_SELECTION: dict[str, str] = {
                               "v7 lite RBC MAPE 4.66 / 4.75 %, F1 0.9475 / 0.9484, AP 0.947 / 0.947, and int8 "
                               "v3 7.53 / 7.40 %, F1 0.9334 / 0.9338, AP 0.941 / 0.939; 2 taken for its speed "
                               "(red cells a quarter of the pixels to flood and describe)",
-    "counting.rbc_min_cell_area": "train (1008, stored passes, every other rule as shipped): 0 / 0.05 / 0.1 / "
-                                  "0.15 / 0.2 / 0.3 give int8 v7 lite red-cell object F1 0.9525 / 0.9553 / "
-                                  "0.9566 / 0.9577 / 0.9581 / 0.9586, MAPE 4.75 / 4.83 / 4.85 / 4.88 / 4.90 / "
-                                  "4.86 %, and int8 v3 F1 0.9384 / 0.9412 / 0.9420 / 0.9429 / 0.9433 / 0.9443, "
-                                  "MAPE 7.40 / 7.45 / 7.42 / 7.42 / 7.40 / 7.23 %; AP@0.5 within 0.003; 0.1 "
-                                  "taken: most of the F1 gain for about 0.1 point of the lite model's MAPE",
     "counting.rbc_cut_chord": "train (1008, stored passes, every other rule as shipped): 0 / 0.8 / 0.9 / 1.0 / "
                               "1.1 / 1.2 give int8 v7 lite red-cell object F1 0.9484 / 0.9507 / 0.9522 / 0.9525 "
                               "/ 0.9522 / 0.9500 (AP@0.5 0.947 / 0.949 / 0.951 / 0.951 / 0.951 / 0.948) and int8 "

@@ -87,19 +87,6 @@ class CountRules:
     passes, every other rule as shipped), step 1 / 2: int8 lite version 7 red-cell MAPE 4.66 / 4.75 %,
     object F1 0.9475 / 0.9484, AP@0.5 0.947 / 0.947; int8 version 3 MAPE 7.53 / 7.40 %, F1 0.9334 /
     0.9338, AP@0.5 0.941 / 0.939; white cells and platelets unchanged."""
-    rbc_min_cell_area: float = 0.1
-    """A red cell the peaks and flood leave smaller than this share of a cell's area (0.1: a disc a
-    third of a cell across), away from the frame's border, is a fragment, not a cell: it is dropped
-    and its pixels go to the cells they touch (by the same flood). Cells cut by the border keep any
-    size (a sliver is a cell). Looked at on train: most unmatched red cells away from the border
-    with under a fifth of a cell's area were specks between cells or on a white cell. Chosen on the
-    1008 TXL-PBC train images (stored final passes, every other rule as shipped), 0 / 0.05 / 0.1 /
-    0.15 / 0.2 / 0.3: int8 lite version 7 red-cell object F1 0.9525 / 0.9553 / 0.9566 / 0.9577 /
-    0.9581 / 0.9586 with MAPE 4.75 / 4.83 / 4.85 / 4.88 / 4.90 / 4.86 %; int8 version 3 F1 0.9384 /
-    0.9412 / 0.9420 / 0.9429 / 0.9433 / 0.9443, MAPE 7.40 / 7.45 / 7.42 / 7.42 / 7.40 / 7.23 %;
-    AP@0.5 within 0.003 of 0 throughout. Fragments sometimes stood in for a missed cell, so the
-    lite model's count error rises a little as they go: 0.1 takes most of the F1 gain for a tenth of
-    a point of MAPE (more would trade count accuracy for box matching)."""
     rbc_cut_chord: float = 1.0
     """A red cell cut by one edge of the frame (not a corner): its box reaches along that edge at
     least the chord that a disc of this many red-cell diameters shows at the cell's visible depth
@@ -598,25 +585,7 @@ def _red_cells(mask: np.ndarray, centres: np.ndarray | None, d: float, cell_area
     areas = stats[:, cv2.CC_STAT_AREA]
     labels, gaps = _watershed(red, markers, landscape, comp, areas >= rules.rbc_min_area * cell_area)
     # Peaks that fell on a white cell next to red keep their id even though no red pixel joined them.
-    labels = _compact(labels, markers) if gaps else labels
-    return _without_fragments(labels, red, landscape, rules.rbc_min_cell_area * cell_area)
-
-
-def _without_fragments(labels: np.ndarray, red: np.ndarray, landscape: np.ndarray, min_px: float) -> np.ndarray:
-    """`labels` without the cells under `min_px` pixels that do not touch the border; their red
-    pixels flood to the cells they touch (`_grow_labels` on `landscape`), and ids are renumbered."""
-    if min_px <= 0:
-        return labels
-    small = np.bincount(labels.ravel()) < min_px
-    small[0] = False
-    if small.any():
-        small[np.concatenate((labels[0], labels[-1], labels[:, 0], labels[:, -1]))] = False
-    if not small.any():
-        return labels
-    gone = np.take(small, labels)
-    labels[gone] = 0
-    _grow_labels(labels, gone & red, landscape)
-    return _compact(labels)
+    return _compact(labels, markers) if gaps else labels
 
 
 FLOOD_LEVELS = 8
