@@ -310,10 +310,11 @@ def cut_cell_boxes(stats: dict[str, np.ndarray], shape: tuple[int, ...], disc_px
         return stats
     h, w = shape[0], shape[1]
     x0, y0, x1, y1 = stats["x0"], stats["y0"], stats["x1"], stats["y1"]
-    sideways = (x0 == 0) | (x1 == w - 1)
-    upright = (y0 == 0) | (y1 == h - 1)
-    y0, y1 = _at_least(y0, y1, _chord(x1 - x0 + 1, disc_px), h, sideways & ~upright)
-    x0, x1 = _at_least(x0, x1, _chord(stats["y1"] - stats["y0"] + 1, disc_px), w, upright & ~sideways)
+    left, right, top, bottom = x0 == 0, x1 == w - 1, y0 == 0, y1 == h - 1
+    sideways = (left != right) & ~(top | bottom)  # cut by the left or the right edge alone
+    upright = (top != bottom) & ~(left | right)
+    y0, y1 = _at_least(y0, y1, _chord(x1 - x0 + 1, disc_px), h, sideways)
+    x0, x1 = _at_least(x0, x1, _chord(stats["y1"] - stats["y0"] + 1, disc_px), w, upright)
     return {**stats, "x0": x0, "y0": y0, "x1": x1, "y1": y1}
 
 
