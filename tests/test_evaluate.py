@@ -13,7 +13,7 @@ from runtime.contracts.classes import CELL_CLASSES
 from training.evaluate import Method, Output, evaluate, format_report
 from training.objects import average_precision, iou_matrix, match
 from training.label_checks import check_image
-from training.labels import boxes_to_mask, whole_cells
+from training.labels import boxes_to_mask
 from training.txl_pbc import Box, list_samples, load_sample
 
 
@@ -31,7 +31,7 @@ def test_perfect_and_empty_methods_score_as_expected(shared_data):
 
     def perfect(frame):
         boxes = truth[hashlib.sha1(frame.tobytes()).hexdigest()]
-        return Output(boxes_to_mask(whole_cells(boxes, frame.shape[:2]), frame.shape[:2]), _cells_of(boxes), None)
+        return Output(boxes_to_mask(boxes, frame.shape[:2]), _cells_of(boxes), None)
 
     def empty(frame):
         return Output(np.zeros(frame.shape[:2], np.uint8), {"rbc": [], "wbc": [], "platelet": []}, None)

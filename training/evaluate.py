@@ -27,7 +27,7 @@ from runtime.analysis.cells import Cell
 from runtime.analysis.counting import DEFAULT_RULES, CountRules, find_cells
 from runtime.analysis.scale_search import find_segmentation_cells, segment_frame
 from training.baseline import classical_segment
-from training.labels import boxes_to_mask, whole_cells
+from training.labels import boxes_to_mask
 from training.metrics import ConfusionMeter
 from training.objects import ObjectTally
 from training.rule_search import RULE_SELECTION
@@ -130,7 +130,7 @@ def evaluate(data_root: str | Path, split: str, methods: Sequence[Method], *, li
     seconds = {m.name: 0.0 for m in methods}
     for i, sample in enumerate(samples):
         image, boxes = load_sample(sample)
-        truth = boxes_to_mask(whole_cells(boxes, image.shape[:2]), image.shape[:2])
+        truth = boxes_to_mask(boxes, image.shape[:2])  # the protocol of every card: inscribed ellipses, cut boxes too
         true_counts = count_boxes(boxes)
         for method in methods:
             start = time.perf_counter()
@@ -230,7 +230,7 @@ def card_metrics(report: dict[str, Any], model_name: str, reference_name: str | 
         "protocol": "scale estimated from each frame (scale search), cells and counts via "
                     "runtime.analysis.counting.find_cells on the network grid (records mapped to frame pixels); "
                     "Dice pooled over pixels of the frame-size mask (Segmentation.frame_mask) vs box-derived "
-                    "ellipse masks (training.txl_pbc.LABELS); "
+                    "ellipse masks (inscribed in every box, cut ones too, as in every card); "
                     "objects: each cell's box vs the labelled boxes, greedy by confidence at IoU >= 0.5, AP@0.5 "
                     "ranked by confidence (training.objects)",
         "rule_selection": RULE_SELECTION,
