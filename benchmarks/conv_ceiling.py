@@ -36,11 +36,6 @@ from benchmarks.edge_bench.peak import ort_matmul_peak
 from benchmarks.edge_bench.timing import measure
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "lite" / "segmentation.int8.onnx"
-REFERENCE = (256, 256, 3, 64, 64)
-"""A wide convolution for comparison (in, out channels, kernel, height, width): far more work per
-input byte than the network's."""
-
-
 @dataclass(frozen=True)
 class ConvShape:
     """One convolution as it runs: channels, square kernel, stride and output size."""
@@ -55,6 +50,10 @@ class ConvShape:
     @property
     def macs(self) -> int:
         return self.cin * self.cout * self.kernel * self.kernel * self.out_h * self.out_w
+
+
+REFERENCE = ConvShape(256, 256, 3, 1, 64, 64)
+"""A wide convolution for comparison: far more work per input byte than the network's."""
 
 
 def model_conv_shapes(model_path: Path, input_hw: tuple[int, int]) -> list[ConvShape]:
@@ -131,10 +130,9 @@ def ceiling(model: Path, input_hw: tuple[int, int], threads: int, runs: int) -> 
     peak = ort_matmul_peak("int8", threads, 1024, runs=max(10, runs))
     shapes = model_conv_shapes(model, input_hw)
     counts = Counter(shapes)
-    reference = ConvShape(REFERENCE[0], REFERENCE[1], REFERENCE[2], 1, REFERENCE[3], REFERENCE[4])
     rows = []
     with tempfile.TemporaryDirectory(prefix="conv-ceiling-") as tmp:
-        for shape in [*counts, reference]:
+        for shape in [*counts, REFERENCE]:
             times = {path: time_conv(shape, path == "symmetric", threads, runs, Path(tmp))
                      for path in ("symmetric", "im2col_gemm")}
             rows.append({**asdict(shape), "in_model": counts.get(shape, 0), "macs": shape.macs,

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.contracts.classes import RBC, WBC
+from training.labels import cut_edges
 from training.txl_pbc import Box, list_samples, load_sample, median_rbc_diameter_px
 
 DUPLICATE_IOU = 0.6
@@ -51,11 +52,9 @@ def check_image(image: np.ndarray, boxes: list[Box]) -> list[str]:
     return issues
 
 
-def _cut(box: Box, shape: tuple[int, ...], margin: float = 2.0) -> bool:
-    """Whether the box reaches within `margin` px of the frame's edge (a cut cell's box is small)."""
-    h, w = shape[:2]
-    return (box.cx - box.w / 2 <= margin or box.cy - box.h / 2 <= margin
-            or box.cx + box.w / 2 >= w - margin or box.cy + box.h / 2 >= h - margin)
+def _cut(box: Box, shape: tuple[int, ...]) -> bool:
+    """Whether the box reaches the frame's edge (a cut cell's box is small)."""
+    return any(cut_edges(box, shape))
 
 
 def check_split(root: str | Path, split: str) -> dict[str, list[str]]:

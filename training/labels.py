@@ -36,6 +36,13 @@ CUT_MARGIN_PX = 2.0
 the frame, give or take rounding)."""
 
 
+def cut_edges(box: Box, frame_hw: tuple[int, ...], margin: float = CUT_MARGIN_PX) -> tuple[bool, bool, bool, bool]:
+    """Whether the box reaches within `margin` px of the frame's left, right, top and bottom edge."""
+    h, w = frame_hw[0], frame_hw[1]
+    return (box.cx - box.w / 2 <= margin, box.cx + box.w / 2 >= w - margin,
+            box.cy - box.h / 2 <= margin, box.cy + box.h / 2 >= h - margin)
+
+
 def whole_cells(boxes: Iterable[Box], frame_hw: tuple[int, int], margin: float = CUT_MARGIN_PX) -> list[Box]:
     """`boxes` (in the frame's pixels) with each one cut by exactly one edge of the frame replaced
     by the box of the disc whose part inside the frame it is: its extent along the edge, c, is the
@@ -47,8 +54,7 @@ def whole_cells(boxes: Iterable[Box], frame_hw: tuple[int, int], margin: float =
     h, w = frame_hw
     out = []
     for box in boxes:
-        x0, x1, y0, y1 = box.cx - box.w / 2, box.cx + box.w / 2, box.cy - box.h / 2, box.cy + box.h / 2
-        left, right, top, bottom = x0 <= margin, x1 >= w - margin, y0 <= margin, y1 >= h - margin
+        left, right, top, bottom = cut_edges(box, frame_hw, margin)
         sideways, upright = left != right, top != bottom  # cut by one of the two edges, not both
         if sideways and not (top or bottom):
             centre, radius = _disc_across(box.w, box.h)
