@@ -11,8 +11,8 @@ the matmul peak, so the ceiling that these kernels put on the network's share of
 guessed. The weights are random: the time of an int8 kernel does not depend on the values. The
 second way keeps the arithmetic exact (weights shifted by -1 with a zero point of -1).
 
-    python -m benchmarks.conv_ceiling                                   # the lite model, camera field
-    python -m benchmarks.conv_ceiling --model models/segmentation.int8.onnx --input 304x400
+    python -m benchmarks.conv_ceiling                                   # the shipped (lite) model, camera field
+    python -m benchmarks.conv_ceiling --model models/v3/segmentation.int8.onnx --input 304x400
 
 Prints per shape: MACs, time and GMAC/s of each kernel path, and the share of the matmul peak;
 then the sum over the model's convolutions with the faster path for each, against the peak, and
@@ -35,7 +35,7 @@ import numpy as np
 from benchmarks.edge_bench.peak import ort_matmul_peak
 from benchmarks.edge_bench.timing import measure
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "lite" / "segmentation.int8.onnx"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "segmentation.int8.onnx"
 @dataclass(frozen=True)
 class ConvShape:
     """One convolution as it runs: channels, square kernel, stride and output size."""

@@ -181,9 +181,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 @click.option("--old-tree", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="A checkout of the old tree (e.g. `git worktree add /tmp/old466 466a173`); its models/ is used.")
 @click.option("--models", "new_models", type=click.Path(file_okay=False, exists=True, path_type=Path),
-              default=ROOT / "models" / "lite", show_default=True, help="This tree's model set to compare.")
+              default=ROOT / "models", show_default=True, help="This tree's model set to compare.")
 @click.option("--context-models", type=click.Path(file_okay=False, exists=True, path_type=Path),
-              default=ROOT / "models", show_default=True,
+              default=ROOT / "models" / "v3", show_default=True,
               help="A second set of this tree, run in the same new runs for context (--baseline-models).")
 @click.option("--rounds", type=click.IntRange(min=2), default=2, show_default=True, help="Turns each tree takes.")
 @click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True,

@@ -6,7 +6,7 @@ calibration-set hash), it gives exactly the old file's outputs on every calibrat
 every measured figure on the card still describes the file; the card gets the new hash and
 quantization section through export.card. Anything else needs a full export from the checkpoint.
 
-    python -m export.requantize models/lite/segmentation.int8.onnx --calibration-data ../shared/data/txl_pbc
+    python -m export.requantize models/segmentation.int8.onnx --calibration-data ../shared/data/txl_pbc
 """
 
 from __future__ import annotations

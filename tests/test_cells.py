@@ -118,6 +118,29 @@ def test_confidence_is_the_mean_class_probability_inside_each_cell() -> None:
     assert all(c.confidence == pytest.approx(0.9) for c in cells.by_class["rbc"])
 
 
+def test_white_cells_under_the_models_confidence_floor_leave_records_counts_and_labels() -> None:
+    """Three white discs: a sure one, an unsure one inside the frame (dropped at a floor of 0.9) and
+    an unsure one cut by the frame's edge (kept: a cut cell shows the network less of itself)."""
+    mask = np.zeros((120, 200), np.uint8)
+    prob = np.full(mask.shape, 0.99, np.float32)
+    for (x, y), p in (((40, 60), 0.97), ((110, 60), 0.7), ((195, 60), 0.6)):
+        cv2.circle(mask, (x, y), 15, WBC, -1)
+        disc = np.zeros(mask.shape, np.uint8)
+        cv2.circle(disc, (x, y), 15, 1, -1)
+        prob[disc > 0] = p
+    everything = find_cells(mask, class_prob=prob, rbc_diameter_px=D)
+    floored = find_cells(mask, class_prob=prob, rbc_diameter_px=D, wbc_min_confidence=0.9)
+    assert everything.cells.counts["wbc"] == 3
+    kept = floored.cells.by_class["wbc"]
+    assert [(c.number, round(c.confidence, 2), c.on_border) for c in kept] == [(1, 0.97, False), (2, 0.6, True)]
+    labels = floored.labels["wbc"]
+    assert set(np.unique(labels).tolist()) == {0, 1, 2}  # renumbered: the records' numbers draw them
+    assert labels[60, 110] == 0 and labels[60, 40] == 1 and labels[60, 195] == 2
+    assert np.array_equal(floored.mask, mask)  # the class mask (area %) keeps the pixels
+    without_probabilities = find_cells(mask, rbc_diameter_px=D, wbc_min_confidence=0.9)
+    assert without_probabilities.cells.counts["wbc"] == 3  # no probabilities, no floor
+
+
 def test_statistics_match_a_per_label_loop() -> None:
     rng = np.random.default_rng(3)
     labels = np.zeros((90, 110), np.int32)

@@ -14,6 +14,7 @@ from runtime.analysis.counting import (
     _disc_maxima,
     count_cells,
     count_cells_field_edge,
+    find_cells,
     label_cells,
 )
 from runtime.contracts.classes import area_percentages
@@ -64,7 +65,7 @@ def test_white_cells_platelets_and_min_area():
     disc(mask, 100, 80, 28, WBC)  # two touching white cells
     disc(mask, 180, 40, 5, PLATELET)
     mask[150, 150] = PLATELET  # a one-pixel speck is noise, not a platelet
-    mask[120:125, 60:65] = PLATELET  # 25 px, 0.035 of a red cell (about 1.5 µm across): debris too
+    mask[120:124, 60:64] = PLATELET  # 16 px, 0.023 of a red cell (about 1.1 µm across): debris too
     mask[100:103, 200:203] = WBC  # nor is a tiny white fragment a white cell
     counts = count_cells(mask, rbc_diameter_px=D)
     assert counts == {"rbc": 0, "wbc": 2, "platelet": 1}
@@ -78,6 +79,19 @@ def test_border_cells_count_and_field_edge_rule_drops_right_and_bottom():
     disc(mask, 50, 30, D // 2, RBC)
     assert count_cells(mask, rbc_diameter_px=D) == {"rbc": 3, "wbc": 1, "platelet": 0}
     assert count_cells_field_edge(mask, rbc_diameter_px=D) == {"rbc": 2, "wbc": 0, "platelet": 0}
+
+
+def test_field_edge_rule_reads_pixels_not_a_cut_cells_widened_box():
+    """A red sliver cut by the left edge near the bottom: its box is widened along the edge to the
+    chord of a whole disc (CountRules.rbc_cut_chord) and reaches the bottom row, but its pixels stop
+    short of it, so the counting-frame rule keeps it."""
+    mask = np.zeros((100, 100), np.uint8)
+    mask[84:98, 0:12] = RBC
+    cells = find_cells(mask, rbc_diameter_px=D).cells.by_class["rbc"]
+    assert len(cells) == 1 and cells[0].bbox_px[1] + cells[0].bbox_px[3] == 100  # the box touches the bottom
+    assert count_cells_field_edge(mask, rbc_diameter_px=D)["rbc"] == 1
+    mask[98:100, 0:12] = RBC  # now its pixels reach the bottom row
+    assert count_cells_field_edge(mask, rbc_diameter_px=D)["rbc"] == 0
 
 
 def test_a_white_cell_sliver_on_the_border_counts_but_not_the_same_fragment_inside():
@@ -230,7 +244,7 @@ def test_white_cells_on_their_window_are_those_of_the_whole_frame():
     mask = np.zeros((300, 420), np.uint8)
     for x, y in ((40, 40), (330, 60), (200, 250), (226, 250)):  # the last two touch
         disc(mask, x, y, 20, WBC)
-    disc(mask, 419, 200, 6, WBC)  # a sliver on the right border
+    disc(mask, 419, 200, 10, WBC)  # a sliver on the right border (0.22 of a red cell: under wbc_min_area)
     d = 30.0
     area = np.pi * d * d / 4
     whole = _white_cells(mask == WBC, d, area, DEFAULT_RULES)

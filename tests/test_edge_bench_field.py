@@ -22,8 +22,8 @@ from benchmarks.edge_bench.report import load_report, peak_rss_mb, schema_errors
 from runtime.capture.bundled import bundled_frames, bundled_um_per_px
 
 REPO = Path(__file__).resolve().parent.parent
-LITE = REPO / "models" / "lite"
-SHIPPED = REPO / "models"
+LITE = REPO / "models"  # the shipped lite network
+V3 = REPO / "models" / "v3"
 RUNS = 2
 
 
@@ -41,7 +41,7 @@ def compare_report(int8_only, tmp_path_factory) -> tuple[dict, Path]:
     from click.testing import CliRunner
 
     saved = tmp_path_factory.mktemp("reports") / "field.json"
-    args = ["--models", str(int8_only), "--baseline-models", str(SHIPPED), "--quick", "--runs", str(RUNS), "--warmup", "0",
+    args = ["--models", str(int8_only), "--baseline-models", str(V3), "--quick", "--runs", str(RUNS), "--warmup", "0",
             "--no-torch", "--mqtt", "none", "--json", "-o", str(saved)]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -95,8 +95,8 @@ def test_compare_mode_reports_both_model_sets_and_their_ratio(compare_report):
     report, _ = compare_report
     h = report["headline"]
     assert h["new"]["model"]["path"].endswith("segmentation.int8.onnx")
-    assert h["baseline"]["model"]["path"] == str(SHIPPED / "segmentation.int8.onnx")
-    assert h["new"]["model"]["sha256"] != h["baseline"]["model"]["sha256"]  # lite against the shipped model
+    assert h["baseline"]["model"]["path"] == str(V3 / "segmentation.int8.onnx")
+    assert h["new"]["model"]["sha256"] != h["baseline"]["model"]["sha256"]  # lite against version 3
     # calibrated and uncalibrated, new and baseline: four pipelines taking turns of one run each
     assert h["pipelines"] == 4 and h["runs_per_turn"] == 1 and all(p["interleaved"] for p in report["pipelines"])
     for mode in ("calibrated", "uncalibrated"):

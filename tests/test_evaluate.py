@@ -42,6 +42,10 @@ def test_perfect_and_empty_methods_score_as_expected(shared_data):
     assert all(v in (1.0, None) for v in good["dice"].values())
     assert good["rbc_count_mape_pct"] == 0 and good["wbc_count_exact_pct"] == 100 and good["platelet_count_mae"] == 0
     assert bad["dice"]["rbc"] == 0 and bad["rbc_count_mape_pct"] == 100 and bad["dice"]["background"] < 0.9
+    # the ellipse masks score themselves perfectly; against whole-cell masks they lose the cut cells' ends
+    whole = good["dice_whole_cells"]
+    assert whole["rbc"] < 1.0 and whole["background"] < 1.0 and bad["dice_whole_cells"]["rbc"] == 0
+    assert "whole-cell masks" in format_report(report)
     for name in ("rbc", "wbc", "platelet"):
         if good["objects_iou50"][name]["truths"]:
             assert good["objects_iou50"][name]["f1"] == good["objects_iou50"][name]["ap50"] == 1.0
@@ -170,23 +174,23 @@ def test_cli_rule_and_plan_overrides_change_the_counts_and_are_recorded(cli_runn
 
 
 def test_models_sharing_a_file_name_are_reported_apart(cli_runner, tmp_path, repo_root, shared_data):
-    """models/lite/segmentation.int8.onnx beside models/segmentation.int8.onnx: two rows, not one
+    """models/v3/segmentation.int8.onnx beside models/segmentation.int8.onnx: two rows, not one
     overwriting the other."""
     import json
 
     from smearscope.cli import cli
     from smearscope.cli.evaluate import method_names
 
-    shipped, lite = repo_root / "models" / "segmentation.int8.onnx", repo_root / "models" / "lite" / "segmentation.int8.onnx"
-    assert method_names([shipped, lite]) == {shipped: "models/segmentation.int8.onnx",
-                                             lite: "lite/segmentation.int8.onnx"}
+    shipped, v3 = repo_root / "models" / "segmentation.int8.onnx", repo_root / "models" / "v3" / "segmentation.int8.onnx"
+    assert method_names([shipped, v3]) == {shipped: "models/segmentation.int8.onnx",
+                                           v3: "v3/segmentation.int8.onnx"}
     assert method_names([shipped, shipped.with_name("segmentation.fp32.onnx")])[shipped] == "segmentation.int8.onnx"
     result = cli_runner.invoke(cli, ["evaluate", "--data", str(shared_data / "txl_pbc"), "--model", str(shipped),
-                                     "--model", str(lite), "--limit", "1", "--no-baseline", "--json", str(tmp_path / "r.json")])
+                                     "--model", str(v3), "--limit", "1", "--no-baseline", "--json", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.output
     methods = json.loads((tmp_path / "r.json").read_text())["methods"]
-    assert set(methods) == {"models/segmentation.int8.onnx", "lite/segmentation.int8.onnx"}
-    assert "lite/segmentation.int8.onnx" in result.output
+    assert set(methods) == {"models/segmentation.int8.onnx", "v3/segmentation.int8.onnx"}
+    assert "v3/segmentation.int8.onnx" in result.output
 
 
 def test_plan_overrides_take_whole_numbers_for_integer_fields():

@@ -18,7 +18,7 @@ from runtime.contracts.modelcard import load_card
 from runtime.inference.preprocess import preprocess
 from runtime.inference.session import SessionOptions, create_session
 
-LITE = Path(__file__).resolve().parent.parent / "models" / "lite"
+LITE = Path(__file__).resolve().parent.parent / "models"  # the shipped lite network
 FP32, INT8 = LITE / "segmentation.fp32.onnx", LITE / "segmentation.int8.onnx"
 OPTIONS = SessionOptions(providers=("cpu",), warmup=False, verify_hash=False)
 

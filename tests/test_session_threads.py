@@ -10,7 +10,7 @@ import numpy as np
 
 from runtime.inference.session import SessionOptions, create_session
 
-LITE_INT8 = Path(__file__).resolve().parents[1] / "models" / "lite" / "segmentation.int8.onnx"
+LITE_INT8 = Path(__file__).resolve().parents[1] / "models" / "segmentation.int8.onnx"  # the shipped lite network
 
 
 def _cpu_seconds_while_sleeping(seconds: float) -> float:

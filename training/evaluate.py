@@ -27,7 +27,7 @@ from runtime.analysis.cells import Cell
 from runtime.analysis.counting import DEFAULT_RULES, CountRules, find_cells
 from runtime.analysis.scale_search import find_segmentation_cells, segment_frame
 from training.baseline import classical_segment
-from training.labels import boxes_to_mask
+from training.labels import boxes_to_mask, whole_cells
 from training.metrics import ConfusionMeter
 from training.objects import ObjectTally
 from training.rule_search import RULE_SELECTION
@@ -92,6 +92,9 @@ def baseline_method(rules: CountRules = DEFAULT_RULES) -> Method:
 @dataclass
 class _Tally:
     confusion: ConfusionMeter = field(default_factory=ConfusionMeter)
+    """Against the cards' truth: every box as its inscribed ellipse."""
+    whole_cell_confusion: ConfusionMeter = field(default_factory=ConfusionMeter)
+    """Against masks with cut boxes painted as the visible part of their disc (training.labels.whole_cells)."""
     records: list[dict[str, Any]] = field(default_factory=list)
     objects: ObjectTally = field(default_factory=ObjectTally)
 
@@ -99,6 +102,7 @@ class _Tally:
 def summarise(tally: _Tally) -> dict[str, Any]:
     """Per-class Dice (pooled over all pixels), the count metrics and the object metrics of a set of images."""
     dice = {k: v["dice"] for k, v in tally.confusion.scores().items()}
+    whole = {k: v["dice"] for k, v in tally.whole_cell_confusion.scores().items()}
     recs = tally.records
     rbc_ape = [abs(r["pred"]["rbc"] - r["true"]["rbc"]) / r["true"]["rbc"] for r in recs if r["true"]["rbc"] > 0]
     scale_err = [abs(r["rbc_diameter_px"] / r["true_rbc_diameter_px"] - 1) for r in recs
@@ -106,6 +110,7 @@ def summarise(tally: _Tally) -> dict[str, Any]:
     return {
         "images": len(recs),
         "dice": {k: None if v is None else round(v, 4) for k, v in dice.items()},
+        "dice_whole_cells": {k: None if v is None else round(v, 4) for k, v in whole.items()},
         "rbc_count_mape_pct": round(100 * float(np.mean(rbc_ape)), 2) if rbc_ape else None,
         "wbc_count_exact_pct": round(100 * float(np.mean([r["pred"]["wbc"] == r["true"]["wbc"] for r in recs])), 2)
         if recs else None,
@@ -131,6 +136,7 @@ def evaluate(data_root: str | Path, split: str, methods: Sequence[Method], *, li
     for i, sample in enumerate(samples):
         image, boxes = load_sample(sample)
         truth = boxes_to_mask(boxes, image.shape[:2])  # the protocol of every card: inscribed ellipses, cut boxes too
+        whole_truth = boxes_to_mask(whole_cells(boxes, image.shape[:2]), image.shape[:2])  # as training paints them
         true_counts = count_boxes(boxes)
         for method in methods:
             start = time.perf_counter()
@@ -144,6 +150,7 @@ def evaluate(data_root: str | Path, split: str, methods: Sequence[Method], *, li
             subsets = (everything, clean) if sample.stem not in flagged else (everything,)
             for i_subset, tally in enumerate(subsets):
                 tally.confusion.update(out.mask, truth)
+                tally.whole_cell_confusion.update(out.mask, whole_truth)
                 tally.records.append(record)
                 matched = tally.objects.add(out.cells, boxes)
                 if i_subset == 0:
@@ -194,6 +201,12 @@ def format_report(report: dict[str, Any]) -> str:
                  f"{t['dice']['platelet']:>7.2f}{t['rbc_count_mape_pct']:>11.2f}{t['wbc_count_exact_pct']:>12.1f}"
                  f"{t['platelet_count_mae']:>9.3f}")
     lines.append("")
+    lines.append("Dice against whole-cell masks (cut boxes painted as the visible part of their disc):")
+    for name, result in report["methods"].items():
+        d = result["all"].get("dice_whole_cells") or {}
+        lines.append(f"{name[:33]:<34}{'all':<10}" + "".join(
+            f"{'-' if d.get(c) is None else format(d[c], '.3f'):>7}" for c in ("background", "rbc", "wbc", "platelet")))
+    lines.append("")
     lines.append(_object_table(report))
     if report.get("flagged"):
         lines.append(f"clean = without the {len(report['flagged'])} images the label checks flag (see the JSON)")
@@ -230,7 +243,9 @@ def card_metrics(report: dict[str, Any], model_name: str, reference_name: str | 
         "protocol": "scale estimated from each frame (scale search), cells and counts via "
                     "runtime.analysis.counting.find_cells on the network grid (records mapped to frame pixels); "
                     "Dice pooled over pixels of the frame-size mask (Segmentation.frame_mask) vs box-derived "
-                    "ellipse masks (inscribed in every box, cut ones too, as in every card); "
+                    "ellipse masks (inscribed in every box, cut ones too, as in every card; `dice`) and vs masks "
+                    "whose boxes cut by one frame edge are painted as the visible part of their disc "
+                    "(training.labels.whole_cells, as training paints them; `dice_whole_cells`); "
                     "objects: each cell's box vs the labelled boxes, greedy by confidence at IoU >= 0.5, AP@0.5 "
                     "ranked by confidence (training.objects)",
         "rule_selection": RULE_SELECTION,
@@ -246,6 +261,9 @@ def card_metrics(report: dict[str, Any], model_name: str, reference_name: str | 
         section["change_from_fp32"] = {
             "dice": {k: None if v is None or ref["dice"][k] is None else round(v - ref["dice"][k], 4)
                      for k, v in mine["all"]["dice"].items()},
+            "dice_whole_cells": {k: None if v is None or ref["dice_whole_cells"][k] is None
+                                 else round(v - ref["dice_whole_cells"][k], 4)
+                                 for k, v in mine["all"]["dice_whole_cells"].items()},
             "rbc_count_mape_pct": _delta(mine["all"]["rbc_count_mape_pct"], ref["rbc_count_mape_pct"]),
             "wbc_count_exact_pct": _delta(mine["all"]["wbc_count_exact_pct"], ref["wbc_count_exact_pct"]),
             "platelet_count_mae": _delta(mine["all"]["platelet_count_mae"], ref["platelet_count_mae"]),

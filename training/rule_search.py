@@ -175,7 +175,11 @@ RULE_SELECTION: dict[str, str] = {
                                                                           "wbc_min_area 0.35 rechecked on int8 v4: "
                                                                           "WBC exact 97.3 vs 97.1 %, under the "
                                                                           "gain a change needs; kept",
-    "counting.wbc_border_min_area": "train (1008, version 2; rechecked on version 3)",
+    "counting.wbc_border_min_area": "train (1008, version 2; rechecked on version 3); for the shipped lite v8 "
+                                    "(stored passes, the card's white-cell floor, platelet_min_area 0.03) 0.01 / "
+                                    "0.02 / 0.05 / 0.1 / 0.15 / 0.2 / 0.25 / 0.3 give 29 / 29 / 28 / 27 / 27 / 27 "
+                                    "/ 28 / 28 train images with a wrong white-cell count (fp32: 25 at 0.1-0.2, 26 "
+                                    "at 0.25); 0.1, the smallest of the best, taken (int8 v3: 28 at 0.02, 29 at 0.1)",
     "counting.wbc_pair_max_solidity, wbc_pair_min_notch": "train statistics of single white cells (1008, v3); "
                                                           "the rule changes no train image; it was added after "
                                                           "val showed two merged pairs (a choice informed by val)",
@@ -192,12 +196,21 @@ RULE_SELECTION: dict[str, str] = {
     "counting.platelet_min_area": "train (1008, int8 v3): 0.015-0.08 tried; rechecked on int8 v4: platelet MAE "
                                   "0.081 / 0.078 / 0.102 at 0.03 / 0.05 / 0.08, kept; on int8 v6 0.0625 / 0.0605 / "
                                   "0.0724, kept; on int8 v7 0.0446 / 0.0456 / 0.0694 (platelet F1 0.947 / "
-                                  "0.953 / 0.935), kept",
+                                  "0.953 / 0.935), kept; on the shipped lite v8 0.02 / 0.03 / 0.04 / 0.05 give MAE "
+                                  "0.0347 / 0.0317 / 0.0367 / 0.0407, F1 0.952 / 0.958 / 0.959 / 0.958, AP 0.947 / "
+                                  "0.947 / 0.942 / 0.934 (fp32 MAE 0.0367 / 0.0337 / 0.0377 / 0.0437): 0.03 taken "
+                                  "(int8 v3: 0.0833 at 0.03, 0.0813 at 0.05)",
     "counting.platelet_max_area": "train (101 images, version-1 model); 0.8 and 1.2 equal on the 1008 (int8 v3)",
     "counting.platelet_peak_min, platelet_peak_spacing": "train (1008, int8 v3): middle of the best plateau",
     "inference.wbc_border_band, wbc_border_min_prob": "train (1008, int8 v3), see docs/segmentation.md; "
                                                       "min_prob 0.3 rechecked on int8 v4: WBC exact 97.0 vs "
                                                       "97.1 %, kept",
+    "inference.wbc_min_confidence": "train (1008, stored passes, lite v8): no matched white cell clear of the "
+                                    "frame's edge has a confidence under 0.954 (int8) / 0.939 (fp32); floors 0 / "
+                                    "0.85 / 0.9 / 0.93 / 0.95 give 31 / 30 / 29 / 29 / 28 images with a wrong "
+                                    "white-cell count (fp32 28 / 27 / 26 / - / 27); 0.9 taken, below every matched "
+                                    "cell with a margin; version 3 keeps 0 (its matched white cells reach down to "
+                                    "0.58, and every floor from 0.6 adds wrong images)",
     "inference.flip_average": "train (1008, int8 v4): with / without, see docs/segmentation.md (one pass)",
     "inference.measured_diameter_ratio, platelet_grow_px": "fitted at export on 200 train frames; growths tried "
                                                            "0/1/1.5/2 grid px (the ones that change the grid "

@@ -49,7 +49,7 @@ def _resolutions(value: str | None) -> list[tuple[int, int] | None] | None:
               help="Folder with segmentation.fp32.onnx / segmentation.int8.onnx and their cards "
                    "[default: the shipped models folder, or $SMEARSCOPE_MODELS].")
 @click.option("--baseline-models", "baseline_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="A second model set (e.g. models/lite) to compare with: its model of the headline variant "
+              help="A second model set (e.g. models/v3) to compare with: its model of the headline variant "
                    "runs on the same field in turns with the new one; prints new/baseline p50 and p95.")
 @click.option("--fp32", "fp32", type=click.Path(dir_okay=False, path_type=Path), help="An fp32 model (its card beside it).")
 @click.option("--int8", "int8", type=click.Path(dir_okay=False, path_type=Path), help="An int8 model (its card beside it).")
@@ -97,7 +97,7 @@ def cli(ctx: click.Context, **kw: object) -> None:
     \b
     edge-bench                                        # the full default run
     edge-bench --quick --json                         # a smoke test, JSON report
-    edge-bench --models models/lite --baseline-models models   # lite vs shipped, one run
+    edge-bench --baseline-models models/v3            # shipped (lite) vs version 3, one run
     edge-bench -o pi5.json                            # save for `edge-bench compare pi5.json jetson.json`
     """
     if ctx.invoked_subcommand is not None:

@@ -170,14 +170,18 @@ def _extent(ids: np.ndarray, low: np.ndarray, high: np.ndarray, n: int, size: in
     return np.where(absent, 0, first[1:]), np.where(absent, 0, last[1:])
 
 
+def on_edge(stats: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """Per instance of `instance_stats` on labels of `shape`: whether it touches the edge."""
+    h, w = shape[0], shape[1]
+    return (stats["x0"] == 0) | (stats["y0"] == 0) | (stats["x1"] == w - 1) | (stats["y1"] == h - 1)
+
+
 def class_cells(name: str, stats: dict[str, np.ndarray], shape: tuple[int, ...], um_per_px: float | None = None,
                 geometry: Geometry | None = None) -> list[Cell]:
     """The records of one class from its `instance_stats` on labels of `shape` (the mask's): with
     `geometry`, the labels are on its grid (the resized region) and the records are mapped to its
     frame."""
-    h, w = shape[0], shape[1]
-    on_border = (stats["x0"] == 0) | (stats["y0"] == 0) | (stats["x1"] == w - 1) | (stats["y1"] == h - 1)
-    s = {**_to_frame(stats, shape, geometry), "on_border": on_border}
+    s = {**_to_frame(stats, shape, geometry), "on_border": on_edge(stats, shape)}
     keep = stats["area"] > 0  # label_cells numbers 1..N without gaps; guard anyway
     if not keep.all():
         s = {key: column[keep] for key, column in s.items()}

@@ -89,6 +89,10 @@ class InferencePlan(Section):
     1008 TXL-PBC train images, version-3 model: bands 0.25-0.5 and probabilities 0.1-0.3 tried,
     35 images with a wrong white-cell count without it, 31-32 from 0.15 to 0.3, 34-35 at 0.1.
     Rechecked on train alone (int8, current counting): 33 without, 28 at 0.15, 29-30 at 0.1-0.3."""
+    wbc_min_confidence: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """A white cell clear of the frame's edge counts only from this confidence (its mean white-cell
+    probability): how sure a model is of real white cells is its own, so the floor is the model's,
+    chosen on train (docs/segmentation.md). 0: every white cell counts."""
     platelet_grow_px: Annotated[float, Field(ge=0, le=4)] = 0.0
     """Platelets grow into the plasma around them by this many network-grid pixels. A platelet
     is a few grid pixels across and the network, trained with an ignore band on box outlines,

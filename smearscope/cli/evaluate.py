@@ -21,7 +21,7 @@ def _numeric_overrides(items: tuple[str, ...], section: type, option: str) -> di
 
 def method_names(models: Sequence[Path]) -> dict[Path, str]:
     """Each model's name in the report: its file name, or folder/file name where two models share a
-    file name (models/lite/segmentation.int8.onnx beside models/segmentation.int8.onnx)."""
+    file name (models/v3/segmentation.int8.onnx beside models/segmentation.int8.onnx)."""
     models = [Path(p) for p in models]
     clash = {p.name for p in models if sum(q.name == p.name for q in models) > 1}
     names = {p: f"{p.parent.name}/{p.name}" if p.name in clash else p.name for p in models}

@@ -68,7 +68,7 @@ def train() -> None:
               help="Start a new schedule from a checkpoint's weights, or from an exported fp32 model "
                    "(segmentation.fp32.onnx with its card) when no checkpoint is left (fine-tuning).")
 @click.option("--teacher", type=click.Path(dir_okay=False, path_type=Path),
-              help="Distil from an exported fp32 model (e.g. models/segmentation.fp32.onnx, version 3): its class "
+              help="Distil from an exported fp32 model (e.g. models/v3/segmentation.fp32.onnx, version 3): its class "
                    "probabilities on each crop are extra soft targets. Needs the same preprocessing.")
 @click.option("--distill-weight", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Weight of the distillation term (with --teacher).")
@@ -84,13 +84,13 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
     """Train the segmentation U-Net; writes OUT/last.pt at each validation and OUT/best.pt on improvement.
 
     \b
-    The lite network (models/lite; its versions' recipes are in docs/segmentation.md):
+    The lite network, the shipped default (models/; its versions' recipes are in docs/segmentation.md):
       smearscope train segmentation --data ../shared/data/txl_pbc --out runs/lite32 --minutes 80 --lr 2e-3
-    Version 3, the shipped default (the full-resolution U-Net):
+    Version 3, the earlier default kept for comparison (models/v3; the full-resolution U-Net):
       smearscope train segmentation --arch unet --data ../shared/data/txl_pbc --out runs/seg --minutes 105
     Fine-tuning the lite network from a checkpoint (or an export), distilled from version 3:
       smearscope train segmentation --data ../shared/data/txl_pbc --out runs/lite-v6 --minutes 80 --lr 5e-4
-        --init runs/lite-kd/last.pt --teacher models/segmentation.int8.onnx --ring-classes rbc,wbc
+        --init runs/lite-kd/last.pt --teacher models/v3/segmentation.int8.onnx --ring-classes rbc,wbc
     A quick run on generated smears:
       smearscope train segmentation --data synthetic --out runs/syn --minutes 10
     A recipe to compare without reading val (then: smearscope evaluate --split train --holdout 200):
