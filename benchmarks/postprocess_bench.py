@@ -36,6 +36,13 @@ def tiled_field() -> tuple[np.ndarray, float]:
     return tile_bundled_frames()[0], bundled_um_per_px()
 
 
+def _set_fields(plan: Any) -> dict[str, Any]:
+    """The plan's fields that differ from their defaults: an older tree, which may not know a newer
+    field, reads the same plan as long as that field is at its default."""
+    defaults = type(plan)().to_dict()
+    return {key: value for key, value in plan.to_dict().items() if defaults.get(key) != value}
+
+
 def store_final_pass(model_path: Path | None, target: Path) -> dict[str, Any]:
     """Run the model on the tiled field (the device's path: decide_scale + search_scale) and store
     the final pass's outputs, geometry, plan and calibration in `target`."""
@@ -50,7 +57,7 @@ def store_final_pass(model_path: Path | None, target: Path) -> dict[str, Any]:
     geometry = final.prepared.geometry
     target.write_bytes(pickle.dumps({
         "logits": final.logits, "heat": final.heat, "runs": final.runs, "geometry": geometry,
-        "decision": final.decision, "plan": model.plan.to_dict(), "um_per_px": um_per_px}))
+        "decision": final.decision, "plan": _set_fields(model.plan), "um_per_px": um_per_px}))
     return {"frame_hw": list(geometry.frame_hw), "grid_hw": list(geometry.resized_hw), "scale": geometry.scale}
 
 
