@@ -14,10 +14,10 @@ from the mask) so they hold at any magnification:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
-import dataclasses
 from dataclasses import dataclass, field
 
 import cv2
@@ -814,6 +814,6 @@ def count_cells_field_edge(mask: np.ndarray, centres: np.ndarray | None = None, 
     found = find_cells(mask, centres, rbc_diameter_px=rbc_diameter_px, rules=rules)
     counts = found.cells.counts
     for name, labels in found.labels.items():  # the cells' own pixels: a cut red cell's box is widened
-        on_edge = np.unique(np.concatenate((labels[-1, :], labels[:, -1])))
-        counts[name] -= int(np.count_nonzero(on_edge))
+        touching = np.unique(np.concatenate((labels[-1, :], labels[:, -1])))
+        counts[name] -= int(np.count_nonzero(touching))
     return counts

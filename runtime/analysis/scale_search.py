@@ -216,7 +216,8 @@ def segment_frame(network: Network, frame: np.ndarray, um_per_px: float | None =
 def find_segmentation_cells(seg: Segmentation, rules: CountRules = DEFAULT_RULES,
                             um_per_px: float | None = None) -> FoundCells:
     """find_cells on the grid with the segmentation's centre heat-map, class probabilities,
-    measured red-cell size and its model's white-cell confidence floor; the records are in frame coordinates (`um_per_px`: the frame's)."""
+    measured red-cell size and its model's white-cell confidence floor; the records are in frame
+    coordinates (`um_per_px`: the frame's)."""
     return find_cells(seg.mask, seg.centres, class_prob=seg.class_prob, rbc_diameter_px=seg.grid_rbc_diameter_px,
                       rules=grid_rules(rules, seg.geometry), um_per_px=um_per_px, geometry=seg.geometry,
                       wbc_min_confidence=seg.plan.wbc_min_confidence)
