@@ -36,6 +36,8 @@ from benchmarks.edge_bench.peak import ort_matmul_peak
 from benchmarks.edge_bench.timing import measure
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "segmentation.int8.onnx"
+
+
 @dataclass(frozen=True)
 class ConvShape:
     """One convolution as it runs: channels, square kernel, stride and output size."""

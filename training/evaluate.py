@@ -259,11 +259,8 @@ def card_metrics(report: dict[str, Any], model_name: str, reference_name: str | 
     if reference_name and reference_name in methods:
         ref = methods[reference_name]["all"]
         section["change_from_fp32"] = {
-            "dice": {k: None if v is None or ref["dice"][k] is None else round(v - ref["dice"][k], 4)
-                     for k, v in mine["all"]["dice"].items()},
-            "dice_whole_cells": {k: None if v is None or ref["dice_whole_cells"][k] is None
-                                 else round(v - ref["dice_whole_cells"][k], 4)
-                                 for k, v in mine["all"]["dice_whole_cells"].items()},
+            **{key: {k: _delta(v, ref[key][k]) for k, v in mine["all"][key].items()}
+               for key in ("dice", "dice_whole_cells")},
             "rbc_count_mape_pct": _delta(mine["all"]["rbc_count_mape_pct"], ref["rbc_count_mape_pct"]),
             "wbc_count_exact_pct": _delta(mine["all"]["wbc_count_exact_pct"], ref["wbc_count_exact_pct"]),
             "platelet_count_mae": _delta(mine["all"]["platelet_count_mae"], ref["platelet_count_mae"]),

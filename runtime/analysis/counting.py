@@ -778,8 +778,8 @@ def find_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, class_pro
     return FoundCells(CellTable(cells), geometry, found, mask)
 
 
-def _confident_inside(found: Found, stats: dict[str, np.ndarray], shape: tuple[int, ...],
-                      min_confidence: float) -> tuple[Found, dict[str, np.ndarray]]:
+def _confident_inside(found: Window, stats: dict[str, np.ndarray], shape: tuple[int, ...],
+                      min_confidence: float) -> tuple[Window, dict[str, np.ndarray]]:
     """A class's instances without those clear of the frame's edge whose confidence is under
     `min_confidence` (a cell cut by the edge shows the network less of itself, so it is kept), the
     rest renumbered 1..N in their order (labels and records keep matching ids)."""
@@ -789,11 +789,7 @@ def _confident_inside(found: Found, stats: dict[str, np.ndarray], shape: tuple[i
     lut = np.zeros(keep.size + 1, np.int32)
     lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     stats = {key: column[keep] for key, column in stats.items()}
-    if isinstance(found, Window):
-        return dataclasses.replace(found, labels=np.take(lut, found.labels)), stats
-    if isinstance(found, np.ndarray):
-        return np.take(lut, found), stats
-    raise TypeError(f"cannot drop instances from {type(found).__name__}")
+    return dataclasses.replace(found, labels=np.take(lut, found.labels)), stats
 
 
 def count_cells(mask: np.ndarray, centres: np.ndarray | None = None, *, rbc_diameter_px: float | None = None,
