@@ -113,10 +113,18 @@ class PreprocessedFrames(CalibrationDataReader):
         every frame's activations into one array, which frames of different sizes cannot form."""
         h = min(t.shape[2] for t in self.tensors)
         w = min(t.shape[3] for t in self.tensors)
-        out = object.__new__(PreprocessedFrames)
-        out.input_name, out._next = self.input_name, 0
-        out.tensors = [np.ascontiguousarray(t[:, :, (t.shape[2] - h) // 2:(t.shape[2] - h) // 2 + h,
-                                              (t.shape[3] - w) // 2:(t.shape[3] - w) // 2 + w]) for t in self.tensors]
+        return PreprocessedFrames.from_tensors(
+            [np.ascontiguousarray(t[:, :, (t.shape[2] - h) // 2:(t.shape[2] - h) // 2 + h,
+                                  (t.shape[3] - w) // 2:(t.shape[3] - w) // 2 + w]) for t in self.tensors],
+            self.input_name)
+
+    @classmethod
+    def from_tensors(cls, tensors: list[np.ndarray], input_name: str = "image") -> "PreprocessedFrames":
+        """A reader of network inputs already made (1xCxHxW float32 each)."""
+        if not tensors:
+            raise DataError("no calibration frames")
+        out = object.__new__(cls)
+        out.input_name, out._next, out.tensors = input_name, 0, list(tensors)
         return out
 
     def __len__(self) -> int:

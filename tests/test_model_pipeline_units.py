@@ -39,6 +39,22 @@ def test_unet_shapes_centre_head_and_no_transposed_convolution():
     assert plain(torch.zeros(1, 3, 32, 32)).shape == (1, 4, 32, 32)
 
 
+def test_lite_unet_stem_stride_four_works_at_a_quarter_scale_and_leaves_stride_two_as_it_was():
+    two = build_model("lite_unet", base_width=4, depth=2, centre_head=True).eval()
+    four = build_model("lite_unet", base_width=8, depth=2, centre_head=True, stem_stride=4).eval()
+    assert two.stride == 8 and four.stride == 16
+    assert "stem_stride" not in two.config and four.config["stem_stride"] == 4
+    # the trained models' checkpoints load: a stride-2 stem keeps its layers' names
+    assert [k for k in two.state_dict() if k.startswith("stem.")][:2] == ["stem.0.weight", "stem.1.weight"]
+    assert "stem.3.weight" in two.state_dict() and "stem.6.weight" not in two.state_dict()
+    logits, centres = four(torch.zeros(1, 3, 64, 96))
+    assert logits.shape == (1, 4, 64, 96) and centres.shape == (1, 1, 64, 96)
+    first, second = (m for m in four.stem if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2))
+    assert first.out_channels == 4 and second.out_channels == 8
+    with pytest.raises(ConfigError, match="stem_stride"):
+        build_model("lite_unet", stem_stride=3)
+
+
 def test_dice_and_iou_from_confusion_counts():
     truth = np.array([[0, 1, 1, 2], [3, 3, IGNORE_INDEX, 0]])
     pred = np.array([[0, 1, 0, 2], [3, 1, 2, 0]])

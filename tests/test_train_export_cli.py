@@ -70,6 +70,23 @@ def test_train_on_real_smears_uses_the_cached_crops(cli_runner, tmp_path, shared
     assert data["train"]["frames"] == 8 and data["val"]["split"] == "train" and data["val"]["part"] == "held out"
 
 
+def test_train_a_quarter_scale_stem_and_refuse_it_for_the_full_resolution_unet(cli_runner, tmp_path):
+    from training.checkpoint import load_checkpoint
+
+    out = tmp_path / "four"
+    result = cli_runner.invoke(cli, ["train", "segmentation", "--data", "synthetic", "--out", str(out),
+                                     "--steps", "1", "--stem-stride", "4", *TINY])
+    assert result.exit_code == 0, result.output
+    assert "'stem_stride': 4" in result.output
+    assert load_checkpoint(out / "best.pt").build().stride == 16
+    refused = cli_runner.invoke(cli, ["train", "segmentation", "--data", "synthetic", "--out", str(tmp_path / "u"),
+                                      "--steps", "1", "--arch", "unet", "--stem-stride", "4", *TINY])
+    _fails_cleanly(refused, "--stem-stride 4", "lite_unet")
+    too_deep = cli_runner.invoke(cli, ["train", "segmentation", "--data", "synthetic", "--out", str(tmp_path / "d"),
+                                       "--steps", "1", "--stem-stride", "4", *TINY[:2], "--depth", "3", *TINY[4:]])
+    _fails_cleanly(too_deep, "stride 32 exceeds the preprocessing stride 16")
+
+
 def test_train_needs_a_budget(cli_runner, tmp_path):
     result = cli_runner.invoke(cli, ["train", "segmentation", "--data", "synthetic", "--out", str(tmp_path / "o"),
                                      *TINY])

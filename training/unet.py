@@ -138,10 +138,13 @@ class LiteUNet(nn.Module):
         depth: int = 3,
         centre_head: bool = False,
         upsample: str = "shuffle",
+        stem_stride: int = 2,
     ) -> None:
         super().__init__()
         if not 1 <= depth <= 5:
             raise ConfigError(f"lite_unet.depth: must be 1-5, got {depth}")
+        if stem_stride not in (2, 4):
+            raise ConfigError(f"lite_unet.stem_stride: must be 2 or 4, got {stem_stride}")
         if base_width < 1:
             raise ConfigError(f"lite_unet.base_width: must be positive, got {base_width}")
         if upsample not in ("shuffle", "nearest"):
@@ -150,10 +153,18 @@ class LiteUNet(nn.Module):
             "in_channels": in_channels, "num_classes": num_classes, "base_width": base_width,
             "depth": depth, "centre_head": centre_head, "upsample": upsample,
         }
+        if stem_stride != 2:  # only when set: the configs of the trained models stay as they were
+            self.config["stem_stride"] = stem_stride
         widths = [base_width * 2**i for i in range(depth + 1)]
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(widths[0]),
-            nn.ReLU(inplace=True), *_conv_bn_relu(widths[0], widths[0]))
+        # A stride-4 stem halves the top level again: its first stride-2 convolution makes half the
+        # width, a second one the full width (a working scale of a quarter of the input).
+        first = widths[0] if stem_stride == 2 else max(1, widths[0] // 2)
+        stem: list[nn.Module] = [nn.Conv2d(in_channels, first, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(first),
+                                 nn.ReLU(inplace=True)]
+        if stem_stride == 4:
+            stem += [nn.Conv2d(first, widths[0], 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(widths[0]),
+                     nn.ReLU(inplace=True)]
+        self.stem = nn.Sequential(*stem, *_conv_bn_relu(widths[0], widths[0]))
         self.down = nn.ModuleList(
             nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1, bias=False),
                           nn.BatchNorm2d(widths[i + 1]), nn.ReLU(inplace=True), *_conv_bn_relu(widths[i + 1], widths[i + 1]))
@@ -166,7 +177,7 @@ class LiteUNet(nn.Module):
 
     @property
     def stride(self) -> int:
-        return 2 ** (self.config["depth"] + 1)
+        return self.config.get("stem_stride", 2) * 2 ** self.config["depth"]
 
     @property
     def output_names(self) -> list[str]:

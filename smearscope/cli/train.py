@@ -30,8 +30,11 @@ def train() -> None:
 @click.option("--base-width", type=click.IntRange(1),
               help="Channels of the first level  [default: 32 for lite_unet, 16 for unet].")
 @click.option("--depth", type=click.IntRange(1, 4),
-              help="Down-samplings; the network stride (lite_unet 2**(depth+1), unet 2**depth) must be <= 16  "
+              help="Down-samplings; the network stride (lite_unet stem stride x 2**depth, unet 2**depth) must be <= 16  "
                    "[default: 3 for lite_unet, 4 for unet].")
+@click.option("--stem-stride", type=click.Choice(["2", "4"]), default="2", show_default=True,
+              help="lite_unet: the top level at half the input's resolution (2, the shipped models) or a "
+                   "quarter (4: fewer full-size activations, wider layers; benchmarks.arch_candidates).")
 @click.option("--centre-head/--no-centre-head", default=True, show_default=True,
               help="Also learn a red-cell centre heat-map (output 'centres') for counting touching cells.")
 @click.option("--crop", default=192, show_default=True, type=click.IntRange(16),
@@ -74,7 +77,7 @@ def train() -> None:
               help="Weight of the distillation term (with --teacher).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar over the budget.")
 def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | None, arch: str,
-                 base_width: int | None, depth: int | None,
+                 base_width: int | None, depth: int | None, stem_stride: str,
                  centre_head: bool, crop: int, batch_size: int, lr: float, weight_decay: float,
                  class_weights: tuple[float, ...], centre_weight: float, target_rbc_px: float, ignore_ring: int,
                  ring_classes: str, holdout: int, val_every_min: float, val_images: int,
@@ -140,10 +143,15 @@ def segmentation(data: str, out_dir: Path, minutes: float | None, steps: int | N
         depth = depth or ARCH_DEFAULTS[arch]["depth"]
         from training.unet import build_model
 
-        stride = build_model(arch, base_width=base_width, depth=depth).stride
+        shape: dict[str, int] = {"base_width": base_width, "depth": depth}
+        if stem_stride != "2":
+            if arch != "lite_unet":
+                raise ConfigError(f"--stem-stride {stem_stride}: only lite_unet has a stride-2 stem to change")
+            shape["stem_stride"] = int(stem_stride)
+        stride = build_model(arch, **shape).stride
         if stride > params.stride:
             raise ConfigError(f"--depth {depth}: {arch} stride {stride} exceeds the preprocessing stride {params.stride}")
-        spec = {"name": arch, "kwargs": {"base_width": base_width, "depth": depth, "centre_head": centre_head}}
+        spec = {"name": arch, "kwargs": {**shape, "centre_head": centre_head}}
         train_info = {**batches.describe(), "trainer": "smearscope train segmentation"}
         click.echo(f"training {arch} {spec['kwargs']} on {train_info.get('frames', '?')} {train_info.get('name', data)} "
                    f"frames (validation: {len(picked)} of {len(val_src)}{' held-out train' if holdout else ''}), "
