@@ -34,6 +34,7 @@ import numpy as np
 from benchmarks.edge_bench.macs import count_macs
 from benchmarks.edge_bench.peak import ort_matmul_peak
 from benchmarks.edge_bench.timing import measure
+from export.conv_path import gemm_weights_file
 
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "segmentation.int8.onnx"
 
@@ -127,35 +128,6 @@ def _trained_like_batch_norms(model: Any) -> None:
             module.bias.data.copy_(0.1 * torch.randn(n, generator=generator))
 
 
-def gemm_weights(source: Path, target: Path) -> int:
-    """`source` with every convolution's int8 weights shifted by -1 and their zero point set to -1:
-    the same products (w - zp is unchanged), but ONNX Runtime then runs the convolution as im2col
-    and its quantized GEMM (AMX tiles on a CPU that has them) instead of its direct kernels for
-    symmetric weights (benchmarks.conv_ceiling measures the two per shape). Returns how many
-    weight tensors were shifted."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(source))
-    initializers = {i.name: i for i in model.graph.initializer}
-    conv_inputs = {name for node in model.graph.node if node.op_type == "Conv" for name in node.input[1:2]}
-    shifted = 0
-    for node in model.graph.node:
-        if node.op_type != "DequantizeLinear" or node.output[0] not in conv_inputs or len(node.input) < 3:
-            continue
-        weights, zero = initializers.get(node.input[0]), initializers.get(node.input[2])
-        if weights is None or zero is None:
-            continue
-        w, z = numpy_helper.to_array(weights), numpy_helper.to_array(zero)
-        if w.dtype != np.int8 or np.any(z != 0) or w.min() < -127:
-            continue
-        weights.CopyFrom(numpy_helper.from_array((w.astype(np.int16) - 1).astype(np.int8), weights.name))
-        zero.CopyFrom(numpy_helper.from_array(np.full(z.shape, -1, np.int8), zero.name))
-        shifted += 1
-    onnx.save(model, str(target))
-    return shifted
-
-
 def time_int8(path: Path, tensor: np.ndarray, threads: int, warmup: int, runs: int) -> tuple[float, float, float]:
     """(GMAC, p50 ms, p95 ms) of one inference of `path` on `tensor`."""
     from runtime.inference.session import SessionOptions, create_session
@@ -188,7 +160,7 @@ def run(candidates: list[Candidate], threads: int, warmup: int, runs: int, gemm:
             results.append(_measured(name, why, path, tensor, threads, warmup, runs))
             if gemm:
                 shifted = Path(tmp) / f"{path.stem}.gemm.onnx"
-                count = gemm_weights(path, shifted)
+                count = gemm_weights_file(path, shifted)
                 results.append(_measured(f"{name}, GEMM", f"{count} weight tensors on the im2col + GEMM path", shifted,
                                          tensor, threads, warmup, runs))
     peak = ort_matmul_peak("int8", threads)

@@ -49,14 +49,17 @@ class ExportData:
 
 @dataclass(frozen=True)
 class ExportSettings:
-    """How to export: the card's version, int8 calibration, validation limits, ONNX opset, and
-    whether the device averages each frame's final pass with its flipped runs."""
+    """How to export: the card's version, int8 calibration, validation limits, ONNX opset,
+    whether the device averages each frame's final pass with its flipped runs, and the int8
+    convolutions' kernel path."""
 
     version: str = "1"
     calibration_method: str = "minmax"
     tolerances: Tolerances = Tolerances()
     opset: int = DEFAULT_OPSET
     flip_average: bool = False
+    conv_path: str = "direct"
+    """ONNX Runtime's int8 convolution kernels the int8 model asks for (export.conv_path)."""
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, name: str, data: ExportData,
@@ -84,7 +87,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, name: str, da
     log(f"[2/5] preprocessing {len(calibration)} calibration frames")
     reader = PreprocessedFrames(calibration, ckpt.preprocess)
     log(f"[3/5] quantizing to int8 (QDQ, {calibration_method} calibration)")
-    quantization = quantize_int8(fp32_path, int8_path, reader, calibration_method)
+    quantization = quantize_int8(fp32_path, int8_path, reader, calibration_method, conv_path=settings.conv_path)
     quantization["calibration_data"] = data.calibration_info
     log(f"[4/5] validating PyTorch / fp32 / int8 on {len(validation)} frames")
     report = validate_export(model, fp32_path, int8_path, validation, ckpt.preprocess, tolerances)

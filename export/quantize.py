@@ -27,6 +27,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from export.conv_path import CONV_PATHS, gemm_weights_file
 from export.layout import channels_last_depth_to_space, shapes_of_quantized
 from export.shared_concat import concat_overrides
 from runtime.contracts.errors import ConfigError, DataError, ModelError
@@ -204,16 +205,20 @@ def _quantize(source: Path, target: Path, reader: PreprocessedFrames, method: st
 
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: PreprocessedFrames,
                   method: str = "minmax", *, layout_rewrites: bool = True, concat_copies: bool = True,
-                  float_nodes: bool = True) -> dict[str, Any]:
+                  float_nodes: bool = True, conv_path: str = "direct") -> dict[str, Any]:
     """Write a QDQ int8 model; returns the card's `quantization` section.
 
     `layout_rewrites=False` quantizes the graph exactly as exported (tests compare the two);
     `concat_copies=False` leaves every tensor its own calibrated range (export.shared_concat);
     `float_nodes=False` quantizes the input image's convolutions and the nodes after the last
-    convolutions too (input_convolutions, output_tail).
+    convolutions too (input_convolutions, output_tail);
+    `conv_path="gemm"` moves the convolutions to ONNX Runtime's im2col + GEMM kernels, the same
+    products (export.conv_path).
     """
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"calibration method {method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
+    if conv_path not in CONV_PATHS:
+        raise ConfigError(f"convolution path {conv_path!r}; valid: {', '.join(CONV_PATHS)}")
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
     rewrites: dict[str, int] = {}
     overrides: dict[str, list[dict[str, Any]]] = {}
@@ -243,6 +248,7 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: Preproce
     if layout_rewrites:
         quantized, rewrites["shapes_read_quantized"] = shapes_of_quantized(onnx.load(str(int8_path)))
         onnx.save(quantized, str(int8_path))
+    moved = gemm_weights_file(int8_path, int8_path) if conv_path == "gemm" else 0
     return {
         "format": "QDQ",
         "weights": "int8, per-channel, symmetric",
@@ -255,5 +261,6 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: Preproce
         "concat_copies": {"module": "export.shared_concat", "tensors_quantized_as_their_concat": len(overrides)}
         if concat_copies else None,
         "left_in_float": left_in_float or None,
+        "conv_path": {"module": "export.conv_path", "path": conv_path, "weight_tensors_moved": moved},
         "onnxruntime": ort.__version__,
     }

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks import arch_candidates as candidates
+from export.conv_path import gemm_weights_file
 from export.quantize import PreprocessedFrames
 from runtime.contracts.errors import DataError
 from runtime.inference.session import SessionOptions, create_session
@@ -35,7 +36,7 @@ def test_the_field_tensor_is_the_camera_field_at_the_shipped_scale():
 def test_gemm_weights_keep_every_output_bit_for_bit(tiny_int8, tmp_path):
     path, tensor = tiny_int8
     shifted = tmp_path / "gemm.onnx"
-    count = candidates.gemm_weights(path, shifted)
+    count = gemm_weights_file(path, shifted)
     assert count >= 4  # every quantized convolution of the tiny network (the image's stays float)
     for before, after in zip(_outputs(path, tensor), _outputs(shifted, tensor)):
         assert np.array_equal(before, after)

@@ -43,3 +43,27 @@ def test_each_calibration_method_quantizes_frames_of_different_sizes(tmp_path, m
     assert info["calibration_method"] == method
     ops = {n.op_type for n in onnx.load(str(tmp_path / "m.int8.onnx")).graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+
+
+def test_the_gemm_convolution_path_keeps_every_output_and_is_recorded(tmp_path):
+    from export.conv_path import gemm_weights
+    from runtime.contracts.errors import ConfigError
+    from runtime.inference.session import SessionOptions, create_session
+
+    torch.manual_seed(0)
+    model = build_model("lite_unet", base_width=4, depth=2, centre_head=True).eval()
+    fp32 = export_segmentation(model, PARAMS, tmp_path / "m.fp32.onnx")
+    reader = PreprocessedFrames(_frames(), PARAMS)
+    direct = quantize_int8(fp32, tmp_path / "direct.onnx", reader)
+    gemm = quantize_int8(fp32, tmp_path / "gemm.onnx", reader, conv_path="gemm")
+    assert direct["conv_path"] == {"module": "export.conv_path", "path": "direct", "weight_tensors_moved": 0}
+    assert gemm["conv_path"]["path"] == "gemm" and gemm["conv_path"]["weight_tensors_moved"] >= 8
+    runs = []
+    for name in ("direct.onnx", "gemm.onnx"):
+        session = create_session(tmp_path / name, SessionOptions(providers=("cpu",), intra_op_threads=1, warmup=False))
+        runs.append(session.run(None, {"image": reader.tensors[0]}))
+    for a, b in zip(*runs):
+        assert np.array_equal(a, b)
+    assert gemm_weights(onnx.load(str(tmp_path / "gemm.onnx"))) == 0  # moved once: zero points are -1 now
+    with pytest.raises(ConfigError, match="convolution path 'fast'"):
+        quantize_int8(fp32, tmp_path / "x.onnx", reader, conv_path="fast")

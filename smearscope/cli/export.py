@@ -34,9 +34,14 @@ import click
 @click.option("--flip-average/--no-flip-average", default=True, show_default=True,
               help="Record in the cards that the device averages each frame's final pass with its flipped runs "
                    "(two more network runs per frame).")
+@click.option("--conv-path", type=click.Choice(["direct", "gemm"]), default="direct", show_default=True,
+              help="int8 convolution kernels: 'direct' (symmetric weights, ONNX Runtime's direct kernels: faster "
+                   "for the lite network) or 'gemm' (the same products through im2col + GEMM: faster for wide "
+                   "convolutions on a CPU with AMX; python -m benchmarks.arch_candidates measures both).")
 def export(checkpoint: Path, out_dir: Path, name: str, model_version: str, calibration_data: str | None,
            calibration_frames: int, calibration_method: str, um_per_px: float | None, validation_data: str | None,
-           validation_frames: int, max_dice_change: float, scale_fit_frames: int, flip_average: bool) -> None:
+           validation_frames: int, max_dice_change: float, scale_fit_frames: int, flip_average: bool,
+           conv_path: str) -> None:
     """Export a trained segmentation model to ONNX, quantize it to int8 and validate both.
 
     \b
@@ -101,7 +106,8 @@ def export(checkpoint: Path, out_dir: Path, name: str, model_version: str, calib
         data = ExportData(calibration=calibration, validation=validation, calibration_info=cal_info,
                           validation_info=val_src.describe(), scale_fit=scale_fit, scale_fit_info=fit_info)
         settings = ExportSettings(version=model_version, calibration_method=calibration_method,
-                                  tolerances=Tolerances(max_int8_dice_change=max_dice_change), flip_average=flip_average)
+                                  tolerances=Tolerances(max_int8_dice_change=max_dice_change), flip_average=flip_average,
+                                  conv_path=conv_path)
         result = export_checkpoint(checkpoint, out_dir, name, data, settings, log=click.echo)
         report = result.report
         click.echo(f"fp32 vs PyTorch max |Δ|: {report.fp32_vs_pytorch_max_abs_diff}")
