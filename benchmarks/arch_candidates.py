@@ -93,9 +93,9 @@ def shipped_params(stride: int) -> Any:
     return params.replace(stride=max(params.stride, stride))
 
 
-def build_int8(candidate: Candidate, folder: Path, tensor: np.ndarray) -> Path:
+def build_int8(candidate: Candidate, folder: Path) -> tuple[Path, np.ndarray]:
     """`candidate` with random weights (seed 0), exported, simplified and quantized like the
-    shipped models, calibrated on `tensor`."""
+    shipped models, calibrated on the camera field at its stride: (int8 file, that input)."""
     import torch
 
     from export.onnx_export import export_segmentation
@@ -107,8 +107,9 @@ def build_int8(candidate: Candidate, folder: Path, tensor: np.ndarray) -> Path:
     _trained_like_batch_norms(model)
     fp32 = export_segmentation(model, shipped_params(model.stride), folder / f"{candidate.name}.fp32.onnx")
     int8 = folder / f"{candidate.name}.int8.onnx"
+    tensor = field_tensor(model.stride)
     quantize_int8(fp32, int8, PreprocessedFrames.from_tensors([tensor]))
-    return int8
+    return int8, tensor
 
 
 def _trained_like_batch_norms(model: Any) -> None:
@@ -153,8 +154,7 @@ def run(candidates: list[Candidate], threads: int, warmup: int, runs: int, gemm:
         models = [("shipped (trained)", f"{SHIPPED_MODEL.name} as shipped", SHIPPED_MODEL, field_tensor(16))]
         for candidate in candidates:
             click.echo(f"{candidate.name}: export, quantize", err=True)
-            tensor = field_tensor(_stride(candidate))
-            models.append((candidate.name, candidate.why, build_int8(candidate, Path(tmp), tensor), tensor))
+            models.append((candidate.name, candidate.why, *build_int8(candidate, Path(tmp))))
         for name, why, path, tensor in models:
             click.echo(f"{name}: time", err=True)
             results.append(_measured(name, why, path, tensor, threads, warmup, runs))
@@ -167,10 +167,6 @@ def run(candidates: list[Candidate], threads: int, warmup: int, runs: int, gemm:
     results = [dataclasses.replace(r, share_of_peak=r.gmacs_per_s / peak.gmacs_per_s) for r in results]
     return {"threads": threads, "peak": peak.to_dict(), "load_average": {"before": load_before, "after": os.getloadavg()},
             "models": [dataclasses.asdict(r) for r in results]}
-
-
-def _stride(candidate: Candidate) -> int:
-    return candidate.kwargs.get("stem_stride", 2) * 2 ** candidate.kwargs["depth"]
 
 
 def render(report: dict[str, Any]) -> str:

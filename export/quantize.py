@@ -27,7 +27,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from export.conv_path import CONV_PATHS, gemm_weights_file
+from export.conv_path import CONV_PATHS, gemm_weights
 from export.layout import channels_last_depth_to_space, shapes_of_quantized
 from export.shared_concat import concat_overrides
 from runtime.contracts.errors import ConfigError, DataError, ModelError
@@ -245,10 +245,14 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: Preproce
             overrides = concat_overrides(onnx.load(str(int8_path)))
             if overrides:  # again, with the Concat inputs' ranges set (the calibration is deterministic)
                 _quantize(prepared, int8_path, reader, method, overrides, excluded)
-    if layout_rewrites:
-        quantized, rewrites["shapes_read_quantized"] = shapes_of_quantized(onnx.load(str(int8_path)))
+    moved = 0
+    if layout_rewrites or conv_path == "gemm":  # one load and one save for both rewrites
+        quantized = onnx.load(str(int8_path))
+        if layout_rewrites:
+            quantized, rewrites["shapes_read_quantized"] = shapes_of_quantized(quantized)
+        if conv_path == "gemm":
+            moved = gemm_weights(quantized)
         onnx.save(quantized, str(int8_path))
-    moved = gemm_weights_file(int8_path, int8_path) if conv_path == "gemm" else 0
     return {
         "format": "QDQ",
         "weights": "int8, per-channel, symmetric",

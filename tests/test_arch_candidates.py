@@ -17,9 +17,7 @@ TINY = candidates.Candidate("tiny-stem4", {"base_width": 8, "depth": 1, "stem_st
 
 @pytest.fixture(scope="module")
 def tiny_int8(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("candidates")
-    tensor = candidates.field_tensor(8)
-    return candidates.build_int8(TINY, folder, tensor), tensor
+    return candidates.build_int8(TINY, tmp_path_factory.mktemp("candidates"))
 
 
 def _outputs(path, tensor):
