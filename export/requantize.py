@@ -63,7 +63,8 @@ def requantize(int8_path: str | Path, calibration: Sequence[Frame],
         # for a model quantized so.
         quantization = quantize_int8(fp32_path, new_path, reader, method,
                                      concat_copies=old.get("concat_copies") is not None,
-                                     float_nodes=bool(old.get("left_in_float")))
+                                     float_nodes=bool(old.get("left_in_float")),
+                                     float_heads="head_results" in (old.get("left_in_float") or {}))
         before, after = _outputs(int8_path, reader.tensors), _outputs(new_path, reader.tensors)
         worst = max(float(np.abs(a - b).max()) for x, y in zip(before, after) for a, b in zip(x, y))
         if worst != 0.0:

@@ -171,9 +171,30 @@ def test_the_image_convolution_and_the_nodes_after_the_last_convolutions_stay_in
     assert producer[resize.input[0]].op_type == "Concat"
     assert all(producer[o.name].op_type == "Slice" for o in model.graph.output)
     concat = producer[resize.input[0]]
-    assert {producer[i].op_type for i in concat.input} == {"DequantizeLinear"}
+    assert {producer[i].op_type for i in concat.input} == {"Conv"}  # the heads' results, not rounded
+    assert sorted(section["left_in_float"]["head_results"]) == ["/centre/Conv", "/head/Conv"]
     census = conv_census(tmp_path / "int8.onnx")
     assert census.quantized == 18 and census.floating == [] and len(census.on_input) == 1
     plain = quantize_int8(FP32, tmp_path / "plain.onnx", reader, float_nodes=False)
     assert plain["left_in_float"] is None
     assert conv_census(tmp_path / "plain.onnx") == (19, [], [])
+
+
+def test_the_heads_results_stay_in_float_and_come_closer_to_fp32(tmp_path, frame_tensor):
+    """export.quantize.float_results: without the QuantizeLinear/DequantizeLinear pair after the
+    1x1 heads, the logits and centres are no longer rounded to 256 levels: on a real frame the int8
+    model's logits come closer to fp32's than with the pair, and the heads still read int8 weights
+    (the census counts them quantized, none float)."""
+    from export.validate import conv_census
+
+    reader = PreprocessedFrames(_frames(2), load_card(FP32).preprocess)
+    freed = quantize_int8(FP32, tmp_path / "heads.onnx", reader)
+    rounded = quantize_int8(FP32, tmp_path / "rounded.onnx", reader, float_heads=False)
+    assert "head_results" not in rounded["left_in_float"]
+    assert sorted(freed["left_in_float"]["head_results"]) == ["/centre/Conv", "/head/Conv"]
+    reference = _run(FP32, frame_tensor)
+    far = [float(np.abs(a - b).mean()) for a, b in zip(_run(tmp_path / "rounded.onnx", frame_tensor), reference)]
+    near = [float(np.abs(a - b).mean()) for a, b in zip(_run(tmp_path / "heads.onnx", frame_tensor), reference)]
+    assert all(n < f for n, f in zip(near, far)), (near, far)
+    census = conv_census(tmp_path / "heads.onnx")
+    assert census.floating == [] and census.quantized == conv_census(tmp_path / "rounded.onnx").quantized
