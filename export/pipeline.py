@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from export.card import CardContent, write_card
 from export.onnx_export import DEFAULT_OPSET, export_segmentation
-from export.quantize import Frame, PreprocessedFrames, quantize_int8
+from export.quantize import Frame, GraphChoices, PreprocessedFrames, quantize_int8
 from export.scale_fit import fit_inference, fitted_plan
 from export.validate import Tolerances, ValidationReport, validate_export
 from runtime.contracts.errors import ConfigError
@@ -87,7 +87,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, name: str, da
     log(f"[2/5] preprocessing {len(calibration)} calibration frames")
     reader = PreprocessedFrames(calibration, ckpt.preprocess)
     log(f"[3/5] quantizing to int8 (QDQ, {calibration_method} calibration)")
-    quantization = quantize_int8(fp32_path, int8_path, reader, calibration_method, conv_path=settings.conv_path)
+    quantization = quantize_int8(fp32_path, int8_path, reader, calibration_method,
+                                 GraphChoices(conv_path=settings.conv_path))
     quantization["calibration_data"] = data.calibration_info
     log(f"[4/5] validating PyTorch / fp32 / int8 on {len(validation)} frames")
     report = validate_export(model, fp32_path, int8_path, validation, ckpt.preprocess, tolerances)

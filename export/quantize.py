@@ -243,11 +243,9 @@ def _quantize(source: Path, target: Path, reader: PreprocessedFrames, method: st
     )
 
 
-def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: PreprocessedFrames,
-                  method: str = "minmax", *, layout_rewrites: bool = True, concat_copies: bool = True,
-                  float_nodes: bool = True, float_heads: bool = True,
-                  conv_path: str = "direct") -> dict[str, Any]:
-    """Write a QDQ int8 model; returns the card's `quantization` section.
+@dataclass(frozen=True)
+class GraphChoices:
+    """What quantize_int8 does to the graph besides quantizing it; the defaults are the shipped form.
 
     `layout_rewrites=False` quantizes the graph exactly as exported (tests compare the two);
     `concat_copies=False` leaves every tensor its own calibrated range (export.shared_concat);
@@ -258,6 +256,19 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: Preproce
     `conv_path="gemm"` moves the convolutions to ONNX Runtime's im2col + GEMM kernels, the same
     products (export.conv_path).
     """
+
+    layout_rewrites: bool = True
+    concat_copies: bool = True
+    float_nodes: bool = True
+    float_heads: bool = True
+    conv_path: str = "direct"
+
+
+def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: PreprocessedFrames,
+                  method: str = "minmax", choices: GraphChoices = GraphChoices()) -> dict[str, Any]:
+    """Write a QDQ int8 model; returns the card's `quantization` section."""
+    layout_rewrites, concat_copies, float_nodes = choices.layout_rewrites, choices.concat_copies, choices.float_nodes
+    conv_path = choices.conv_path
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"calibration method {method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
     if conv_path not in CONV_PATHS:
@@ -289,7 +300,7 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: Preproce
             if overrides:  # again, with the Concat inputs' ranges set (the calibration is deterministic)
                 _quantize(prepared, int8_path, reader, method, overrides, excluded)
     moved = 0
-    heads = float_nodes and float_heads
+    heads = float_nodes and choices.float_heads
     if layout_rewrites or conv_path == "gemm" or heads:  # one load and one save for every rewrite
         quantized = onnx.load(str(int8_path))
         if heads:

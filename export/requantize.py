@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from export.card import CardContent, write_card
-from export.quantize import Frame, PreprocessedFrames, calibrator_frames, quantize_int8
+from export.quantize import Frame, GraphChoices, PreprocessedFrames, calibrator_frames, quantize_int8
 from runtime.contracts.errors import ConfigError, ModelError
 from runtime.contracts.modelcard import ModelCard, load_card, sha256_file
 from runtime.inference.session import SessionOptions, create_session
@@ -61,10 +61,11 @@ def requantize(int8_path: str | Path, calibration: Sequence[Frame],
         log(f"quantizing {fp32_path.name} on {len(reader)} frames ({method})")
         # Concat inputs quantized as their output, and nodes left in float, change the outputs: each only
         # for a model quantized so.
-        quantization = quantize_int8(fp32_path, new_path, reader, method,
-                                     concat_copies=old.get("concat_copies") is not None,
-                                     float_nodes=bool(old.get("left_in_float")),
-                                     float_heads="head_results" in (old.get("left_in_float") or {}))
+        quantization = quantize_int8(fp32_path, new_path, reader, method, GraphChoices(
+            concat_copies=old.get("concat_copies") is not None,
+            float_nodes=bool(old.get("left_in_float")),
+            float_heads="head_results" in (old.get("left_in_float") or {}),
+            conv_path=(old.get("conv_path") or {}).get("path", "direct")))
         before, after = _outputs(int8_path, reader.tensors), _outputs(new_path, reader.tensors)
         worst = max(float(np.abs(a - b).max()) for x, y in zip(before, after) for a, b in zip(x, y))
         if worst != 0.0:

@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from export.layout import channels_last_depth_to_space, shapes_of_quantized
-from export.quantize import ImageFrame, PreprocessedFrames, quantize_int8
+from export.quantize import GraphChoices, ImageFrame, PreprocessedFrames, quantize_int8
 from runtime.capture.bundled import bundled_frames, bundled_um_per_px
 from runtime.contracts.errors import ConfigError
 from runtime.contracts.modelcard import load_card
@@ -51,7 +51,7 @@ def test_rewritten_fp32_graph_gives_the_exported_outputs_on_a_real_frame(tmp_pat
 
 def test_int8_with_and_without_the_rewrites_agree_on_a_real_frame(tmp_path, frame_tensor):
     reader = PreprocessedFrames(_frames(2), load_card(FP32).preprocess)
-    plain = quantize_int8(FP32, tmp_path / "plain.onnx", reader, layout_rewrites=False)
+    plain = quantize_int8(FP32, tmp_path / "plain.onnx", reader, choices=GraphChoices(layout_rewrites=False))
     laid_out = quantize_int8(FP32, tmp_path / "laid_out.onnx", reader)
     assert plain["layout_rewrites"] is None
     assert laid_out["layout_rewrites"]["depth_to_space_channels_last"] == 3
@@ -117,7 +117,7 @@ def test_skip_concatenations_quantize_their_inputs_as_their_output(tmp_path, fra
     from export.validate import conv_census
 
     reader = PreprocessedFrames(_frames(2), load_card(FP32).preprocess)
-    quantize_int8(FP32, tmp_path / "plain.onnx", reader, concat_copies=False, float_nodes=False)
+    quantize_int8(FP32, tmp_path / "plain.onnx", reader, choices=GraphChoices(concat_copies=False, float_nodes=False))
     card_section = quantize_int8(FP32, tmp_path / "copies.onnx", reader)
     plain, copies = onnx.load(str(tmp_path / "plain.onnx")), onnx.load(str(tmp_path / "copies.onnx"))
     assert len(concat_overrides(plain)) == card_section["concat_copies"]["tensors_quantized_as_their_concat"] > 0
@@ -175,7 +175,7 @@ def test_the_image_convolution_and_the_nodes_after_the_last_convolutions_stay_in
     assert sorted(section["left_in_float"]["head_results"]) == ["/centre/Conv", "/head/Conv"]
     census = conv_census(tmp_path / "int8.onnx")
     assert census.quantized == 18 and census.floating == [] and len(census.on_input) == 1
-    plain = quantize_int8(FP32, tmp_path / "plain.onnx", reader, float_nodes=False)
+    plain = quantize_int8(FP32, tmp_path / "plain.onnx", reader, choices=GraphChoices(float_nodes=False))
     assert plain["left_in_float"] is None
     assert conv_census(tmp_path / "plain.onnx") == (19, [], [])
 
@@ -189,7 +189,7 @@ def test_the_heads_results_stay_in_float_and_come_closer_to_fp32(tmp_path, frame
 
     reader = PreprocessedFrames(_frames(2), load_card(FP32).preprocess)
     freed = quantize_int8(FP32, tmp_path / "heads.onnx", reader)
-    rounded = quantize_int8(FP32, tmp_path / "rounded.onnx", reader, float_heads=False)
+    rounded = quantize_int8(FP32, tmp_path / "rounded.onnx", reader, choices=GraphChoices(float_heads=False))
     assert "head_results" not in rounded["left_in_float"]
     assert sorted(freed["left_in_float"]["head_results"]) == ["/centre/Conv", "/head/Conv"]
     reference = _run(FP32, frame_tensor)

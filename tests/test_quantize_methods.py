@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from export.onnx_export import export_segmentation
-from export.quantize import ImageFrame, PreprocessedFrames, quantize_int8
+from export.quantize import GraphChoices, ImageFrame, PreprocessedFrames, quantize_int8
 from runtime.inference.preprocess import PreprocessParams
 from training.unet import build_model
 
@@ -55,7 +55,7 @@ def test_the_gemm_convolution_path_keeps_every_output_and_is_recorded(tmp_path):
     fp32 = export_segmentation(model, PARAMS, tmp_path / "m.fp32.onnx")
     reader = PreprocessedFrames(_frames(), PARAMS)
     direct = quantize_int8(fp32, tmp_path / "direct.onnx", reader)
-    gemm = quantize_int8(fp32, tmp_path / "gemm.onnx", reader, conv_path="gemm")
+    gemm = quantize_int8(fp32, tmp_path / "gemm.onnx", reader, choices=GraphChoices(conv_path="gemm"))
     assert direct["conv_path"] == {"module": "export.conv_path", "path": "direct", "weight_tensors_moved": 0}
     assert gemm["conv_path"]["path"] == "gemm" and gemm["conv_path"]["weight_tensors_moved"] >= 8
     runs = []
@@ -66,4 +66,4 @@ def test_the_gemm_convolution_path_keeps_every_output_and_is_recorded(tmp_path):
         assert np.array_equal(a, b)
     assert gemm_weights(onnx.load(str(tmp_path / "gemm.onnx"))) == 0  # moved once: zero points are -1 now
     with pytest.raises(ConfigError, match="convolution path 'fast'"):
-        quantize_int8(fp32, tmp_path / "x.onnx", reader, conv_path="fast")
+        quantize_int8(fp32, tmp_path / "x.onnx", reader, choices=GraphChoices(conv_path="fast"))
