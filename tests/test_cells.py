@@ -324,7 +324,8 @@ def test_overlay_outlines_each_touching_cell_and_keeps_the_legend_beside_the_fra
     tiles = gallery[34:34 + 128]
     assert (tiles[:, :256] != tiles[0, -1]).any(axis=2).mean() > 0.9  # two crops: the white cell, the platelet
     assert (tiles[:, 256:] == tiles[0, -1]).all()  # nothing after them
-    assert field_name("S/1 x", 3) == "S_1_x_f3"
+    assert field_name("S/1 x", 3) == "S_1_x_f4"  # field index 3 is the fourth field
+    assert field_name("S", None) == "S_f1"
 
 
 def test_a_cell_number_goes_where_it_covers_no_other_cell_and_the_gallery_header_fits() -> None:

@@ -33,6 +33,7 @@ def test_demo_prints_a_table_and_saves_results(model_path, tmp_path, repo_root):
     header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("#") and "RBC" in line)
     rows = lines[header + 1:header + 4]
     assert [row.split()[1] for row in rows] == ["D-001", "D-001", "D-002"]
+    table_fields = [f"{row.split()[1]}_f{row.split()[2]}" for row in rows]  # the files follow the table's numbering
     assert "diagnosis (ADA)" in lines[header]
     assert "per sample" in text and "status LED: idle -> busy" in text
 
@@ -45,6 +46,7 @@ def test_demo_prints_a_table_and_saves_results(model_path, tmp_path, repo_root):
     assert all(m["sample"]["patient_id"].startswith("p-") for m in by_seq)  # pseudonymous
     overlays = sorted((out / "overlays").glob("*.overlay.png"))
     assert len(overlays) == 3 and cv2.imread(str(overlays[0])).shape == (675, 1200, 3)  # frame at 900 px wide + panel
+    assert [p.name.split(".")[0] for p in overlays] == sorted(table_fields) == ["D-001_f1", "D-001_f2", "D-002_f1"]
 
     # delivery: outbox -> private Mosquitto -> server -> SQLite, every result receipted
     assert "delivered: 3 sent over MQTT, 3 receipts, 0 left in the outbox" in text

@@ -273,8 +273,14 @@ def _crop(image_bgr: np.ndarray, labels: np.ndarray, cell: "Cell", tile: int) ->
     return crop
 
 
+def field_number(field_index: int | None) -> int:
+    """The field as people count it (from 1), as the demo's table and the web app show it; the
+    message's `field_index` counts from 0."""
+    return (field_index or 0) + 1
+
+
 def field_name(sample_id: str, field_index: int | None) -> str:
-    """`<sample>_f<index>`: how a field's overlay and gallery files are named (characters outside
-    letters, digits, '.', '_' and '-' become '_')."""
+    """`<sample>_f<number>`: how a field's overlay and gallery files are named, the field counted
+    from 1 (field_number; characters outside letters, digits, '.', '_' and '-' become '_')."""
     safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in sample_id)[:80] or "sample"
-    return f"{safe}_f{field_index if field_index is not None else 0}"
+    return f"{safe}_f{field_number(field_index)}"

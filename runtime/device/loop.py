@@ -246,12 +246,12 @@ class Device:
         """<sample>_f<field>.overlay.png (every cell outlined, counts beside the frame) and
         .gallery.png (each white cell and platelet), named by sample and field."""
         from runtime.contracts.imageio import write_image
-        from runtime.analysis.overlay import field_name, render_gallery, render_overlay
+        from runtime.analysis.overlay import field_name, field_number, render_gallery, render_overlay
 
         assert self.overlays_dir is not None
         sample = result["sample"]
         name = field_name(sample["sample_id"], sample.get("field_index"))
-        title = f"{sample['sample_id']} field {sample.get('field_index', 0)}"
+        title = f"{sample['sample_id']} field {field_number(sample.get('field_index'))}"
         notes = [f"quality: {'; '.join(analysis.quality.reasons) or 'accepted'}",
                  *(f"review: {r['detail']}" for r in result.get("review", {}).get("reasons", []))]
         labels = analysis.frame_labels()  # the grid's labels at the frame's size, drawn after the timed analysis

@@ -240,6 +240,8 @@ class _Table:
                               bold=True))
 
     def row(self, outcome: Any) -> None:
+        from runtime.analysis.overlay import field_number
+
         self.n += 1
         result = outcome.result
         if result is None:
@@ -250,7 +252,7 @@ class _Table:
         density = (derived.get("density_per_mm2") or {}).get("rbc")
         quality = "ok" if result["quality"]["accepted"] else "rejected"
         diagnosis = _diagnosis_text(result.get("diagnosis"))
-        self.echo(f"{self.n:>2}  {sample['sample_id']:<7} {sample['field_index'] + 1:<5} "
+        self.echo(f"{self.n:>2}  {sample['sample_id']:<7} {field_number(sample['field_index']):<5} "
                   f"{_with_truth(counts, truth, 'rbc'):>9} {_with_truth(counts, truth, 'wbc'):>7} "
                   f"{_with_truth(counts, truth, 'platelet'):>7} {result['area_pct']['rbc']:>8.1f}%  "
                   f"{'' if density is None else f'{density:>8.0f}':>8}  "
