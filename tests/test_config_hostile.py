@@ -95,11 +95,12 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
 
 def _check(load: Callable[[Path], object], path: Path, message: str) -> str:
     """Refused with one line that names the file; timed on one run, memory traced on a second
-    (tracing slows the pure-Python reader several times over)."""
-    started = time.perf_counter()
+    (tracing slows the pure-Python reader several times over). The time is this process's CPU
+    time: the bound is on the work the reader does, which other jobs on the machine do not change."""
+    started = time.process_time()
     with pytest.raises(ConfigError) as info:
         load(path)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     tracemalloc.start()
     try:
         with pytest.raises(ConfigError):
@@ -141,10 +142,10 @@ def test_a_huge_wrong_value_is_not_printed(tmp_path: Path) -> None:
 def test_the_largest_files_allowed_are_read_quickly(tmp_path: Path, text: str) -> None:
     path = _write(tmp_path, "big.yaml", text)
     assert path.stat().st_size <= MAX_CONFIG_BYTES
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time, as in _check
     with pytest.raises(ConfigError):
         load_config(path)
-    assert time.perf_counter() - started < 0.5
+    assert time.process_time() - started < 0.5
 
 
 def test_non_finite_numbers_are_refused(tmp_path: Path) -> None:
