@@ -29,7 +29,7 @@ from onnxruntime.quantization import (
 
 from export.conv_path import CONV_PATHS, gemm_weights
 from export.layout import channels_last_depth_to_space, shapes_of_quantized
-from export.shared_concat import concat_overrides
+from export.shared_concat import concat_overrides, consumer_map
 from runtime.contracts.errors import ConfigError, DataError, ModelError
 from runtime.contracts.imageio import read_image
 from runtime.inference.preprocess import PreprocessParams, preprocess
@@ -193,10 +193,7 @@ def float_results(model: Any, tail: Sequence[str]) -> list[str]:
     exactly as before. The cost is the dequantized input of the 1x1 heads: about 1 ms per pass on that
     network at 304x400, two cores (16.3 -> 17.3 ms).
     """
-    consumers: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = consumer_map(model.graph)
     ends = {o.name for o in model.graph.output}
     tail_set = set(tail)
     freed: list[str] = []
@@ -268,19 +265,17 @@ class GraphChoices:
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: PreprocessedFrames,
                   method: str = "minmax", choices: GraphChoices = GraphChoices()) -> dict[str, Any]:
     """Write a QDQ int8 model; returns the card's `quantization` section."""
-    layout_rewrites, concat_copies, float_nodes = choices.layout_rewrites, choices.concat_copies, choices.float_nodes
-    conv_path = choices.conv_path
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"calibration method {method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
-    if conv_path not in CONV_PATHS:
-        raise ConfigError(f"convolution path {conv_path!r}; valid: {', '.join(CONV_PATHS)}")
+    if choices.conv_path not in CONV_PATHS:
+        raise ConfigError(f"convolution path {choices.conv_path!r}; valid: {', '.join(CONV_PATHS)}")
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
     rewrites: dict[str, int] = {}
     overrides: dict[str, list[dict[str, Any]]] = {}
     left_in_float: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="smearscope-quant-") as tmp:
         source, prepared = fp32_path, Path(tmp) / "preprocessed.onnx"
-        if layout_rewrites:
+        if choices.layout_rewrites:
             laid_out, rewrites["depth_to_space_channels_last"] = channels_last_depth_to_space(onnx.load(str(fp32_path)))
             source = Path(tmp) / "laid_out.onnx"
             onnx.save(laid_out, str(source))
@@ -291,24 +286,24 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: Preproce
         except Exception as exc:  # ORT's pre-processing raises untyped errors on unsupported graphs
             raise ModelError(f"{fp32_path}: quantization pre-processing failed ({exc})") from exc
         reader = calibrator_frames(reader, method)
-        if float_nodes:
+        if choices.float_nodes:
             graph = onnx.load(str(prepared))
             left_in_float = {"input_convolutions": input_convolutions(graph), "output_tail": output_tail(graph)}
         excluded = [name for names in left_in_float.values() for name in names]
         _quantize(prepared, int8_path, reader, method, exclude=excluded)
-        if concat_copies:
+        if choices.concat_copies:
             overrides = concat_overrides(onnx.load(str(int8_path)))
             if overrides:  # again, with the Concat inputs' ranges set (the calibration is deterministic)
                 _quantize(prepared, int8_path, reader, method, overrides, excluded)
     moved = 0
-    heads = float_nodes and choices.float_heads
-    if layout_rewrites or conv_path == "gemm" or heads:  # one load and one save for every rewrite
+    heads = choices.float_nodes and choices.float_heads
+    if choices.layout_rewrites or choices.conv_path == "gemm" or heads:  # one load and one save for every rewrite
         quantized = onnx.load(str(int8_path))
         if heads:
             left_in_float["head_results"] = float_results(quantized, left_in_float["output_tail"])
-        if layout_rewrites:
+        if choices.layout_rewrites:
             quantized, rewrites["shapes_read_quantized"] = shapes_of_quantized(quantized)
-        if conv_path == "gemm":
+        if choices.conv_path == "gemm":
             moved = gemm_weights(quantized)
         onnx.save(quantized, str(int8_path))
     return {
@@ -319,10 +314,10 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, reader: Preproce
         "calibration_frames": len(reader),
         "calibration_set_sha256": reader.sha256,
         "pre_process": "onnxruntime.quantization.quant_pre_process",
-        "layout_rewrites": {"module": "export.layout", **rewrites} if layout_rewrites else None,
+        "layout_rewrites": {"module": "export.layout", **rewrites} if choices.layout_rewrites else None,
         "concat_copies": {"module": "export.shared_concat", "tensors_quantized_as_their_concat": len(overrides)}
-        if concat_copies else None,
+        if choices.concat_copies else None,
         "left_in_float": left_in_float or None,
-        "conv_path": {"module": "export.conv_path", "path": conv_path, "weight_tensors_moved": moved},
+        "conv_path": {"module": "export.conv_path", "path": choices.conv_path, "weight_tensors_moved": moved},
         "onnxruntime": ort.__version__,
     }

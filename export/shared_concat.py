@@ -25,14 +25,19 @@ DATA_MOVES = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten
 """Operators that move values without changing them: their input and output share a quantization."""
 
 
-def _graph_maps(graph: Any) -> tuple[dict[str, Any], dict[str, list[Any]], dict[str, np.ndarray]]:
-    producer = {out: node for node in graph.node for out in node.output}
+def consumer_map(graph: Any) -> dict[str, list[Any]]:
+    """Tensor name -> the nodes that read it (export.quantize's rewrites use it too)."""
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
+    return consumers
+
+
+def _graph_maps(graph: Any) -> tuple[dict[str, Any], dict[str, list[Any]], dict[str, np.ndarray]]:
+    producer = {out: node for node in graph.node for out in node.output}
     constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    return producer, consumers, constants
+    return producer, consumer_map(graph), constants
 
 
 def _float_source(node: Any | None, producer: dict[str, Any]) -> str | None:
