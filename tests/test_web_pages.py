@@ -93,11 +93,13 @@ def test_result2_cells_and_review_are_rendered(web_env):
                                  [3, 1, 9.0, 9.0, 5, 5, 8, 8, 50, 0.9, 0]]}
     result["review"] = {"needed": True, "reasons": ["low-confidence white cell wbc-1"]}
     result["counts"] = {"rbc": 0, "wbc": 1, "platelet": 1}  # counts are the cells
+    result["sample"]["field_index"] = 2
     text = canonical_json(result)
     web_env.db.store.record(Accepted(parse("smearscope/v1/lab1/dev-a/results"), result, text, "f" * 64))
     client = client_for(web_env, "reviewer")
     page = client.get(f"/results/{result['result_id']}").text
     assert "low-confidence white cell wbc-1" in page
+    assert f"{result['sample']['sample_id']}, field 3</dd>" in page  # counted from 1, as the overlay files are
     assert 'name="cell_wbc-1"' in page and "61 %" in page and 'name="cell_plt-1"' in page
     # Reclassify the doubtful white cell as a platelet: an amendment row, counts moved, the cell regrouped.
     response = client.post(f"/results/{result['result_id']}/review",

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from runtime.contracts.classes import CELL_CLASSES
+from runtime.contracts.sample import field_number
 
 if TYPE_CHECKING:
     from runtime.analysis.cells import Cell, CellTable
@@ -271,12 +272,6 @@ def _crop(image_bgr: np.ndarray, labels: np.ndarray, cell: "Cell", tile: int) ->
     contours, _ = cv2.findContours(mine, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(crop, contours, -1, CLASS_COLOURS_BGR[cell.cls], 1, lineType=cv2.LINE_AA)
     return crop
-
-
-def field_number(field_index: int | None) -> int:
-    """The field as people count it (from 1), as the demo's table and the web app show it; the
-    message's `field_index` counts from 0."""
-    return (field_index or 0) + 1
 
 
 def field_name(sample_id: str, field_index: int | None) -> str:

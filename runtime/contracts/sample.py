@@ -60,6 +60,12 @@ class SampleContext:
             raise ImplausibleValue(f"sample {self.sample_id}: lab " + "; ".join(problems))
 
 
+def field_number(field_index: int | None) -> int:
+    """The field as people count it (from 1): the demo's table, the overlay files and titles, the
+    web app; the message's `field_index` counts from 0."""
+    return (field_index or 0) + 1
+
+
 @dataclass(frozen=True)
 class SampleField:
     """One capture's place: which sample, and which field of it (0-based)."""

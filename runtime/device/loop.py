@@ -26,7 +26,7 @@ from runtime.contracts.errors import ModelError, SkipCapture, SmearscopeError
 from runtime.inference.session import SessionOptions
 from runtime.delivery.sinks import Publisher
 from runtime.analysis.result import build_result
-from runtime.contracts.sample import SampleContext, SampleSummary, SampleTracker
+from runtime.contracts.sample import SampleContext, SampleSummary, SampleTracker, field_number
 from runtime.inference.model import SegmentationModel
 from runtime.capture.triggers import DeviceState, StatusIndicator, TriggerEvent, TriggerQueue
 from runtime.device.ahead import CaptureAhead, take_shot
@@ -246,7 +246,7 @@ class Device:
         """<sample>_f<field>.overlay.png (every cell outlined, counts beside the frame) and
         .gallery.png (each white cell and platelet), named by sample and field."""
         from runtime.contracts.imageio import write_image
-        from runtime.analysis.overlay import field_name, field_number, render_gallery, render_overlay
+        from runtime.analysis.overlay import field_name, render_gallery, render_overlay
 
         assert self.overlays_dir is not None
         sample = result["sample"]

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from runtime.contracts.errors import ConfigError
+from runtime.contracts.sample import field_number
 from server.config import ServerConfig
 from server.images import KINDS, ImageStore, ImageStoreError, images_for
 from server.registry import ANALYTE_NAMES, ANALYTES, Trend, list_patients, patient_history
@@ -79,6 +80,7 @@ def create_app(config: ServerConfig, db: Database, model_path: str | None = None
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals.update(class_names=cellmod.CLASS_NAMES, guideline_names=clinical.GUIDELINE_NAMES)
     templates.env.filters["when"] = _when
+    templates.env.filters["field_number"] = field_number
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     body_limit = limits.max_files * limits.max_bytes + 1_000_000
 

@@ -240,7 +240,7 @@ class _Table:
                               bold=True))
 
     def row(self, outcome: Any) -> None:
-        from runtime.analysis.overlay import field_number
+        from runtime.contracts.sample import field_number
 
         self.n += 1
         result = outcome.result
