@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from benchmarks.edge_bench.macs import count_macs
-from benchmarks.edge_bench.peak import MATMUL_ASSETS, build_matmul_model, ort_matmul_peak
+from benchmarks.edge_bench.peak import STORED_SIZES, build_matmul_model, matmul_asset, matmul_model_path, ort_matmul_peak
+from runtime.inference.session import SessionOptions, create_session
 from benchmarks.edge_bench.profile import op_times, profile_events
 
 onnx = pytest.importorskip("onnx")
@@ -52,7 +53,29 @@ def test_op_times_cover_the_executed_graph(tmp_path):
 
 @pytest.mark.parametrize("dtype", ["fp32", "int8"])
 def test_stored_matmul_graphs_are_what_the_builder_makes(dtype):
-    stored = onnx.load(str(MATMUL_ASSETS[dtype]))
-    assert stored.graph == build_matmul_model(dtype).graph
-    peak = ort_matmul_peak(dtype, threads=1, size=128, warmup=1, runs=3)
-    assert peak.gmacs_per_s == pytest.approx(128**3 / (peak.p50_ms / 1000.0) / 1e9)
+    for size in STORED_SIZES:
+        assert onnx.load(str(matmul_asset(dtype, size))).graph == build_matmul_model(dtype, size).graph
+    peak = ort_matmul_peak(dtype, threads=1, size=256, warmup=1, runs=3)
+    assert peak.size == 256
+    assert peak.gmacs_per_s == pytest.approx(256**3 / (peak.p50_ms / 1000.0) / 1e9)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+def test_the_peak_graphs_b_is_a_constant_the_runtime_can_pack_once(dtype, tmp_path):
+    """B must reach the GEMM as an initializer (as a model's weights do), not be rebuilt per run."""
+    optimized = tmp_path / "optimized.onnx"
+    options = SessionOptions(providers=("cpu",), intra_op_threads=1, warmup=False, optimized_model_path=str(optimized))
+    session = create_session(matmul_model_path(dtype, 256), options)
+    graph = onnx.load(str(optimized)).graph
+    assert [node.op_type for node in graph.node] == ["MatMul" if dtype == "fp32" else "MatMulInteger"]
+    assert "B" in {init.name for init in graph.initializer}
+    a = np.arange(2 * 256, dtype=np.float32).reshape(2, 256) % 7
+    feeds = {"A": a if dtype == "fp32" else a.astype(np.uint8)}
+    (y,) = session.run(None, feeds)
+    assert y.shape == (2, 256)
+    np.testing.assert_array_equal(y, np.repeat(a.sum(axis=1, keepdims=True), 256, axis=1))
+
+
+def test_a_side_without_a_stored_graph_is_built_with_onnx():
+    peak = ort_matmul_peak("int8", threads=1, size=96, warmup=1, runs=2)
+    assert peak.size == 96 and peak.gmacs_per_s > 0

@@ -11,9 +11,14 @@ dense matrix multiply it says how much of the hardware the model uses. Three ker
   those reach at the network's shapes),
 
 the last two at a given intra-op thread count, measured in the sweep right after the models of
-the same thread count, so the model and its reference see the same machine load. The two tiny ONNX graphs are stored as files in
-`assets/` so a device without the `onnx` package can still run them; `build_matmul_model`
-regenerates them (needs `onnx`).
+the same thread count, so the model and its reference see the same machine load.
+
+The ONNX graphs hold B as a constant (`ConstantOfShape`, folded when the session is created), as a
+model holds its weights, so ONNX Runtime packs it once the way it packs a convolution's weights.
+Fed as an input, B was packed again on every run, and on a 2-core AVX-512 VNNI machine the int8
+"peak" read 285 GMAC/s where the kernel reaches 390-465: a model then showed 96 % of a peak it was
+far from. The tiny graphs are stored in `assets/` for the sizes in `STORED_SIZES`, so a device
+without the `onnx` package can still run them; `write_matmul_assets` regenerates them (needs `onnx`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,13 @@ from benchmarks.edge_bench.timing import measure, summarize
 from runtime.contracts.errors import ModelError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-MATMUL_ASSETS = {"fp32": ASSETS / "matmul_fp32.onnx", "int8": ASSETS / "matmul_int8.onnx"}
+STORED_SIZES: tuple[int, ...] = (256, 512, 1024, 2048)
+"""Matrix sides with a stored graph; another side needs `onnx` to build its graph."""
+
+
+def matmul_asset(dtype: str, size: int) -> Path:
+    """Where the stored graph of one kernel and matrix side lives."""
+    return ASSETS / f"matmul_{dtype}_{size}.onnx"
 
 
 @dataclass(frozen=True)
@@ -47,23 +58,29 @@ class Peak:
         return asdict(self)
 
 
-def build_matmul_model(dtype: str) -> Any:
-    """The ONNX graph for one kernel: Y = MatMul(A, B) (fp32) or MatMulInteger(A:u8, B:s8) (int8)."""
-    from onnx import TensorProto, helper
+def build_matmul_model(dtype: str, size: int) -> Any:
+    """The ONNX graph for one kernel, A fed and B a size x size constant of ones:
+    Y = MatMul(A, B) (fp32) or MatMulInteger(A:u8, B:s8) (int8). The GEMM's time does not depend
+    on B's values; that B is a constant is what lets ONNX Runtime pack it once."""
+    from onnx import TensorProto, helper, numpy_helper
 
     if dtype == "fp32":
-        node = helper.make_node("MatMul", ["A", "B"], ["Y"])
-        a_type = b_type = y_type = TensorProto.FLOAT
+        op, a_type, b_type, y_type = "MatMul", TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT
     elif dtype == "int8":
-        node = helper.make_node("MatMulInteger", ["A", "B"], ["Y"])
-        a_type, b_type, y_type = TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32
+        op, a_type, b_type, y_type = "MatMulInteger", TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32
     else:
         raise ValueError(f"unknown matmul dtype {dtype!r}; known: fp32, int8")
+    b_shape = numpy_helper.from_array(np.array([size, size], dtype=np.int64), "B_shape")
+    nodes = [
+        helper.make_node("ConstantOfShape", ["B_shape"], ["B"], value=helper.make_tensor("one", b_type, [1], [1])),
+        helper.make_node(op, ["A", "B"], ["Y"]),
+    ]
     graph = helper.make_graph(
-        [node],
-        f"matmul_{dtype}",
-        [helper.make_tensor_value_info("A", a_type, ["M", "K"]), helper.make_tensor_value_info("B", b_type, ["K", "N"])],
-        [helper.make_tensor_value_info("Y", y_type, ["M", "N"])],
+        nodes,
+        f"matmul_{dtype}_{size}",
+        [helper.make_tensor_value_info("A", a_type, ["M", size])],
+        [helper.make_tensor_value_info("Y", y_type, ["M", size])],
+        [b_shape],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="smearscope-edge-bench")
     model.ir_version = 8
@@ -74,8 +91,11 @@ def write_matmul_assets() -> None:
     """Regenerate the stored graphs (run after changing `build_matmul_model`)."""
     import onnx
 
-    for dtype, path in MATMUL_ASSETS.items():
-        onnx.save(build_matmul_model(dtype), str(path))
+    for old in ASSETS.glob("matmul_*.onnx"):
+        old.unlink()
+    for dtype in KERNELS:
+        for size in STORED_SIZES:
+            onnx.save(build_matmul_model(dtype, size), str(matmul_asset(dtype, size)))
 
 
 def _operands(dtype: str, size: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -89,6 +109,11 @@ def _operands(dtype: str, size: int, seed: int = 0) -> dict[str, np.ndarray]:
         "A": rng.integers(0, 256, (size, size), dtype=np.uint8),
         "B": rng.integers(-128, 128, (size, size), dtype=np.int8),
     }
+
+
+def _feeds(dtype: str, size: int) -> dict[str, np.ndarray]:
+    """What the ORT graphs are fed: A alone (B is their constant)."""
+    return {"A": _operands(dtype, size)["A"]}
 
 
 def _rate(size: int, p50_ms: float) -> float:
@@ -107,17 +132,19 @@ def numpy_gemm_peak(size: int = 1024, *, warmup: int = 2, runs: int = 10) -> Pea
 KERNELS = {"fp32": "ort-matmul", "int8": "ort-matmulinteger"}
 
 
-def matmul_model_path(dtype: str) -> Path:
-    """The stored graph, or (when an installation lacks it) one built now with `onnx` in a temp folder."""
-    path = MATMUL_ASSETS[dtype]
+def matmul_model_path(dtype: str, size: int) -> Path:
+    """The stored graph, or (another size, or an installation without it) one built now with
+    `onnx` in a temp folder."""
+    path = matmul_asset(dtype, size)
     if path.is_file():
         return path
     try:
         import onnx
     except ImportError:
-        raise ModelError(f"{path} is missing from this installation and onnx is not installed to rebuild it") from None
+        raise ModelError(f"no stored {dtype} matmul graph of side {size} (stored: {', '.join(map(str, STORED_SIZES))}) "
+                         "and onnx is not installed to build one") from None
     built = Path(tempfile.mkdtemp(prefix="edge-bench-matmul-")) / path.name
-    onnx.save(build_matmul_model(dtype), str(built))
+    onnx.save(build_matmul_model(dtype, size), str(built))
     return built
 
 
@@ -126,8 +153,8 @@ def ort_matmul_call(dtype: str, threads: int, size: int) -> Callable[[], Any]:
     from runtime.inference.session import SessionOptions, create_session
 
     options = SessionOptions(providers=("cpu",), intra_op_threads=threads, warmup=False)
-    session = create_session(matmul_model_path(dtype), options)
-    feeds = _operands(dtype, size)
+    session = create_session(matmul_model_path(dtype, size), options)
+    feeds = _feeds(dtype, size)
     return lambda: session.run(None, feeds)
 
 
