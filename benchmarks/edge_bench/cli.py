@@ -69,7 +69,7 @@ def _resolutions(value: str | None) -> list[tuple[int, int] | None] | None:
 @click.option("--resolutions",
               help="Network input sizes: 'field' (what the field preprocesses to), N or HxW, comma-separated "
                    "[default: field].")
-@click.option("--peak-size", type=click.IntRange(min=64), help="Matrix side of the peak benchmark [default 1024, also with --quick: a smaller matrix never reaches the peak, and a model then shows over 100 % of it].")
+@click.option("--peak-size", type=click.IntRange(min=64), help="Matrix side of the peak benchmark [default 1024, also with --quick: a smaller matrix never reaches the peak, and a model then shows over 100 % of it]. Its graphs are stored for the usual sides (benchmarks/edge_bench/assets); another side needs the onnx package to build one.")
 @click.option("--torch/--no-torch", "use_torch", default=True, show_default=True,
               help="Measure the PyTorch eager baseline at the largest thread count (needs torch; "
                    "reported as not available without it).")
