@@ -7,8 +7,8 @@ import pytest
 
 from benchmarks.edge_bench.macs import count_macs
 from benchmarks.edge_bench.peak import STORED_SIZES, build_matmul_model, matmul_asset, matmul_model_path, ort_matmul_peak
-from runtime.inference.session import SessionOptions, create_session
 from benchmarks.edge_bench.profile import op_times, profile_events
+from runtime.inference.session import SessionOptions, create_session
 
 onnx = pytest.importorskip("onnx")
 

@@ -98,22 +98,12 @@ def write_matmul_assets() -> None:
             onnx.save(build_matmul_model(dtype, size), str(matmul_asset(dtype, size)))
 
 
-def _operands(dtype: str, size: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
+def _matrix(dtype: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random size x size operand: float32, or uint8 (what MatMulInteger's A is, as a quantized
+    model's activations are)."""
     if dtype == "fp32":
-        return {
-            "A": rng.standard_normal((size, size), dtype=np.float32),
-            "B": rng.standard_normal((size, size), dtype=np.float32),
-        }
-    return {
-        "A": rng.integers(0, 256, (size, size), dtype=np.uint8),
-        "B": rng.integers(-128, 128, (size, size), dtype=np.int8),
-    }
-
-
-def _feeds(dtype: str, size: int) -> dict[str, np.ndarray]:
-    """What the ORT graphs are fed: A alone (B is their constant)."""
-    return {"A": _operands(dtype, size)["A"]}
+        return rng.standard_normal((size, size), dtype=np.float32)
+    return rng.integers(0, 256, (size, size), dtype=np.uint8)
 
 
 def _rate(size: int, p50_ms: float) -> float:
@@ -122,8 +112,8 @@ def _rate(size: int, p50_ms: float) -> float:
 
 def numpy_gemm_peak(size: int = 1024, *, warmup: int = 2, runs: int = 10) -> Peak:
     """float32 GEMM through numpy's BLAS."""
-    ops = _operands("fp32", size)
-    a, b = ops["A"], ops["B"]
+    rng = np.random.default_rng(0)
+    a, b = _matrix("fp32", size, rng), _matrix("fp32", size, rng)
     out = np.empty((size, size), dtype=np.float32)
     stats = measure(lambda: np.matmul(a, b, out=out), warmup=warmup, runs=runs)
     return Peak("numpy-gemm", "fp32", size, None, stats.p50, _rate(size, stats.p50))
@@ -154,7 +144,7 @@ def ort_matmul_call(dtype: str, threads: int, size: int) -> Callable[[], Any]:
 
     options = SessionOptions(providers=("cpu",), intra_op_threads=threads, warmup=False)
     session = create_session(matmul_model_path(dtype, size), options)
-    feeds = _feeds(dtype, size)
+    feeds = {"A": _matrix(dtype, size, np.random.default_rng(0))}  # B is the graph's constant
     return lambda: session.run(None, feeds)
 
 
